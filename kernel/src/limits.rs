@@ -1,0 +1,127 @@
+//! Limits on what a client may send, checked before anything is proposed.
+
+use crate::error::KvError;
+
+/// Longest key, in bytes of UTF-8.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Default largest value, in bytes (configurable per node).
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Keys with this prefix belong to Kahuna itself.
+pub const RESERVED_PREFIX: &str = "__kahuna:";
+/// Longest ttl or lease a client may ask for: ten years.
+pub const TTL_MS_MAX: i64 = 10 * 365 * 24 * 3600 * 1000;
+/// Default number of keys a scan returns.
+pub const SCAN_LIMIT_DEFAULT: u32 = 100;
+/// Most keys one scan page may return.
+pub const SCAN_LIMIT_MAX: u32 = 10_000;
+/// Most keys `get by bucket` returns; a larger bucket must be read with a scan.
+pub const BUCKET_KEYS_MAX: usize = 10_000;
+/// Most operations in one batch request.
+pub const BATCH_OPS_MAX: usize = 1_000;
+/// Longest operation id, in bytes.
+pub const OPERATION_ID_BYTES_MAX: usize = 128;
+
+/// Checks a key: non-empty, at most [`KEY_BYTES_MAX`], not reserved.
+pub fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::InvalidInput("key is empty".into()));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "key is {} bytes, the limit is {KEY_BYTES_MAX}",
+            key.len()
+        )));
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(KvError::InvalidInput(format!(
+            "keys beginning {RESERVED_PREFIX:?} are reserved"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value against the node's limit.
+pub fn check_value(value: &[u8], value_bytes_max: usize) -> Result<(), KvError> {
+    if value.len() > value_bytes_max {
+        return Err(KvError::InvalidInput(format!(
+            "value is {} bytes, the limit is {value_bytes_max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a ttl in ms (0 = none) and returns it unsigned.
+pub fn check_ttl(ttl_ms: i64) -> Result<u64, KvError> {
+    if ttl_ms < 0 {
+        return Err(KvError::InvalidInput(format!("ttl must not be negative (got {ttl_ms} ms)")));
+    }
+    if ttl_ms > TTL_MS_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "ttl {ttl_ms} ms is above the limit of {TTL_MS_MAX} ms"
+        )));
+    }
+    Ok(ttl_ms as u64)
+}
+
+/// Checks an operation id.
+pub fn check_operation_id(id: &str) -> Result<(), KvError> {
+    if id.len() > OPERATION_ID_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "operation id is {} bytes, the limit is {OPERATION_ID_BYTES_MAX}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves a requested scan limit (0 = default).
+pub fn scan_limit(limit: u32) -> Result<u32, KvError> {
+    match limit {
+        0 => Ok(SCAN_LIMIT_DEFAULT),
+        n if n > SCAN_LIMIT_MAX => Err(KvError::InvalidInput(format!(
+            "scan limit {n} is above the maximum of {SCAN_LIMIT_MAX}; page with the cursor"
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// Checks the size of a batch.
+pub fn check_batch(len: usize) -> Result<(), KvError> {
+    if len == 0 {
+        return Err(KvError::InvalidInput("batch is empty".into()));
+    }
+    if len > BATCH_OPS_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "batch has {len} operations, the limit is {BATCH_OPS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(check_key("a").is_ok());
+        assert!(check_key("").is_err());
+        assert!(check_key(&"k".repeat(KEY_BYTES_MAX)).is_ok());
+        let long = check_key(&"k".repeat(KEY_BYTES_MAX + 1)).unwrap_err();
+        assert!(long.to_string().contains("1024"));
+        assert!(check_key("__kahuna:x").is_err());
+    }
+
+    #[test]
+    fn values_and_ttls() {
+        assert!(check_value(&[0; 10], 10).is_ok());
+        assert!(check_value(&[0; 11], 10).is_err());
+        assert_eq!(check_ttl(0), Ok(0));
+        assert!(check_ttl(-1).is_err());
+        assert!(check_ttl(TTL_MS_MAX + 1).is_err());
+        assert_eq!(scan_limit(0), Ok(SCAN_LIMIT_DEFAULT));
+        assert!(scan_limit(SCAN_LIMIT_MAX + 1).is_err());
+        assert!(check_batch(0).is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! One partition on one node: its openraft group, its ephemeral keyspace, and the
+//! read and write paths that keep timestamps ordered.
+//!
+//! Ordering rule (DESIGN §3): a read at timestamp T must not miss a write that later
+//! commits at or below T. Proposals are stamped and registered as in flight under one
+//! lock; a read at T first advances the HLC past T under the same lock (so later
+//! proposals are stamped above T), then waits for every in-flight proposal stamped at
+//! or below T to finish before it takes its read index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use redb::ReadableDatabase;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::error::{KvError, OpenError};
+use crate::hlc::{Hlc, from_physical_ms, physical_ms};
+use crate::log_store::LogStore;
+use crate::memspace::MemSpace;
+use crate::mvcc::{KeyReader, KeySpace, apply_write, read_point, scan_prefix};
+use crate::network::{Network, Transport};
+use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
+use crate::redb_space::RedbSpace;
+use crate::routing::bucket_of;
+use crate::schema::VERSIONS;
+use crate::state_machine::{OperationRecord, StateMachine, compacted_before};
+use crate::storage::Storage;
+use crate::types::{
+    Consistency, Durability, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, WriteOp,
+    WriteResult,
+};
+use crate::limits::BUCKET_KEYS_MAX;
+
+/// How far ahead of this node's clock an `as of` timestamp may be.
+const AS_OF_FUTURE_MS_MAX: u64 = 60_000;
+
+/// Settings a partition is started with.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionSettings {
+    pub(crate) node_id: NodeId,
+    pub(crate) peers: BTreeMap<NodeId, String>,
+    pub(crate) snapshot_logs: u64,
+    pub(crate) request_timeout: Duration,
+    /// This node should lead the partition when it can (spreads leaders over nodes).
+    pub(crate) preferred_leader: bool,
+}
+
+/// The ephemeral keyspace, valid for one leadership term.
+#[derive(Default)]
+struct Ephemeral {
+    term: u64,
+    space: MemSpace,
+    operations: HashMap<String, OperationRecord>,
+    compacted_before: u64,
+}
+
+type ReadWaiter = oneshot::Sender<Result<(), KvError>>;
+
+pub(crate) struct Partition {
+    id: PartitionId,
+    pub(crate) raft: Raft,
+    storage: Arc<Storage>,
+    hlc: Arc<Hlc>,
+    timeout: Duration,
+    /// Proposal timestamps not yet answered, with their counts.
+    in_flight: Mutex<BTreeMap<u64, usize>>,
+    settled: Notify,
+    reads: mpsc::UnboundedSender<ReadWaiter>,
+    ephemeral: Mutex<Ephemeral>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent before anything can panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_error(p: PartitionId, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> KvError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => KvError::NotLeader { partition: p, leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => KvError::Internal(e.to_string()),
+        RaftError::Fatal(f) => KvError::Unavailable(format!("partition {p} is stopped: {f}")),
+    }
+}
+
+fn read_error(p: PartitionId, e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> KvError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            KvError::NotLeader { partition: p, leader: f.leader_id }
+        }
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            KvError::Unavailable(format!("partition {p}: no quorum confirmed the leader ({q})"))
+        }
+        RaftError::Fatal(f) => KvError::Unavailable(format!("partition {p} is stopped: {f}")),
+    }
+}
+
+impl Partition {
+    pub(crate) async fn open(
+        id: PartitionId,
+        settings: &PartitionSettings,
+        storage: Arc<Storage>,
+        hlc: Arc<Hlc>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>, OpenError> {
+        let (election_min, election_max) = if settings.preferred_leader { (300, 500) } else { (700, 1200) };
+        let config = Config {
+            cluster_name: format!("kahuna-partition-{id}"),
+            heartbeat_interval: 100,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
+            max_in_snapshot_log_to_keep: settings.snapshot_logs / 2,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone() };
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            network,
+            LogStore::new(id, storage.clone()),
+            StateMachine::new(id, storage.clone(), hlc.clone()),
+        )
+        .await
+        .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))?;
+        if !initialized {
+            // Every node initializes a fresh partition with the same members: openraft
+            // allows that, and the first election picks one leader.
+            let members: BTreeMap<NodeId, BasicNode> =
+                settings.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(partition = id, "initialize: {e}");
+            }
+        }
+        let (reads, waiters) = mpsc::unbounded_channel();
+        tokio::spawn(read_rounds(raft.clone(), id, settings.request_timeout, waiters));
+        Ok(Arc::new(Self {
+            id,
+            raft,
+            storage,
+            hlc,
+            timeout: settings.request_timeout,
+            in_flight: Mutex::default(),
+            settled: Notify::new(),
+            reads,
+            ephemeral: Mutex::default(),
+        }))
+    }
+
+    /// The leader this node knows of.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The current term if this node leads the partition.
+    fn leader_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader).then_some(m.current_term)
+    }
+
+    /// Waits until some leader is known, up to the request timeout.
+    pub(crate) async fn await_leader(&self) -> Result<NodeId, KvError> {
+        let wait = self.raft.wait(Some(self.timeout));
+        match wait.metrics(|m| m.current_leader.is_some(), "a leader is known").await {
+            Ok(m) => m.current_leader.ok_or_else(|| self.no_leader()),
+            Err(_) => Err(self.no_leader()),
+        }
+    }
+
+    fn no_leader(&self) -> KvError {
+        KvError::Unavailable(format!("partition {} has no leader (election in progress or no quorum)", self.id))
+    }
+
+    /// Confirms with a quorum that this node still leads, sharing one round with
+    /// every read that arrived before the round started.
+    async fn barrier(&self) -> Result<(), KvError> {
+        let (tx, rx) = oneshot::channel();
+        self.reads.send(tx).map_err(|_| self.no_leader())?;
+        rx.await.map_err(|_| self.no_leader())?
+    }
+
+    /// Serves a request on this node; `NotLeader` when it must go to the leader.
+    pub(crate) async fn execute(&self, request: &PartitionRequest) -> Result<PartitionResponse, KvError> {
+        match request {
+            PartitionRequest::Write { ops, operation_id, durability: Durability::Persistent } => {
+                self.write(ops.clone(), operation_id.clone()).await.map(PartitionResponse::Write)
+            }
+            PartitionRequest::Write { ops, operation_id, durability: Durability::Ephemeral } => {
+                self.ephemeral_write(ops, operation_id.as_deref()).await.map(PartitionResponse::Write)
+            }
+            read => self.read(read).await,
+        }
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>, operation_id: Option<String>) -> Result<Vec<WriteResult>, KvError> {
+        let ts = {
+            let mut in_flight = lock(&self.in_flight);
+            let ts = self.hlc.now();
+            *in_flight.entry(ts).or_default() += 1;
+            ts
+        };
+        let proposal = Proposal { ts, command: Command::Write { ops, operation_id } };
+        let outcome = tokio::time::timeout(self.timeout, self.raft.client_write(proposal)).await;
+        self.settle(ts);
+        match outcome {
+            Err(_) => Err(KvError::Timeout(format!(
+                "partition {}: not committed within {} ms; the write may still apply",
+                self.id,
+                self.timeout.as_millis()
+            ))),
+            Ok(Err(e)) => Err(write_error(self.id, e)),
+            Ok(Ok(response)) => match response.data {
+                ApplyResult::Write(results) => Ok(results),
+                other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
+            },
+        }
+    }
+
+    fn settle(&self, ts: u64) {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(count) = in_flight.get_mut(&ts) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&ts);
+            }
+        }
+        drop(in_flight);
+        self.settled.notify_waiters();
+    }
+
+    /// Makes a read at `as_of` safe: no proposal at or below it is still in flight,
+    /// and every later one is stamped above it.
+    async fn fence_time(&self, as_of: u64) -> Result<(), KvError> {
+        if physical_ms(as_of) > self.hlc.wall_ms() + AS_OF_FUTURE_MS_MAX {
+            return Err(KvError::InvalidInput(format!("as-of timestamp {as_of} is in the future")));
+        }
+        let wait = async {
+            loop {
+                let settled = self.settled.notified();
+                {
+                    let in_flight = lock(&self.in_flight);
+                    self.hlc.observe(as_of);
+                    if in_flight.keys().next().is_none_or(|first| *first > as_of) {
+                        return;
+                    }
+                }
+                settled.await;
+            }
+        };
+        tokio::time::timeout(self.timeout, wait)
+            .await
+            .map_err(|_| KvError::Timeout(format!("partition {}: writes before {as_of} did not settle", self.id)))
+    }
+
+    async fn ephemeral_write(&self, ops: &[WriteOp], operation_id: Option<&str>) -> Result<Vec<WriteResult>, KvError> {
+        // Confirm leadership first, so a deposed leader cannot accept ephemeral writes.
+        let term = self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
+        self.barrier().await?;
+        let mut eph = lock(&self.ephemeral);
+        if self.leader_term() != Some(term) {
+            return Err(KvError::NotLeader { partition: self.id, leader: self.leader() });
+        }
+        if eph.term != term {
+            *eph = Ephemeral { term, ..Default::default() };
+        }
+        if let Some(record) = operation_id.and_then(|id| eph.operations.get(id)) {
+            return Ok(record.results.clone());
+        }
+        let ts = self.hlc.now();
+        let results = ops
+            .iter()
+            .map(|op| apply_write(&mut eph.space, op, ts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(KvError::from)?;
+        if let Some(id) = operation_id {
+            eph.operations.insert(id.to_owned(), OperationRecord { ts, results: results.clone() });
+        }
+        Ok(results)
+    }
+
+    async fn read(&self, request: &PartitionRequest) -> Result<PartitionResponse, KvError> {
+        let (durability, consistency) = (request.durability(), read_consistency(request));
+        if let PartitionRequest::Read { reads, .. } = request {
+            if consistency == Consistency::Linearizable {
+                if let Some(as_of) = reads.iter().filter_map(|r| r.as_of).max() {
+                    self.fence_time(as_of).await?;
+                }
+            }
+        }
+        match durability {
+            Durability::Persistent => {
+                if consistency == Consistency::Linearizable {
+                    self.barrier().await?;
+                }
+                let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+                let table = txn.open_table(VERSIONS).map_err(|e| KvError::Internal(e.to_string()))?;
+                let horizon = compacted_before(&txn, self.id)?;
+                let space = RedbSpace { table: &table, partition: self.id };
+                answer_read(&space, request, self.hlc.now(), horizon)
+            }
+            Durability::Ephemeral => {
+                let term = self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
+                if consistency == Consistency::Linearizable {
+                    self.barrier().await?;
+                }
+                let eph = lock(&self.ephemeral);
+                let empty = MemSpace::default();
+                let (space, horizon) = if eph.term == term { (&eph.space, eph.compacted_before) } else { (&empty, 0) };
+                answer_read(space, request, self.hlc.now(), horizon)
+            }
+        }
+    }
+
+    /// Drops history older than `before_ts` and operation records older than
+    /// `operations_before_ts`, when this node leads (replicas follow the entry).
+    pub(crate) async fn compact(&self, before_ts: u64, operations_before_ts: u64) {
+        if self.leader_term().is_none() {
+            return;
+        }
+        {
+            let mut eph = lock(&self.ephemeral);
+            if let Err(e) = eph.space.compact(before_ts) {
+                tracing::warn!(partition = self.id, "ephemeral compaction: {e}");
+            }
+            eph.operations.retain(|_, r| r.ts >= operations_before_ts);
+            eph.compacted_before = eph.compacted_before.max(before_ts);
+        }
+        let proposal = Proposal { ts: self.hlc.now(), command: Command::Compact { before_ts, operations_before_ts } };
+        match tokio::time::timeout(self.timeout, self.raft.client_write(proposal)).await {
+            Ok(Ok(r)) => tracing::debug!(partition = self.id, "compacted: {:?}", r.data),
+            Ok(Err(e)) => tracing::debug!(partition = self.id, "compaction not proposed: {e}"),
+            Err(_) => tracing::debug!(partition = self.id, "compaction timed out"),
+        }
+    }
+
+    /// This replica's view of the partition.
+    pub(crate) fn status(&self) -> PartitionStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        PartitionStatus {
+            partition: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            role: role.to_owned(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }
+    }
+}
+
+fn read_consistency(request: &PartitionRequest) -> Consistency {
+    match request {
+        PartitionRequest::Read { consistency, .. }
+        | PartitionRequest::Bucket { consistency, .. }
+        | PartitionRequest::Scan { consistency, .. } => *consistency,
+        PartitionRequest::Write { .. } => Consistency::Linearizable,
+    }
+}
+
+/// Answers a read request from a keyspace.
+fn answer_read(space: &impl KeyReader, request: &PartitionRequest, now: u64, horizon: u64) -> Result<PartitionResponse, KvError> {
+    match request {
+        PartitionRequest::Read { reads, .. } => {
+            let values = reads.iter().map(|r| read_point(space, r, now, horizon)).collect::<Result<Vec<_>, _>>()?;
+            Ok(PartitionResponse::Read(values))
+        }
+        PartitionRequest::Bucket { bucket, .. } => {
+            // A bucket's keys share the prefix "bucket/" (or are the bucket itself).
+            let prefix = format!("{bucket}/");
+            let (mut items, more) = scan_prefix(space, &prefix, None, BUCKET_KEYS_MAX, None, now)?;
+            if more {
+                return Err(KvError::InvalidInput(format!(
+                    "bucket {bucket:?} has more than {BUCKET_KEYS_MAX} keys; read it with a prefix scan"
+                )));
+            }
+            items.retain(|kv| bucket_of(&kv.key) == bucket);
+            let own = crate::types::PointRead { key: bucket.clone(), at_revision: None, as_of: None };
+            if let Some(kv) = read_point(space, &own, now, horizon)? {
+                if bucket_of(&kv.key) == bucket {
+                    items.insert(0, kv);
+                }
+            }
+            Ok(PartitionResponse::Items { items, more: false })
+        }
+        PartitionRequest::Scan { prefix, after, limit, .. } => {
+            let (items, more) = scan_prefix(space, prefix, after.as_deref(), *limit as usize, None, now)?;
+            Ok(PartitionResponse::Items { items, more })
+        }
+        PartitionRequest::Write { .. } => Err(KvError::Internal("a write reached the read path".into())),
+    }
+}
+
+/// Serves linearizable-read rounds for one partition: every waiter queued before a
+/// round starts shares that round's quorum confirmation.
+async fn read_rounds(raft: Raft, p: PartitionId, timeout: Duration, mut waiters: mpsc::UnboundedReceiver<ReadWaiter>) {
+    while let Some(first) = waiters.recv().await {
+        let mut batch = vec![first];
+        while let Ok(waiter) = waiters.try_recv() {
+            batch.push(waiter);
+        }
+        let outcome = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(read_error(p, e)),
+            Err(_) => Err(KvError::Unavailable(format!(
+                "partition {p}: leadership not confirmed within {} ms",
+                timeout.as_millis()
+            ))),
+        };
+        for waiter in batch {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+/// The physical-time horizon for compaction `retention_ms` ago.
+pub(crate) fn horizon(hlc: &Hlc, retention_ms: u64) -> u64 {
+    from_physical_ms(hlc.wall_ms().saturating_sub(retention_ms))
+}

@@ -1,0 +1,59 @@
+//! openraft's type configuration and what a Raft entry of ours carries.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{WriteOp, WriteResult};
+
+openraft::declare_raft_types!(
+    /// Kahuna's openraft types: one instance per partition shares them.
+    pub TypeConfig:
+        D = Proposal,
+        R = ApplyResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StorageError = openraft::StorageError<u64>;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A command, stamped by the leader with its HLC when proposed. The commit timestamp is
+/// fixed at apply time as `max(ts, last commit_ts + 1)`, the same on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub ts: u64,
+    pub command: Command,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.command {
+            Command::Write { ops, .. } => write!(f, "write({} ops)@{}", ops.len(), self.ts),
+            Command::Compact { before_ts, .. } => write!(f, "compact(<{before_ts})@{}", self.ts),
+        }
+    }
+}
+
+/// What a Raft entry asks the state machine to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Mutations applied atomically in order. With an operation id, a replay of the
+    /// same id answers the first outcome instead of applying again.
+    Write { ops: Vec<WriteOp>, operation_id: Option<String> },
+    /// Drops history older than `before_ts` and operation records older than
+    /// `operations_before_ts`.
+    Compact { before_ts: u64, operations_before_ts: u64 },
+}
+
+/// What applying an entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApplyResult {
+    /// Blank and membership entries.
+    None,
+    Write(Vec<WriteResult>),
+    Compacted { versions_removed: u64 },
+}

@@ -1,0 +1,59 @@
+//! Every redb table of a node's data file, with its key layout, and the format version.
+//!
+//! One file holds all partitions; every key starts with the partition number so a
+//! partition's rows are contiguous. Integers inside keys are encoded by redb's tuple
+//! and integer types (fixed-width little-endian, compared numerically).
+
+use redb::TableDefinition;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::StoreError;
+
+/// The layout this build reads and writes. A file with another version is refused.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// `"format"` → [`FORMAT_VERSION`].
+pub(crate) const FORMAT_TABLE: &str = "format";
+pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new(FORMAT_TABLE);
+
+/// `(partition, log index)` → postcard of an openraft `Entry`.
+pub(crate) const LOG_TABLE: &str = "raft_log";
+pub(crate) const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new(LOG_TABLE);
+
+/// `(partition, name)` → postcard; names are the `META_*` constants. Raft's own state
+/// (vote, last purged log id) and the state machine's (applied log id, membership,
+/// last commit timestamp, compaction horizon).
+pub(crate) const META_TABLE: &str = "meta";
+pub(crate) const META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(META_TABLE);
+
+pub(crate) const META_VOTE: &str = "vote";
+pub(crate) const META_PURGED: &str = "purged";
+pub(crate) const META_APPLIED: &str = "applied";
+pub(crate) const META_MEMBERSHIP: &str = "membership";
+pub(crate) const META_LAST_COMMIT_TS: &str = "last_commit_ts";
+pub(crate) const META_COMPACTED_BEFORE: &str = "compacted_before";
+
+/// `(partition, key, !commit_ts)` → postcard of a `Version`. The commit timestamp is
+/// stored inverted so a key's newest version sorts first.
+pub(crate) const VERSIONS_TABLE: &str = "versions";
+pub(crate) const VERSIONS: TableDefinition<(u32, &str, u64), &[u8]> = TableDefinition::new(VERSIONS_TABLE);
+
+/// `(partition, operation id)` → postcard of an `OperationRecord`: the first outcome
+/// of a write that carried an operation id, answered again to retries.
+pub(crate) const OPERATIONS_TABLE: &str = "operations";
+pub(crate) const OPERATIONS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(OPERATIONS_TABLE);
+
+/// Encodes a record for storage.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on our types: no maps with non-string keys or unsized
+    // sequences; an empty vector would only hide a bug, so fall back loudly.
+    postcard::to_stdvec(value).unwrap_or_else(|e| {
+        tracing::error!("encoding a record failed: {e}");
+        Vec::new()
+    })
+}
+
+/// Decodes a stored record, naming the table on failure.
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+}

@@ -1,0 +1,177 @@
+//! The storage thread: the one owner of redb's write transaction.
+//!
+//! Work from every partition (log appends, votes, truncations, purges, applies,
+//! snapshot installs) is queued here. The thread drains the queue into one redb write
+//! transaction, commits it — fsynced when any job in it needs durability — and only
+//! then completes each job. That is group commit: many writers share one fsync and
+//! each still waits for exactly one.
+//!
+//! Reads never come here: they open their own redb read transaction.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use crate::error::StoreError;
+use crate::schema::{FORMAT, FORMAT_VERSION, LOG, META, OPERATIONS, VERSIONS};
+
+/// Most jobs folded into one write transaction.
+const BATCH_JOBS_MAX: usize = 4096;
+
+/// The tables of one write transaction, opened once per batch.
+pub(crate) struct Tables<'t> {
+    pub(crate) log: Table<'t, (u32, u64), &'static [u8]>,
+    pub(crate) meta: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) versions: Table<'t, (u32, &'static str, u64), &'static [u8]>,
+    pub(crate) operations: Table<'t, (u32, &'static str), &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            log: txn.open_table(LOG)?,
+            meta: txn.open_table(META)?,
+            versions: txn.open_table(VERSIONS)?,
+            operations: txn.open_table(OPERATIONS)?,
+        })
+    }
+}
+
+/// Called once the batch holding a job committed (or failed to).
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A job's work inside the batch's transaction; returns what to do after the commit.
+pub(crate) type Work = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
+
+struct Job {
+    durable: bool,
+    work: Work,
+}
+
+/// Handle to a node's data file and its storage thread.
+pub(crate) struct Storage {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Storage {
+    /// Opens (or creates) the data file at `path` and starts the storage thread.
+    pub(crate) fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
+        let db = Arc::new(Database::create(path)?);
+        check_format(&db)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread_db = db.clone();
+        thread::Builder::new()
+            .name("kahuna-storage".into())
+            .spawn(move || run(&thread_db, &queue))?;
+        Ok(Arc::new(Self { db, jobs }))
+    }
+
+    /// The database, for read transactions.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Queues `work`; its completion runs after the batch commits.
+    pub(crate) fn submit(&self, durable: bool, work: Work) -> Result<(), StoreError> {
+        self.jobs.send(Job { durable, work }).map_err(|_| StoreError::Stopped)
+    }
+
+    /// Runs `f` in the next batch and returns its result once the batch committed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the job: it still runs and commits.
+    pub(crate) async fn run<T, F>(&self, durable: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut Tables<'t>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            durable,
+            Box::new(move |tables| {
+                let result = f(tables);
+                Box::new(move |commit: Result<(), String>| {
+                    let outcome = match (commit, result) {
+                        (Ok(()), r) => r,
+                        (Err(e), _) => Err(StoreError::Commit(e)),
+                    };
+                    let _ = tx.send(outcome);
+                })
+            }),
+        )?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn check_format(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut format = txn.open_table(FORMAT)?;
+        let found = format.get("version")?.map(|v| v.value());
+        match found {
+            None => {
+                format.insert("version", FORMAT_VERSION)?;
+            }
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(found) => return Err(StoreError::Format { found, supported: FORMAT_VERSION }),
+        }
+        // Create every table so read transactions never meet a missing one.
+        Tables::open(&txn)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads and writes one `u64` setting kept in the `format` table (such as the
+/// partition count fixed at cluster creation); returns the stored value.
+pub(crate) fn setting_or_init(db: &Database, name: &str, value: u64) -> Result<u64, StoreError> {
+    if let Some(found) = db.begin_read()?.open_table(FORMAT)?.get(name)? {
+        return Ok(found.value());
+    }
+    let txn = db.begin_write()?;
+    txn.open_table(FORMAT)?.insert(name, value)?;
+    txn.commit()?;
+    Ok(value)
+}
+
+fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_JOBS_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = run_batch(db, batch) {
+            // The jobs' completions were dropped: their callers see the thread stop.
+            tracing::error!("storage batch failed: {e}");
+        }
+    }
+    tracing::debug!("storage thread stopped");
+}
+
+fn run_batch(db: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
+    let durable = batch.iter().any(|job| job.durable);
+    let mut txn = db.begin_write()?;
+    txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
+        .map_err(|e| StoreError::Corrupt { table: "durability", reason: e.to_string() })?;
+    let mut completions = Vec::with_capacity(batch.len());
+    {
+        let mut tables = Tables::open(&txn)?;
+        for job in batch {
+            completions.push((job.work)(&mut tables));
+        }
+    }
+    let outcome = txn.commit().map_err(|e| e.to_string());
+    if let Err(e) = &outcome {
+        tracing::error!("storage commit failed: {e}");
+    }
+    for complete in completions {
+        complete(outcome.clone());
+    }
+    Ok(())
+}
