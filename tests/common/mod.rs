@@ -1,0 +1,244 @@
+//! Test harness: real `kahuna serve` processes on loopback, each with its own data
+//! directory, and raw gRPC clients to them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kahuna_proto::v1::cluster_client::ClusterClient;
+use kahuna_proto::v1::key_value_client::KeyValueClient;
+use kahuna_proto::v1::{GetRequest, SetRequest, StatusRequest, StatusResponse};
+use tonic::transport::Channel;
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One node of a test cluster.
+pub struct Node {
+    pub id: u64,
+    pub address: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kahuna"))
+            .arg("serve")
+            .args(&self.args)
+            .env("KAHUNA_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kahuna");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub async fn kv(&self) -> KeyValueClient<Channel> {
+        KeyValueClient::new(channel(&self.address)).max_decoding_message_size(kahuna_proto::MAX_MESSAGE_BYTES)
+    }
+
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(channel(&self.address))
+    }
+
+    pub async fn status(&self) -> Option<StatusResponse> {
+        let mut c = self.cluster().await;
+        c.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn channel(address: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// A cluster of real processes sharing one temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub partitions: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `partitions` partitions and extra flags.
+    pub async fn start(n: usize, partitions: u32, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers: BTreeMap<u64, String> = ports.iter().enumerate().map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}"))).collect();
+        let peers_flag = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let mut nodes = Vec::new();
+        for (id, address) in &peers {
+            let data_dir = dir.path().join(format!("node{id}"));
+            let mut args = vec![
+                "--node-id".to_owned(),
+                id.to_string(),
+                "--listen".to_owned(),
+                address.clone(),
+                "--data-dir".to_owned(),
+                data_dir.display().to_string(),
+                "--partitions".to_owned(),
+                partitions.to_string(),
+            ];
+            if n > 1 {
+                args.push("--peers".to_owned());
+                args.push(peers_flag.clone());
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut node = Node { id: *id, address: address.clone(), data_dir, args, child: None };
+            node.start();
+            nodes.push(node);
+        }
+        let cluster = Cluster { nodes, partitions, _dir: dir };
+        cluster.wait_ready(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Waits until every running node sees a leader for every partition.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut ready = true;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                match node.status().await {
+                    Some(s) if s.partitions.len() == self.partitions as usize
+                        && s.partitions.iter().all(|p| p.leader != 0 && self.nodes.iter().any(|n| n.id == p.leader && n.is_running())) => {}
+                    _ => ready = false,
+                }
+            }
+            if ready {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log())).collect();
+                panic!("cluster not ready within {timeout:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader of `partition` as seen by the first running node.
+    pub async fn leader_of(&self, partition: u32) -> u64 {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            if let Some(s) = node.status().await {
+                if let Some(p) = s.partitions.iter().find(|p| p.partition == partition) {
+                    if p.leader != 0 {
+                        return p.leader;
+                    }
+                }
+            }
+        }
+        0
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.is_running())
+    }
+}
+
+/// A plain persistent set with an operation id (so retries are safe).
+pub fn set_req(key: &str, value: &str) -> SetRequest {
+    SetRequest { key: key.into(), value: value.as_bytes().to_vec(), operation_id: operation_id(), ..Default::default() }
+}
+
+/// A fresh operation id, unique within the test process.
+pub fn operation_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!("test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+pub fn get_req(key: &str) -> GetRequest {
+    GetRequest { key: key.into(), ..Default::default() }
+}
+
+/// Retries `f` until it succeeds or `timeout` passes (for writes during failover).
+pub async fn eventually<T, E: std::fmt::Debug, F, Fut>(timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("still failing after {timeout:?}: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The routing the server uses, for picking keys in a given partition.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let bucket = key.rfind('/').map_or(key, |i| &key[..i]);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bucket.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    let mut key = hash;
+    while j < i64::from(partitions) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as u32
+}

@@ -1,0 +1,130 @@
+//! One node: the key/value API end to end, bad input, and a restart keeps data.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kahuna_proto::v1::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn set_get_restart() {
+    let mut cluster = Cluster::start(1, 4, &[]).await;
+    let mut kv = cluster.nodes[0].kv().await;
+
+    let r = kv.set(set_req("config/a", "1")).await.unwrap().into_inner();
+    assert!(r.modified);
+    assert_eq!(r.revision, 0);
+    assert_eq!(r.served_by, 1);
+    let r = kv.set(set_req("config/a", "2")).await.unwrap().into_inner();
+    assert_eq!(r.revision, 1);
+    let first_ts = r.commit_ts;
+    kv.set(set_req("config/b", "x")).await.unwrap();
+    kv.set(set_req("other", "y")).await.unwrap();
+
+    let got = kv.get(get_req("config/a")).await.unwrap().into_inner();
+    assert!(got.found);
+    assert_eq!(got.kv.as_ref().unwrap().value, b"2");
+
+    // History: at a revision and as of a time.
+    let at0 = kv.get(GetRequest { key: "config/a".into(), at_revision: Some(0), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(at0.kv.unwrap().value, b"1");
+    let before = kv.get(GetRequest { key: "config/a".into(), as_of: Some(first_ts - 1), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(before.kv.unwrap().value, b"1");
+
+    // Conditions.
+    let nx = kv.set(SetRequest { nx: true, ..set_req("config/a", "3") }).await.unwrap().into_inner();
+    assert!(!nx.modified);
+    let cas = kv.set(SetRequest { compare_revision: Some(1), ..set_req("config/a", "3") }).await.unwrap().into_inner();
+    assert!(cas.modified);
+    let stale = kv.set(SetRequest { compare_value: Some(b"2".to_vec()), ..set_req("config/a", "4") }).await.unwrap().into_inner();
+    assert!(!stale.modified);
+
+    // Bucket and scan.
+    let bucket = kv.get_by_bucket(GetByBucketRequest { bucket: "config".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(bucket.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["config/a", "config/b"]);
+    let page = kv.scan(ScanRequest { prefix: "".into(), limit: 2, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next_cursor, "config/b");
+    let rest = kv.scan(ScanRequest { prefix: "".into(), limit: 2, cursor: page.next_cursor, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(rest.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["other"]);
+    assert_eq!(rest.next_cursor, "");
+
+    // Delete, exists, ttl and extend.
+    let del = kv.delete(DeleteRequest { key: "other".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(del.deleted);
+    let ex = kv.exists(ExistsRequest { key: "other".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(!ex.exists);
+    kv.set(SetRequest { ttl_ms: 300, ..set_req("session/1", "s") }).await.unwrap();
+    let ext = kv.extend(ExtendRequest { key: "session/1".into(), ttl_ms: 60_000, ..Default::default() }).await.unwrap().into_inner();
+    assert!(ext.extended);
+    kv.set(SetRequest { ttl_ms: 200, ..set_req("session/2", "s") }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(kv.get(get_req("session/1")).await.unwrap().into_inner().found);
+    assert!(!kv.get(get_req("session/2")).await.unwrap().into_inner().found);
+
+    // Ephemeral keys are a separate keyspace.
+    kv.set(SetRequest { durability: Durability::Ephemeral as i32, ..set_req("config/a", "eph") }).await.unwrap();
+    let e = kv.get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") }).await.unwrap().into_inner();
+    assert_eq!(e.kv.unwrap().value, b"eph");
+    assert_eq!(kv.get(get_req("config/a")).await.unwrap().into_inner().kv.unwrap().value, b"3");
+
+    // Batches.
+    let many = kv
+        .set_many(SetManyRequest { items: (0..20).map(|i| set_req(&format!("batch/{i}"), "v")).collect() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(many.results.len(), 20);
+    let got = kv.get_many(GetManyRequest { keys: vec!["batch/3".into(), "nope".into()], ..Default::default() }).await.unwrap().into_inner();
+    assert!(got.results[0].found && !got.results[1].found);
+
+    // A restart keeps persistent data and drops ephemeral data.
+    let status = cluster.nodes[0].terminate().expect("exit status");
+    assert!(status.success(), "clean shutdown on SIGTERM");
+    cluster.nodes[0].start();
+    cluster.wait_ready(Duration::from_secs(20)).await;
+    let mut kv = cluster.nodes[0].kv().await;
+    let got = eventually(Duration::from_secs(10), || {
+        let mut kv = kv.clone();
+        async move { kv.get(get_req("config/a")).await }
+    })
+    .await
+    .into_inner();
+    assert_eq!(got.kv.unwrap().value, b"3");
+    assert!(kv.get(get_req("batch/19")).await.unwrap().into_inner().found);
+    let e = kv.get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") }).await.unwrap().into_inner();
+    assert!(!e.found);
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_and_changes_nothing() {
+    let cluster = Cluster::start(1, 2, &["--value-bytes-max", "1000"]).await;
+    let mut kv = cluster.nodes[0].kv().await;
+    let code = |r: Result<tonic::Response<SetResponse>, tonic::Status>| {
+        let s = r.unwrap_err();
+        assert_eq!(s.metadata().get("kahuna-code").and_then(|v| v.to_str().ok()), Some("InvalidInput"), "{s:?}");
+        (s.code(), s.message().to_owned())
+    };
+    let (c, m) = code(kv.set(set_req("", "v")).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("empty"), "{m}");
+    let (_, m) = code(kv.set(set_req(&"k".repeat(1025), "v")).await);
+    assert!(m.contains("1024"), "{m}");
+    let (_, m) = code(kv.set(set_req("big", &"v".repeat(1001))).await);
+    assert!(m.contains("1000"), "{m}");
+    let (_, m) = code(kv.set(set_req("__kahuna:x", "v")).await);
+    assert!(m.contains("reserved"), "{m}");
+    let (_, m) = code(kv.set(SetRequest { nx: true, xx: true, ..set_req("k", "v") }).await);
+    assert!(m.contains("nx"), "{m}");
+    let (_, m) = code(kv.set(SetRequest { ttl_ms: -5, ..set_req("k", "v") }).await);
+    assert!(m.contains("negative"), "{m}");
+    let (_, m) = code(kv.set(SetRequest { durability: 7, ..set_req("k", "v") }).await);
+    assert!(m.contains("durability"), "{m}");
+    let scan = kv.scan(ScanRequest { limit: 1_000_000, ..Default::default() }).await.unwrap_err();
+    assert!(scan.message().contains("10000"), "{scan:?}");
+    // Nothing was written.
+    assert!(!kv.exists(ExistsRequest { key: "k".into(), ..Default::default() }).await.unwrap().into_inner().exists);
+    // Nodes refuse a changed partition count.
+}
