@@ -70,6 +70,7 @@ pub(crate) struct Partition {
     settled: Notify,
     reads: mpsc::UnboundedSender<ReadWaiter>,
     ephemeral: Mutex<Ephemeral>,
+    snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,13 +118,15 @@ impl Partition {
         }
         .validate()
         .map_err(|e| OpenError::Config(e.to_string()))?;
+        let state_machine = StateMachine::new(id, storage.clone(), hlc.clone());
+        let snapshots_installed = state_machine.installed.clone();
         let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone() };
         let raft = Raft::new(
             settings.node_id,
             Arc::new(config),
             network,
             LogStore::new(id, storage.clone()),
-            StateMachine::new(id, storage.clone(), hlc.clone()),
+            state_machine,
         )
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
@@ -149,6 +152,7 @@ impl Partition {
             settled: Notify::new(),
             reads,
             ephemeral: Mutex::default(),
+            snapshots_installed,
         }))
     }
 
@@ -359,6 +363,7 @@ impl Partition {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            snapshots_installed: self.snapshots_installed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership};
@@ -46,11 +47,13 @@ pub(crate) struct StateMachine {
     partition: PartitionId,
     storage: Arc<Storage>,
     hlc: Arc<Hlc>,
+    /// Snapshots installed from a leader since this process started.
+    pub(crate) installed: Arc<AtomicU64>,
 }
 
 impl StateMachine {
     pub(crate) fn new(partition: PartitionId, storage: Arc<Storage>, hlc: Arc<Hlc>) -> Self {
-        Self { partition, storage, hlc }
+        Self { partition, storage, hlc, installed: Arc::default() }
     }
 }
 
@@ -246,7 +249,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.storage
             .run(true, move |t| install(t, p, &snap, applied, &membership))
             .await
-            .map_err(io_error)
+            .map_err(io_error)?;
+        self.installed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(partition = p, "installed snapshot up to {applied:?}");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -170,4 +170,6 @@ pub struct PartitionStatus {
     pub applied_index: u64,
     pub snapshot_index: u64,
     pub voters: Vec<NodeId>,
+    /// Snapshots this replica installed from a leader since it started.
+    pub snapshots_installed: u64,
 }

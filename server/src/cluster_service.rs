@@ -32,6 +32,7 @@ impl Cluster for ClusterService {
                 applied_index: p.applied_index,
                 snapshot_index: p.snapshot_index,
                 voters: p.voters,
+                snapshots_installed: p.snapshots_installed,
             })
             .collect();
         Ok(Response::new(StatusResponse {
