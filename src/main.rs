@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run a node (a single node with no flags; a cluster with --peers).
     Serve(kahuna_server::ServeArgs),
+    /// Open the shell, or run commands with -c / -f / stdin.
+    Shell(kahuna_shell::ShellArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("kahuna serve: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Shell(args) => {
+            init_logging("warn");
+            match runtime.block_on(kahuna_shell::run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("kahuna shell: {e:#}");
                     ExitCode::FAILURE
                 }
             }

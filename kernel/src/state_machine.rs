@@ -168,7 +168,11 @@ fn install(t: &mut Tables<'_>, p: PartitionId, snap: &PartitionSnapshot, applied
     for (id, record) in &snap.operations {
         t.operations.insert((p, id.as_str()), encode(record).as_slice())?;
     }
-    t.meta.insert((p, META_APPLIED), encode(&applied).as_slice())?;
+    // Stored as a bare LogId (see `applied_state`), absent when nothing was applied.
+    match applied {
+        Some(applied) => t.meta.insert((p, META_APPLIED), encode(&applied).as_slice())?,
+        None => t.meta.remove((p, META_APPLIED))?,
+    };
     t.meta.insert((p, META_MEMBERSHIP), encode(membership).as_slice())?;
     t.meta.insert((p, META_LAST_COMMIT_TS), encode(&snap.last_commit_ts).as_slice())?;
     t.meta.insert((p, META_COMPACTED_BEFORE), encode(&snap.compacted_before).as_slice())?;
@@ -180,26 +184,21 @@ fn read_err(e: StoreError) -> StorageError {
 }
 
 impl StateMachine {
-    fn build(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let txn = self.storage.db().begin_read()?;
         let (snap, applied, membership) = read_snapshot(&txn, self.partition)?;
-        let Some(last) = applied else { return Ok(None) };
-        let meta = SnapshotMeta {
-            last_log_id: Some(last),
-            last_membership: membership,
-            snapshot_id: format!("{}-{}-{}", self.partition, last.leader_id, last.index),
+        let snapshot_id = match applied {
+            Some(last) => format!("{}-{}-{}", self.partition, last.leader_id, last.index),
+            None => format!("{}-empty", self.partition),
         };
-        let data = encode(&snap);
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(encode(&snap))) })
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        match self.build().map_err(read_err)? {
-            Some(snapshot) => Ok(snapshot),
-            None => Err(StorageIOError::read_state_machine(&std::io::Error::other("nothing applied yet")).into()),
-        }
+        self.build().map_err(read_err)
     }
 }
 
@@ -258,6 +257,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         // The state machine in redb is always a complete snapshot of itself: build one
         // from it on demand instead of keeping a second copy.
-        self.build().map_err(read_err)
+        let snapshot = self.build().map_err(read_err)?;
+        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_store::LogStore;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(io_error)?;
+            let storage = Storage::open(&dir.path().join("kahuna.redb")).map_err(io_error)?;
+            let hlc = Arc::new(Hlc::system());
+            Ok((dir, LogStore::new(3, storage.clone()), StateMachine::new(3, storage, hlc)))
+        }
+    }
+
+    /// openraft's own conformance suite for log and state machine storage.
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(Builder)
     }
 }

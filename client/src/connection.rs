@@ -1,0 +1,423 @@
+//! Endpoints, lazily connected channels, failover and the retry loop.
+//!
+//! Every endpoint gets one lazily connected tonic [`Channel`]; nothing touches the network
+//! until the first call. Calls go to the current endpoint; an endpoint-level failure
+//! (`Unavailable`, `Timeout`) moves the current endpoint to the next one. Only calls that
+//! are safe to repeat are retried, at most `retries_max` times with a growing backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+
+/// Default budget for one attempt of a call (sent to the server as the gRPC deadline).
+pub const TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default budget for opening a TCP connection to one endpoint.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1_000;
+/// Default number of retries after the first attempt of a safe call.
+pub const RETRIES_DEFAULT: u32 = 4;
+/// Most retries a client may be configured with; keeps a call's total time bounded.
+pub const RETRIES_MAX: u32 = 16;
+/// Most endpoints a client accepts.
+pub const ENDPOINTS_MAX: usize = 64;
+/// Backoff before the first retry; doubles per retry up to `BACKOFF_MS_MAX`.
+pub const BACKOFF_MS_BASE: u64 = 20;
+/// Longest backoff between two attempts.
+pub const BACKOFF_MS_MAX: u64 = 1_000;
+/// Interval of HTTP/2 keep-alive pings, which find dead connections between calls.
+const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
+/// How long a keep-alive ping may stay unanswered before the connection is dropped.
+const KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
+
+/// Settings of a [`Client`](crate::Client); see [`ClientBuilder`](crate::ClientBuilder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            timeout: Duration::from_millis(TIMEOUT_MS_DEFAULT),
+            connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
+            retries: RETRIES_DEFAULT,
+        }
+    }
+}
+
+/// Returns `endpoint` as a URI tonic accepts: trimmed, `http://` added when there is no
+/// scheme. Rejects empty input, schemes other than http, and URIs that do not parse.
+pub fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
+    let endpoint = endpoint.trim();
+    let (scheme, authority) = endpoint.split_once("://").unwrap_or(("http", endpoint));
+    let authority = authority.trim_end_matches('/');
+    match scheme {
+        "http" => {}
+        "https" => {
+            return Err(Error::InvalidInput(format!(
+                "endpoint {endpoint:?}: TLS is not supported yet; use host:port"
+            )));
+        }
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "endpoint {endpoint:?}: expected host:port or http://host:port"
+            )));
+        }
+    }
+    if authority.is_empty() || authority.ends_with(':') {
+        return Err(Error::InvalidInput(format!(
+            "endpoint {endpoint:?}: expected host:port"
+        )));
+    }
+    let uri = format!("http://{authority}");
+    let parsed: tonic::codegen::http::Uri = uri
+        .parse()
+        .map_err(|e| Error::InvalidInput(format!("endpoint {endpoint:?}: {e}")))?;
+    let port = authority
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|p| !p.ends_with(']'));
+    if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err(Error::InvalidInput(format!(
+            "endpoint {endpoint:?}: the port is not a number from 0 to 65535"
+        )));
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(Error::InvalidInput(format!(
+            "endpoint {endpoint:?}: no host"
+        )));
+    }
+    if parsed.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(Error::InvalidInput(format!(
+            "endpoint {endpoint:?}: a path is not allowed"
+        )));
+    }
+    Ok(uri)
+}
+
+/// One endpoint and its lazily connected channel.
+#[derive(Debug)]
+struct Node {
+    /// The normalised URI, e.g. `http://127.0.0.1:2070`.
+    uri: String,
+    channel: Channel,
+}
+
+/// The endpoints of a client and which one is current.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Invariant: not empty, at most `ENDPOINTS_MAX`, no duplicates.
+    nodes: Vec<Node>,
+    /// Index into `nodes` of the endpoint calls go to first.
+    current: AtomicUsize,
+    config: Config,
+}
+
+impl Pool {
+    /// Normalises the endpoints and creates their channels without connecting.
+    ///
+    /// Must run inside a tokio runtime: each lazy channel spawns its worker task.
+    pub(crate) fn new(endpoints: Vec<String>, config: Config) -> Result<Pool, Error> {
+        let mut uris: Vec<String> = Vec::with_capacity(endpoints.len());
+        for endpoint in &endpoints {
+            let uri = normalize_endpoint(endpoint)?;
+            if !uris.contains(&uri) {
+                uris.push(uri);
+            }
+        }
+        if uris.is_empty() {
+            return Err(Error::InvalidInput("no endpoints given".into()));
+        }
+        if uris.len() > ENDPOINTS_MAX {
+            return Err(Error::InvalidInput(format!(
+                "{} endpoints given, at most {ENDPOINTS_MAX} allowed",
+                uris.len()
+            )));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidInput(
+                "the client must be created inside a tokio runtime".into(),
+            ));
+        }
+        let mut nodes = Vec::with_capacity(uris.len());
+        for uri in uris {
+            let endpoint = Endpoint::from_shared(uri.clone())
+                .map_err(|e| Error::InvalidInput(format!("endpoint {uri:?}: {e}")))?
+                .connect_timeout(config.connect_timeout)
+                .http2_keep_alive_interval(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
+                .keep_alive_timeout(Duration::from_millis(KEEP_ALIVE_TIMEOUT_MS))
+                .tcp_nodelay(true);
+            nodes.push(Node {
+                uri,
+                channel: endpoint.connect_lazy(),
+            });
+        }
+        Ok(Pool {
+            nodes,
+            current: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Returns the endpoint URIs in failover order.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.uri.clone()).collect()
+    }
+
+    /// Returns the index of the current endpoint.
+    fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.nodes.len()
+    }
+
+    /// Returns the URI of the current endpoint.
+    pub(crate) fn current_endpoint(&self) -> &str {
+        &self.nodes[self.current()].uri
+    }
+
+    /// Moves the current endpoint past `failed`, unless a concurrent call already did.
+    fn fail_over(&self, failed: usize) {
+        let next = (failed + 1) % self.nodes.len();
+        // A failed exchange means another call moved on already; keep its choice.
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Runs `attempt` against the current endpoint until it succeeds, fails with an error
+    /// that is not an endpoint failure, or the retry budget is spent. `retry_safe` says
+    /// whether the call may be repeated at all (reads; writes carrying an operation id).
+    ///
+    /// Each attempt gets the configured timeout, on the client side and as the gRPC
+    /// deadline sent to the server.
+    pub(crate) async fn call<T, F, Fut>(
+        self: &Arc<Self>,
+        method: &'static str,
+        retry_safe: bool,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = self.config.timeout;
+        let mut retries = 0;
+        loop {
+            let index = self.current();
+            let channel = self.nodes[index].channel.clone();
+            let error = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => Error::from_status(&status),
+                Err(_elapsed) => Error::Timeout(format!(
+                    "{method} got no answer from {} within {} ms",
+                    self.nodes[index].uri,
+                    timeout.as_millis()
+                )),
+            };
+            if error.is_failover() {
+                self.fail_over(index);
+            }
+            if !(retry_safe && error.is_failover() && retries < self.config.retries) {
+                return Err(with_context(error, &self.nodes[index].uri, retries + 1));
+            }
+            retries += 1;
+            tracing::debug!(
+                method,
+                endpoint = %self.nodes[index].uri,
+                retries,
+                %error,
+                "retrying on the next endpoint"
+            );
+            tokio::time::sleep(backoff(retries)).await;
+        }
+    }
+}
+
+/// Adds the endpoint and the number of attempts to an endpoint failure, which otherwise
+/// reads like "tcp connect error" with no hint of where.
+fn with_context(error: Error, uri: &str, attempts: u32) -> Error {
+    let context = |message: String| {
+        if message.contains(uri) {
+            message
+        } else {
+            let noun = if attempts == 1 { "attempt" } else { "attempts" };
+            format!("{message} (at {uri}, after {attempts} {noun})")
+        }
+    };
+    match error {
+        Error::Unavailable(message) => Error::Unavailable(context(message)),
+        Error::Timeout(message) => Error::Timeout(context(message)),
+        other => other,
+    }
+}
+
+/// Returns the pause before retry number `retries` (from 1): exponential from
+/// `BACKOFF_MS_BASE`, capped at `BACKOFF_MS_MAX`, with up to 50% random jitter so that
+/// clients failing together do not retry together.
+fn backoff(retries: u32) -> Duration {
+    let exponent = retries.saturating_sub(1).min(16);
+    let base_ms = BACKOFF_MS_BASE
+        .saturating_mul(1 << exponent)
+        .min(BACKOFF_MS_MAX);
+    let jitter_ms = rand::random_range(0..=base_ms / 2);
+    Duration::from_millis(base_ms - jitter_ms)
+}
+
+/// Returns a request carrying `message` and the gRPC deadline `timeout`.
+pub(crate) fn request<M>(message: M, timeout: Duration) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2070").ok().as_deref(),
+            Some("http://127.0.0.1:2070")
+        );
+        assert_eq!(
+            normalize_endpoint("  node-1:2070/ ").ok().as_deref(),
+            Some("http://node-1:2070")
+        );
+        assert_eq!(
+            normalize_endpoint("http://[::1]:2070").ok().as_deref(),
+            Some("http://[::1]:2070")
+        );
+        assert_eq!(
+            normalize_endpoint("localhost").ok().as_deref(),
+            Some("http://localhost")
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_are_invalid_input() {
+        for bad in [
+            "",
+            "   ",
+            "https://a:1",
+            "ftp://a:1",
+            "http://",
+            "http:///",
+            "a:",
+            "a:1/path",
+            "a b:1",
+            "a:port",
+        ] {
+            match normalize_endpoint(bad) {
+                Err(Error::InvalidInput(_)) => {}
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pool_deduplicates_and_rejects_empty() {
+        let pool = Pool::new(
+            vec!["a:1".into(), "http://a:1".into(), "b:2".into()],
+            Config::default(),
+        );
+        let pool = pool.expect("valid endpoints");
+        assert_eq!(pool.endpoints(), ["http://a:1", "http://b:2"]);
+        assert!(matches!(
+            Pool::new(vec![], Config::default()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn fail_over_moves_once_per_failure() {
+        let pool = Pool::new(
+            vec!["a:1".into(), "b:2".into(), "c:3".into()],
+            Config::default(),
+        )
+        .expect("valid endpoints");
+        assert_eq!(pool.current_endpoint(), "http://a:1");
+        pool.fail_over(0);
+        pool.fail_over(0); // a concurrent call saw the same failure: no second move
+        assert_eq!(pool.current_endpoint(), "http://b:2");
+        pool.fail_over(1);
+        pool.fail_over(2);
+        assert_eq!(pool.current_endpoint(), "http://a:1");
+    }
+
+    #[test]
+    fn pool_outside_a_runtime_is_an_error_not_a_panic() {
+        let pool = Pool::new(vec!["a:1".into()], Config::default());
+        assert!(matches!(pool, Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for retries in 1..40 {
+            let pause = backoff(retries);
+            assert!(
+                pause <= Duration::from_millis(BACKOFF_MS_MAX),
+                "{retries}: {pause:?}"
+            );
+            assert!(
+                pause >= Duration::from_millis(BACKOFF_MS_BASE / 2),
+                "{retries}: {pause:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoints_fail_over_then_give_up() {
+        // The attempts fail without touching the channels, so no server is needed.
+        let config = Config {
+            retries: 2,
+            ..Config::default()
+        };
+        let pool = Arc::new(
+            Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config)
+                .expect("valid endpoints"),
+        );
+        let mut attempts = 0;
+        let result: Result<(), Error> = pool
+            .call("test", true, |_channel, _timeout| {
+                attempts += 1;
+                async { Err(tonic::Status::unavailable("down")) }
+            })
+            .await;
+        match result {
+            Err(Error::Unavailable(message)) => {
+                assert!(message.starts_with("down (at http://127.0.0."), "{message}");
+                assert!(message.ends_with("after 3 attempts)"), "{message}");
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        assert_eq!(attempts, 3);
+        let mut attempts = 0;
+        let result: Result<(), Error> = pool
+            .call("test", false, |_channel, _timeout| {
+                attempts += 1;
+                async { Err(tonic::Status::unavailable("down")) }
+            })
+            .await;
+        assert!(matches!(result, Err(Error::Unavailable(_))));
+        assert_eq!(attempts, 1, "unsafe calls are never retried");
+        let mut attempts = 0;
+        let result: Result<(), Error> = pool
+            .call("test", true, |_channel, _timeout| {
+                attempts += 1;
+                async { Err(tonic::Status::invalid_argument("bad")) }
+            })
+            .await;
+        assert!(matches!(result, Err(Error::InvalidInput(_))));
+        assert_eq!(attempts, 1, "bad input is never retried");
+    }
+}

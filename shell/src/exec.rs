@@ -1,0 +1,248 @@
+//! Runs a parsed [`Command`] against the cluster and returns an [`Outcome`] to format.
+
+use std::time::{Duration, Instant};
+
+use kahuna_client::{
+    Batch, Client, ClusterStatus, Consistency, DeleteItem, DeleteOptions, DeleteResult, Durability,
+    ExistsResult, ExtendResult, GetResult, Items, NodeId, ReadOptions, ScanOptions, SetItem,
+    SetOptions, SetResult,
+};
+
+use crate::error::ShellError;
+use crate::help;
+use crate::lex::quote;
+use crate::parse::Command;
+
+/// Keys asked for per scan page while following cursors.
+const SCAN_PAGE_ITEMS: usize = 1_000;
+
+/// What a command produced, ready to format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A set ran (whether or not its conditions held).
+    Set {
+        /// The key written.
+        key: String,
+        /// The server's answer.
+        result: SetResult,
+    },
+    /// A get ran.
+    Get {
+        /// The key read.
+        key: String,
+        /// The server's answer.
+        result: GetResult,
+    },
+    /// An exists ran.
+    Exists {
+        /// The key tested.
+        key: String,
+        /// The server's answer.
+        result: ExistsResult,
+    },
+    /// A delete ran.
+    Delete {
+        /// The key deleted.
+        key: String,
+        /// The server's answer.
+        result: DeleteResult,
+    },
+    /// An extend ran.
+    Extend {
+        /// The key extended.
+        key: String,
+        /// The server's answer.
+        result: ExtendResult,
+    },
+    /// A get by bucket ran.
+    Bucket {
+        /// The bucket read.
+        bucket: String,
+        /// Its keys.
+        items: Items,
+    },
+    /// A scan ran.
+    Scan {
+        /// The prefix scanned.
+        prefix: String,
+        /// The keys found; `next_cursor` is set when more remain.
+        items: Items,
+        /// The command that continues the scan, when more remain.
+        continue_with: Option<String>,
+    },
+    /// An mset ran.
+    SetMany {
+        /// Keys in request order.
+        keys: Vec<String>,
+        /// Per-key answers.
+        batch: Batch<SetResult>,
+    },
+    /// An mget ran.
+    GetMany {
+        /// Keys in request order.
+        keys: Vec<String>,
+        /// Per-key answers.
+        batch: Batch<GetResult>,
+    },
+    /// An mdel ran.
+    DeleteMany {
+        /// Keys in request order.
+        keys: Vec<String>,
+        /// Per-key answers.
+        batch: Batch<DeleteResult>,
+    },
+    /// A status ran.
+    Status(ClusterStatus),
+    /// A ping got its answer.
+    Ping {
+        /// Endpoint that answered.
+        endpoint: String,
+        /// Node that answered.
+        node_id: NodeId,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// Help text.
+    Help(String),
+    /// The user asked to leave.
+    Exit,
+}
+
+/// Runs `command`.
+///
+/// # Cancel safety
+///
+/// Dropping the future abandons the call; a write may or may not have been applied.
+pub async fn execute(client: &Client, command: Command) -> Result<Outcome, ShellError> {
+    Ok(match command {
+        Command::Set {
+            key,
+            value,
+            options,
+        } => {
+            let result = client.set(key.clone(), value, options).await?;
+            Outcome::Set { key, result }
+        }
+        Command::Get { key, options } => {
+            let result = client.get(key.clone(), options).await?;
+            Outcome::Get { key, result }
+        }
+        Command::Exists { key, options } => {
+            let result = client.exists(key.clone(), options).await?;
+            Outcome::Exists { key, result }
+        }
+        Command::Delete { key, options } => {
+            let result = client.delete(key.clone(), options).await?;
+            Outcome::Delete { key, result }
+        }
+        Command::Extend {
+            key,
+            ttl_ms,
+            durability,
+        } => {
+            let result = client.extend(key.clone(), ttl_ms, durability).await?;
+            Outcome::Extend { key, result }
+        }
+        Command::GetByBucket { bucket, options } => {
+            let items = client.get_by_bucket(bucket.clone(), options).await?;
+            Outcome::Bucket { bucket, items }
+        }
+        Command::Scan {
+            prefix,
+            options,
+            limit,
+            cursor,
+        } => scan(client, prefix, options, limit, cursor).await?,
+        Command::SetMany { items, durability } => {
+            let keys = items.iter().map(|(key, _)| key.clone()).collect();
+            let items = items.into_iter().map(|(key, value)| {
+                SetItem::new(key, value).options(SetOptions::new().durability(durability))
+            });
+            let batch = client.set_many(items).await?;
+            Outcome::SetMany { keys, batch }
+        }
+        Command::GetMany { keys, options } => {
+            let batch = client.get_many(keys.clone(), options).await?;
+            Outcome::GetMany { keys, batch }
+        }
+        Command::DeleteMany { keys, durability } => {
+            let items = keys.iter().map(|key| {
+                DeleteItem::new(key.clone()).options(DeleteOptions::new().durability(durability))
+            });
+            let batch = client.delete_many(items).await?;
+            Outcome::DeleteMany { keys, batch }
+        }
+        Command::Status => Outcome::Status(client.status().await?),
+        Command::Ping => {
+            let endpoint = client.current_endpoint().to_owned();
+            let started = Instant::now();
+            let status = client.status().await?;
+            Outcome::Ping {
+                endpoint,
+                node_id: status.node_id,
+                rtt: started.elapsed(),
+            }
+        }
+        Command::Help { topic } => {
+            Outcome::Help(help::text(topic.as_deref()).map_err(ShellError::invalid)?)
+        }
+        Command::Exit => Outcome::Exit,
+    })
+}
+
+/// Follows scan cursors until `limit` keys are collected or the scan is complete.
+async fn scan(
+    client: &Client,
+    prefix: String,
+    options: ReadOptions,
+    limit: usize,
+    mut cursor: Option<String>,
+) -> Result<Outcome, ShellError> {
+    let mut all = Items {
+        items: Vec::new(),
+        next_cursor: None,
+        served_by: 0,
+    };
+    loop {
+        let page_items = (limit - all.items.len()).min(SCAN_PAGE_ITEMS);
+        let page_limit = u32::try_from(page_items).unwrap_or(u32::MAX);
+        let mut page_options = ScanOptions::new().read(options).limit(page_limit);
+        page_options.cursor = cursor.clone();
+        let page = client.scan(prefix.clone(), page_options).await?;
+        all.items.extend(page.items);
+        all.served_by = page.served_by;
+        if page.next_cursor.is_some() && page.next_cursor == cursor {
+            return Err(ShellError {
+                code: "MalformedResponse".into(),
+                message: format!("scan of {prefix:?} returned its own cursor again"),
+            });
+        }
+        cursor = page.next_cursor;
+        // A server may send more than asked; the excess is kept, never dropped silently.
+        if cursor.is_none() || all.items.len() >= limit {
+            break;
+        }
+    }
+    let continue_with = cursor.as_ref().map(|cursor| {
+        let e = if options.durability == Durability::Ephemeral {
+            "e"
+        } else {
+            ""
+        };
+        let serializable = match options.consistency {
+            Consistency::Serializable => " serializable",
+            Consistency::Linearizable => "",
+        };
+        format!(
+            "{e}scan by prefix {} cursor {}{serializable}",
+            quote(&prefix),
+            quote(cursor)
+        )
+    });
+    all.next_cursor = cursor;
+    Ok(Outcome::Scan {
+        prefix,
+        items: all,
+        continue_with,
+    })
+}

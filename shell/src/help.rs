@@ -1,0 +1,317 @@
+//! The command reference: syntax, meaning and an example for every command, used by
+//! `help`, by parse errors (usage lines) and by tab completion.
+
+/// One command's reference entry.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandHelp {
+    /// Command name as typed, possibly several words (`get by bucket`).
+    pub name: &'static str,
+    /// A few words for the command list.
+    pub brief: &'static str,
+    /// Syntax line.
+    pub syntax: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// A runnable example.
+    pub example: &'static str,
+    /// Whether an `e`-prefixed ephemeral form exists.
+    pub ephemeral_form: bool,
+}
+
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[CommandHelp] = &[
+    CommandHelp {
+        name: "set",
+        brief: "write a key (conditions, expiry)",
+        syntax: "set KEY VALUE [nx|xx] [ex MS] [cmp VALUE] [cmprev N]",
+        summary: "Writes VALUE under KEY. nx: only if absent; xx: only if present; ex: expire \
+                  after MS milliseconds; cmp/cmprev: only if the current value/revision \
+                  equals the given one. A failed condition is reported, not an error.",
+        example: "set config/color blue nx ex 60000",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "get",
+        brief: "read a key, now or in the past",
+        syntax: "get KEY [at REVISION | as of TIME] [serializable]",
+        summary: "Reads KEY: the latest version, the version with REVISION, or the version \
+                  visible at TIME (an HLC timestamp as shown in commit_ts, or unix \
+                  milliseconds followed by ms). Prints (nil) when absent.",
+        example: "get config/color at 3",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "del",
+        brief: "delete a key, optionally conditional",
+        syntax: "del KEY [cmp VALUE] [cmprev N]",
+        summary: "Deletes KEY (leaving a tombstone revision), optionally only if the current \
+                  value/revision equals the given one.",
+        example: "del config/color cmprev 3",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "exists",
+        brief: "tell whether a key exists",
+        syntax: "exists KEY [serializable]",
+        summary: "Tells whether KEY exists.",
+        example: "exists config/color",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "extend",
+        brief: "change a key's expiry",
+        syntax: "extend KEY MS",
+        summary: "Sets KEY to expire MS milliseconds from now; 0 removes the expiry. Changes \
+                  no revision.",
+        example: "extend session/42 30000",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "get by bucket",
+        brief: "read every key of a bucket",
+        syntax: "get by bucket BUCKET [serializable]",
+        summary: "Reads every key of BUCKET (keys whose text before the last / is BUCKET), \
+                  consistently, sorted by key.",
+        example: "get by bucket config",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "scan by prefix",
+        brief: "list keys by prefix",
+        syntax: "scan by prefix PREFIX [limit N] [cursor C] [serializable]",
+        summary: "Lists keys starting with PREFIX, sorted, following cursors up to N keys \
+                  (default 1000). When more remain, prints the cursor to continue with.",
+        example: "scan by prefix config/ limit 10",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "mset",
+        brief: "write several keys",
+        syntax: "mset KEY VALUE [KEY VALUE ...]",
+        summary: "Writes several keys, atomically per partition (not across partitions).",
+        example: "mset a 1 b 2 c 3",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "mget",
+        brief: "read several keys",
+        syntax: "mget KEY [KEY ...] [serializable]",
+        summary: "Reads several keys; results in the order given.",
+        example: "mget a b c",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "mdel",
+        brief: "delete several keys",
+        syntax: "mdel KEY [KEY ...]",
+        summary: "Deletes several keys, atomically per partition (not across partitions).",
+        example: "mdel a b c",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "status",
+        brief: "partitions: leaders, terms, logs",
+        syntax: "status",
+        summary: "Shows the cluster as the serving node sees it: nodes, and every partition's \
+                  leader, term, role, last log and applied index.",
+        example: "status",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "ping",
+        brief: "check that a node answers",
+        syntax: "ping",
+        summary: "Checks that a node answers, and how fast.",
+        example: "ping",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "help",
+        brief: "this list, or one command in detail",
+        syntax: "help [COMMAND]",
+        summary: "Lists the commands, or explains one.",
+        example: "help set",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "exit",
+        brief: "leave the shell",
+        syntax: "exit | quit",
+        summary: "Leaves the shell (Ctrl-D too). In a script, stops it successfully.",
+        example: "exit",
+        ephemeral_form: false,
+    },
+];
+
+/// General notes printed under the command list.
+const NOTES: &str = "\
+Ephemeral forms: prefix a key command with e (eset, eget, edel, eexists, eextend, emset,
+emget, emdel, eget by bucket, escan by prefix) to use the ephemeral keyspace: held in memory
+by the partition leader only, lost on leader change or restart.
+
+Reads are linearizable; add the word serializable to read any replica (possibly stale).
+
+Quoting: \"...\" understands \\n \\r \\t \\0 \\\\ \\\" \\' \\xHH \\u{H..}; '...' understands only \\'
+and \\\\. Separate commands with ; or newlines; # starts a comment. Keywords are
+case-insensitive; a quoted word is never a keyword.
+
+Values are bytes. Table output shows UTF-8 values in double quotes with escapes, and other
+values as 0x followed by hex; raw output writes the bytes as they are; JSON output has
+\"value\" for UTF-8 values and \"value_hex\" otherwise.
+
+Scripts (-c, -f, or stdin not a terminal) stop at the first failed command. Exit codes:
+0 all commands succeeded, 1 a command failed, 2 the script does not parse (nothing ran) or
+the shell could not start.";
+
+/// Returns the entry named `name` (an `e`-prefixed form finds its base command; `quit`
+/// finds `exit`), ignoring ASCII case and repeated spaces.
+pub fn find(name: &str) -> Option<&'static CommandHelp> {
+    let name = name
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
+    let name = if name == "quit" {
+        "exit".to_owned()
+    } else {
+        name
+    };
+    COMMANDS.iter().find(|c| c.name == name).or_else(|| {
+        let base = name.strip_prefix('e')?;
+        COMMANDS.iter().find(|c| c.ephemeral_form && c.name == base)
+    })
+}
+
+/// Returns the usage line of `name` for error messages.
+pub fn usage(name: &str) -> String {
+    find(name).map_or_else(String::new, |c| format!("usage: {}", c.syntax))
+}
+
+/// Returns the text of `help` (no topic) or `help TOPIC`.
+pub fn text(topic: Option<&str>) -> Result<String, String> {
+    let Some(topic) = topic else {
+        let width = COMMANDS.iter().map(|c| c.syntax.len()).max().unwrap_or(0);
+        let mut out = String::from("Commands (help COMMAND for details and an example):\n");
+        for command in COMMANDS {
+            out.push_str(&format!("  {:width$}  {}\n", command.syntax, command.brief));
+        }
+        out.push('\n');
+        out.push_str(NOTES);
+        return Ok(out);
+    };
+    let command = find(topic).ok_or_else(|| format!("no command {topic:?}; try help"))?;
+    let mut out = format!(
+        "{}\n\n{}\n\nExample:\n  {}\n",
+        command.syntax,
+        wrap(command.summary, 88),
+        command.example
+    );
+    if command.ephemeral_form {
+        out.push_str(&format!(
+            "\nEphemeral form: e{} (same syntax, the ephemeral keyspace).\n",
+            command.name
+        ));
+    }
+    Ok(out)
+}
+
+/// Every command word a line may start with, for completion.
+pub fn first_words() -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for command in COMMANDS {
+        let first = command.name.split(' ').next().unwrap_or(command.name);
+        words.push(first.to_owned());
+        if command.ephemeral_form {
+            words.push(format!("e{first}"));
+        }
+    }
+    words.push("quit".to_owned());
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// Wraps `text` at spaces to lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line_len = 0;
+    for word in text.split_whitespace() {
+        if line_len > 0 && line_len + 1 + word.len() > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += word.len();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_syntax_summary_and_example() {
+        for command in COMMANDS {
+            assert!(
+                command
+                    .syntax
+                    .starts_with(command.name.split(' ').next().unwrap_or(""))
+            );
+            assert!(
+                !command.summary.is_empty() && !command.example.is_empty(),
+                "{}",
+                command.name
+            );
+            let width = COMMANDS.iter().map(|c| c.syntax.len()).max().unwrap_or(0);
+            assert!(
+                width + command.brief.len() + 4 <= 100,
+                "{}: list line over 100 columns",
+                command.name
+            );
+        }
+    }
+
+    #[test]
+    fn finds_ephemeral_and_multiword_forms() {
+        assert_eq!(find("eset").map(|c| c.name), Some("set"));
+        assert_eq!(
+            find("EGET  by   BUCKET").map(|c| c.name),
+            Some("get by bucket")
+        );
+        assert_eq!(find("quit").map(|c| c.name), Some("exit"));
+        assert!(find("estatus").is_none());
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn help_texts() {
+        let all = text(None).expect("general help");
+        for command in COMMANDS {
+            assert!(all.contains(command.syntax), "{}", command.name);
+        }
+        let set = text(Some("eset")).expect("help eset");
+        assert!(set.contains("Example:") && set.contains("eset"));
+        assert!(text(Some("bogus")).is_err());
+    }
+
+    #[test]
+    fn first_words_include_ephemeral_forms() {
+        let words = first_words();
+        for word in [
+            "set", "eset", "get", "eget", "scan", "escan", "status", "quit",
+        ] {
+            assert!(words.iter().any(|w| w == word), "{word}");
+        }
+        assert!(!words.iter().any(|w| w == "estatus"));
+    }
+
+    #[test]
+    fn wrap_keeps_lines_short() {
+        let wrapped = wrap(COMMANDS[0].summary, 40);
+        assert!(wrapped.lines().all(|line| line.len() <= 40), "{wrapped}");
+    }
+}

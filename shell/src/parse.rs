@@ -1,0 +1,891 @@
+//! Turns a statement's words into a [`Command`], checking everything that can be checked
+//! without a server. The grammar is the one in [`help`](crate::help).
+
+use std::fmt;
+
+use kahuna_client::{
+    Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SetOptions, hlc_end_of_ms,
+};
+
+use crate::help;
+use crate::lex::Word;
+
+/// Keys a scan shows when no limit is given; more are offered through the cursor.
+pub const SCAN_ITEMS_DEFAULT: usize = 1_000;
+/// Largest `limit` a scan accepts (the client's collection limit).
+pub const SCAN_ITEMS_MAX: usize = kahuna_client::SCAN_ALL_ITEMS_MAX;
+/// Most keys one `mset`, `mget` or `mdel` takes.
+pub const BATCH_ITEMS_MAX: usize = 10_000;
+
+/// One parsed command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `set` / `eset`.
+    Set {
+        /// Key to write.
+        key: String,
+        /// Value to write.
+        value: Vec<u8>,
+        /// Keyspace, conditions and expiry.
+        options: SetOptions,
+    },
+    /// `get` / `eget`.
+    Get {
+        /// Key to read.
+        key: String,
+        /// Keyspace, freshness and history point.
+        options: GetOptions,
+    },
+    /// `del` / `edel`.
+    Delete {
+        /// Key to delete.
+        key: String,
+        /// Keyspace and compares.
+        options: DeleteOptions,
+    },
+    /// `exists` / `eexists`.
+    Exists {
+        /// Key to test.
+        key: String,
+        /// Keyspace and freshness.
+        options: ReadOptions,
+    },
+    /// `extend` / `eextend`.
+    Extend {
+        /// Key to extend.
+        key: String,
+        /// New time to live; 0 removes the expiry.
+        ttl_ms: u64,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `get by bucket` / `eget by bucket`.
+    GetByBucket {
+        /// Bucket to read.
+        bucket: String,
+        /// Keyspace and freshness.
+        options: ReadOptions,
+    },
+    /// `scan by prefix` / `escan by prefix`.
+    Scan {
+        /// Key prefix.
+        prefix: String,
+        /// Keyspace and freshness.
+        options: ReadOptions,
+        /// Most keys to show.
+        limit: usize,
+        /// Where to continue, from a previous scan.
+        cursor: Option<String>,
+    },
+    /// `mset` / `emset`.
+    SetMany {
+        /// Keys and values, in order.
+        items: Vec<(String, Vec<u8>)>,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `mget` / `emget`.
+    GetMany {
+        /// Keys, in order.
+        keys: Vec<String>,
+        /// Keyspace and freshness.
+        options: ReadOptions,
+    },
+    /// `mdel` / `emdel`.
+    DeleteMany {
+        /// Keys, in order.
+        keys: Vec<String>,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `status`.
+    Status,
+    /// `ping`.
+    Ping,
+    /// `help [TOPIC]`.
+    Help {
+        /// Command to explain; `None` lists all.
+        topic: Option<String>,
+    },
+    /// `exit` / `quit`.
+    Exit,
+}
+
+/// Why a statement is not a valid command. The message names the problem and, where
+/// useful, the command's usage line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses one statement's words. `words` is never empty when it comes from the lexer; an
+/// empty slice is an error, not a panic.
+pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
+    let Some((head, rest)) = words.split_first() else {
+        return Err(ParseError {
+            message: "empty command".into(),
+        });
+    };
+    let name = String::from_utf8_lossy(&head.bytes).to_ascii_lowercase();
+    if head.quoted {
+        return Err(ParseError {
+            message: format!(
+                "unknown command {:?}: command names are never quoted",
+                head.lossy()
+            ),
+        });
+    }
+    match name.as_str() {
+        "help" | "?" => {
+            let topic = rest.iter().map(Word::lossy).collect::<Vec<_>>().join(" ");
+            return Ok(Command::Help {
+                topic: Some(topic).filter(|t| !t.is_empty()),
+            });
+        }
+        "exit" | "quit" => return no_arguments(Command::Exit, "exit", rest),
+        "status" => return no_arguments(Command::Status, "status", rest),
+        "ping" => return no_arguments(Command::Ping, "ping", rest),
+        _ => {}
+    }
+    let (base, durability) = match name.as_str() {
+        "set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget" | "mdel" => {
+            (name.as_str(), Durability::Persistent)
+        }
+        ephemeral => match ephemeral.strip_prefix('e') {
+            Some(
+                base @ ("set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget"
+                | "mdel"),
+            ) => (base, Durability::Ephemeral),
+            _ => {
+                return Err(ParseError {
+                    message: format!("unknown command {:?}; try help", head.lossy()),
+                });
+            }
+        },
+    };
+    let mut args = Args {
+        words: rest,
+        position: 0,
+        command: String::from(&name[..]),
+    };
+    match base {
+        "set" => parse_set(&mut args, durability),
+        "get" if is_by(rest, "bucket") => {
+            args.command = format!("{name} by bucket");
+            args.position = 2;
+            parse_get_by_bucket(&mut args, durability)
+        }
+        "get" => parse_get(&mut args, durability),
+        "del" => parse_delete(&mut args, durability),
+        "exists" => parse_exists(&mut args, durability),
+        "extend" => parse_extend(&mut args, durability),
+        "scan" => {
+            args.command = format!("{name} by prefix");
+            if !is_by(rest, "prefix") {
+                return Err(args.error("expected scan by prefix PREFIX"));
+            }
+            args.position = 2;
+            parse_scan(&mut args, durability)
+        }
+        "mset" => parse_set_many(&mut args, durability),
+        "mget" => parse_get_many(&mut args, durability),
+        _ => parse_delete_many(&mut args, durability),
+    }
+}
+
+/// Returns true when `words` start with the bare keywords `by` and `what`.
+fn is_by(words: &[Word], what: &str) -> bool {
+    words.len() >= 2 && words[0].is_keyword("by") && words[1].is_keyword(what)
+}
+
+fn no_arguments(command: Command, name: &str, rest: &[Word]) -> Result<Command, ParseError> {
+    match rest.first() {
+        None => Ok(command),
+        Some(word) => Err(ParseError {
+            message: format!("{name} takes no arguments, got {:?}", word.lossy()),
+        }),
+    }
+}
+
+/// A cursor over a command's argument words.
+struct Args<'a> {
+    words: &'a [Word],
+    position: usize,
+    /// The command as typed, for messages (`eget by bucket`).
+    command: String,
+}
+
+impl Args<'_> {
+    fn error(&self, problem: &str) -> ParseError {
+        let usage = help::usage(&self.command);
+        let message = if usage.is_empty() {
+            format!("{}: {problem}", self.command)
+        } else {
+            format!("{}: {problem} ({usage})", self.command)
+        };
+        ParseError { message }
+    }
+
+    fn next(&mut self) -> Option<&Word> {
+        let word = self.words.get(self.position)?;
+        self.position += 1;
+        Some(word)
+    }
+
+    fn is_done(&self) -> bool {
+        self.position >= self.words.len()
+    }
+
+    fn remaining(&self) -> usize {
+        self.words.len().saturating_sub(self.position)
+    }
+
+    /// Takes the next word as a key (or bucket, prefix): UTF-8, and non-empty unless
+    /// `may_be_empty`.
+    fn text(&mut self, what: &str, may_be_empty: bool) -> Result<String, ParseError> {
+        let Some(word) = self.next() else {
+            return Err(self.error(&format!("missing {what}")));
+        };
+        let text = String::from_utf8(word.bytes.clone())
+            .map_err(|_| self.error(&format!("{what} must be UTF-8")))?;
+        if text.is_empty() && !may_be_empty {
+            return Err(self.error(&format!("{what} must not be empty")));
+        }
+        Ok(text)
+    }
+
+    fn key(&mut self) -> Result<String, ParseError> {
+        self.text("KEY", false)
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<Vec<u8>, ParseError> {
+        match self.next() {
+            Some(word) => Ok(word.bytes.clone()),
+            None => Err(self.error(&format!("missing {what}"))),
+        }
+    }
+
+    /// Takes the next word as a non-negative integer no larger than `max`.
+    fn number(&mut self, what: &str, max: u64) -> Result<u64, ParseError> {
+        let Some(word) = self.next() else {
+            return Err(self.error(&format!("missing {what}")));
+        };
+        let text = word.lossy();
+        match text.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            Ok(_) => Err(self.error(&format!("{what} {text} is above the maximum {max}"))),
+            Err(_) if text.starts_with('-') => {
+                Err(self.error(&format!("{what} must not be negative, got {text}")))
+            }
+            Err(_) => Err(self.error(&format!("{what} must be a whole number, got {text:?}"))),
+        }
+    }
+
+    fn revision(&mut self, what: &str) -> Result<i64, ParseError> {
+        let n = self.number(what, i64::MAX as u64)?;
+        i64::try_from(n).map_err(|_| self.error(&format!("{what} is too large")))
+    }
+
+    /// Takes the next word, which must be the keyword `keyword`.
+    fn keyword(&mut self, keyword: &str, problem: &str) -> Result<(), ParseError> {
+        match self.next() {
+            Some(word) if word.is_keyword(keyword) => Ok(()),
+            _ => Err(self.error(problem)),
+        }
+    }
+
+    fn unexpected(&self, word: &Word) -> ParseError {
+        self.error(&format!("unexpected {:?}", word.lossy()))
+    }
+}
+
+/// Rejects an option given twice.
+fn once<T>(slot: &Option<T>, args: &Args<'_>, option: &str) -> Result<(), ParseError> {
+    match slot {
+        Some(_) => Err(args.error(&format!("{option} given twice"))),
+        None => Ok(()),
+    }
+}
+
+fn flag_once(flag: &mut bool, args: &Args<'_>, option: &str) -> Result<(), ParseError> {
+    if *flag {
+        return Err(args.error(&format!("{option} given twice")));
+    }
+    *flag = true;
+    Ok(())
+}
+
+fn parse_set(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let key = args.key()?;
+    let value = args.bytes("VALUE")?;
+    let mut options = SetOptions::new().durability(durability);
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("nx") {
+            flag_once(&mut options.nx, args, "nx")?;
+        } else if word.is_keyword("xx") {
+            flag_once(&mut options.xx, args, "xx")?;
+        } else if word.is_keyword("ex") {
+            once(&options.ttl_ms, args, "ex")?;
+            let ttl_ms = args.number("ex MS (milliseconds)", i64::MAX as u64)?;
+            if ttl_ms == 0 {
+                return Err(args.error("ex must be at least 1 ms; omit it for no expiry"));
+            }
+            options.ttl_ms = Some(ttl_ms);
+        } else if word.is_keyword("cmp") {
+            once(&options.compare_value, args, "cmp")?;
+            options.compare_value = Some(args.bytes("cmp VALUE")?);
+        } else if word.is_keyword("cmprev") {
+            once(&options.compare_revision, args, "cmprev")?;
+            options.compare_revision = Some(args.revision("cmprev N")?);
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    if options.nx && options.xx {
+        return Err(args.error("nx and xx exclude each other"));
+    }
+    if options.nx && (options.compare_value.is_some() || options.compare_revision.is_some()) {
+        return Err(args.error("nx excludes cmp and cmprev (the key must be absent)"));
+    }
+    Ok(Command::Set {
+        key,
+        value,
+        options,
+    })
+}
+
+fn parse_get(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let key = args.key()?;
+    let mut options = GetOptions::new().durability(durability);
+    let mut serializable = false;
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("at") {
+            once(&options.at_revision, args, "at")?;
+            options.at_revision = Some(args.revision("at REVISION")?);
+        } else if word.is_keyword("as") {
+            once(&options.as_of, args, "as of")?;
+            args.keyword("of", "expected as of TIME")?;
+            options.as_of = Some(parse_time(args)?);
+        } else if word.is_keyword("serializable") {
+            flag_once(&mut serializable, args, "serializable")?;
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    if options.at_revision.is_some() && options.as_of.is_some() {
+        return Err(args.error("at and as of exclude each other"));
+    }
+    if serializable {
+        options.consistency = Consistency::Serializable;
+    }
+    Ok(Command::Get { key, options })
+}
+
+/// Parses `as of` TIME: an HLC timestamp, or unix milliseconds with an `ms` suffix (read
+/// as the end of that millisecond).
+fn parse_time(args: &mut Args<'_>) -> Result<u64, ParseError> {
+    let Some(word) = args.next() else {
+        return Err(args.error("missing TIME after as of"));
+    };
+    let text = word.lossy();
+    let (digits, unix_ms) = match text.strip_suffix("ms") {
+        Some(digits) => (digits, true),
+        None => (text.as_str(), false),
+    };
+    let value: u64 = digits.parse().map_err(|_| {
+        args.error(&format!(
+            "TIME must be an HLC timestamp or unix milliseconds like 1732580000000ms, got {text:?}"
+        ))
+    })?;
+    Ok(if unix_ms { hlc_end_of_ms(value) } else { value })
+}
+
+fn parse_delete(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let key = args.key()?;
+    let mut options = DeleteOptions::new().durability(durability);
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("cmp") {
+            once(&options.compare_value, args, "cmp")?;
+            options.compare_value = Some(args.bytes("cmp VALUE")?);
+        } else if word.is_keyword("cmprev") {
+            once(&options.compare_revision, args, "cmprev")?;
+            options.compare_revision = Some(args.revision("cmprev N")?);
+        } else if !word.quoted && args.position == 2 {
+            return Err(args.error(&format!(
+                "unexpected {:?}; del takes one key, use mdel for several",
+                word.lossy()
+            )));
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    Ok(Command::Delete { key, options })
+}
+
+/// Parses the trailing options of a plain read: only `serializable`.
+fn read_options(args: &mut Args<'_>, durability: Durability) -> Result<ReadOptions, ParseError> {
+    let mut options = ReadOptions::new().durability(durability);
+    let mut serializable = false;
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("serializable") {
+            flag_once(&mut serializable, args, "serializable")?;
+            options.consistency = Consistency::Serializable;
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    Ok(options)
+}
+
+fn parse_exists(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let key = args.key()?;
+    let options = read_options(args, durability)?;
+    Ok(Command::Exists { key, options })
+}
+
+fn parse_extend(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let key = args.key()?;
+    let ttl_ms = args.number("MS (milliseconds)", i64::MAX as u64)?;
+    if let Some(word) = args.next().cloned() {
+        return Err(args.unexpected(&word));
+    }
+    Ok(Command::Extend {
+        key,
+        ttl_ms,
+        durability,
+    })
+}
+
+fn parse_get_by_bucket(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let bucket = args.text("BUCKET", true)?;
+    let options = read_options(args, durability)?;
+    Ok(Command::GetByBucket { bucket, options })
+}
+
+fn parse_scan(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let prefix = args.text("PREFIX", true)?;
+    let mut options = ReadOptions::new().durability(durability);
+    let mut limit = None;
+    let mut cursor = None;
+    let mut serializable = false;
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("limit") {
+            once(&limit, args, "limit")?;
+            let n = args.number("limit N", SCAN_ITEMS_MAX as u64)?;
+            if n == 0 {
+                return Err(args.error("limit must be at least 1"));
+            }
+            limit = Some(n as usize);
+        } else if word.is_keyword("cursor") {
+            once(&cursor, args, "cursor")?;
+            cursor = Some(args.text("cursor C", false)?);
+        } else if word.is_keyword("serializable") {
+            flag_once(&mut serializable, args, "serializable")?;
+            options.consistency = Consistency::Serializable;
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    Ok(Command::Scan {
+        prefix,
+        options,
+        limit: limit.unwrap_or(SCAN_ITEMS_DEFAULT),
+        cursor,
+    })
+}
+
+/// Checks a batch's size: at least one item, at most `BATCH_ITEMS_MAX`.
+fn batch_size(args: &Args<'_>, items: usize) -> Result<(), ParseError> {
+    if items == 0 {
+        return Err(args.error("missing KEY"));
+    }
+    if items > BATCH_ITEMS_MAX {
+        return Err(args.error(&format!(
+            "{items} keys given, at most {BATCH_ITEMS_MAX} allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_set_many(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    if args.remaining() % 2 == 1 {
+        return Err(args.error("keys and values must come in pairs"));
+    }
+    batch_size(args, args.remaining() / 2)?;
+    let mut items = Vec::with_capacity(args.remaining() / 2);
+    while !args.is_done() {
+        let key = args.key()?;
+        let value = args.bytes("VALUE")?;
+        items.push((key, value));
+    }
+    Ok(Command::SetMany { items, durability })
+}
+
+/// Takes the remaining words as keys. For reads, a bare final `serializable` is the
+/// option (quote it to name a key).
+fn keys(args: &mut Args<'_>, allow_serializable: bool) -> Result<(Vec<String>, bool), ParseError> {
+    let serializable = allow_serializable
+        && args
+            .words
+            .last()
+            .is_some_and(|w| w.is_keyword("serializable"));
+    let count = args.remaining() - usize::from(serializable);
+    batch_size(args, count)?;
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(args.key()?);
+    }
+    Ok((keys, serializable))
+}
+
+fn parse_get_many(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let (keys, serializable) = keys(args, true)?;
+    let mut options = ReadOptions::new().durability(durability);
+    if serializable {
+        options.consistency = Consistency::Serializable;
+    }
+    Ok(Command::GetMany { keys, options })
+}
+
+fn parse_delete_many(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
+    let (keys, _) = keys(args, false)?;
+    Ok(Command::DeleteMany { keys, durability })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lex::split;
+
+    fn parse_line(line: &str) -> Result<Command, ParseError> {
+        let statements = split(line).map_err(|e| ParseError {
+            message: e.to_string(),
+        })?;
+        assert_eq!(statements.len(), 1, "{line}");
+        parse(&statements[0].words)
+    }
+
+    fn ok(line: &str) -> Command {
+        match parse_line(line) {
+            Ok(command) => command,
+            Err(e) => panic!("{line:?} failed: {e}"),
+        }
+    }
+
+    fn err(line: &str) -> String {
+        match parse_line(line) {
+            Ok(command) => panic!("{line:?} parsed as {command:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn set_plain_and_with_every_option() {
+        assert_eq!(
+            ok("set k v"),
+            Command::Set {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                options: SetOptions::new()
+            }
+        );
+        let Command::Set {
+            key,
+            value,
+            options,
+        } = ok("SET 'a key' \"x\\x00\" XX ex 1500 cmp old cmprev 7")
+        else {
+            panic!("not a set");
+        };
+        assert_eq!(key, "a key");
+        assert_eq!(value, b"x\x00".to_vec());
+        assert!(options.xx && !options.nx);
+        assert_eq!(options.ttl_ms, Some(1500));
+        assert_eq!(options.compare_value, Some(b"old".to_vec()));
+        assert_eq!(options.compare_revision, Some(7));
+        assert_eq!(options.durability, Durability::Persistent);
+    }
+
+    #[test]
+    fn ephemeral_forms_set_durability() {
+        let Command::Set { options, .. } = ok("eset k v nx") else {
+            panic!("not a set")
+        };
+        assert_eq!(options.durability, Durability::Ephemeral);
+        assert!(options.nx);
+        let Command::Get { options, .. } = ok("eget k") else {
+            panic!("not a get")
+        };
+        assert_eq!(options.durability, Durability::Ephemeral);
+        assert!(
+            matches!(ok("edel k"), Command::Delete { options, .. } if options.durability == Durability::Ephemeral)
+        );
+        assert!(
+            matches!(ok("eexists k"), Command::Exists { options, .. } if options.durability == Durability::Ephemeral)
+        );
+        assert!(matches!(
+            ok("eextend k 5"),
+            Command::Extend {
+                durability: Durability::Ephemeral,
+                ttl_ms: 5,
+                ..
+            }
+        ));
+        assert!(
+            matches!(ok("eget by bucket b"), Command::GetByBucket { options, .. } if options.durability == Durability::Ephemeral)
+        );
+        assert!(
+            matches!(ok("escan by prefix p"), Command::Scan { options, .. } if options.durability == Durability::Ephemeral)
+        );
+        assert!(matches!(
+            ok("emset a 1"),
+            Command::SetMany {
+                durability: Durability::Ephemeral,
+                ..
+            }
+        ));
+        assert!(
+            matches!(ok("emget a"), Command::GetMany { options, .. } if options.durability == Durability::Ephemeral)
+        );
+        assert!(matches!(
+            ok("emdel a"),
+            Command::DeleteMany {
+                durability: Durability::Ephemeral,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn value_may_look_like_a_keyword() {
+        let Command::Set { value, options, .. } = ok("set k nx") else {
+            panic!("not a set")
+        };
+        assert_eq!(value, b"nx".to_vec());
+        assert!(!options.nx);
+        assert_eq!(
+            err("set k v 'nx'"),
+            "set: unexpected \"nx\" (usage: set KEY VALUE [nx|xx] [ex MS] [cmp VALUE] [cmprev N])"
+        );
+    }
+
+    #[test]
+    fn set_rejects_bad_combinations_and_numbers() {
+        assert!(err("set k v nx xx").contains("nx and xx exclude each other"));
+        assert!(err("set k v xx nx").contains("exclude"));
+        assert!(err("set k v nx cmp a").contains("nx excludes cmp"));
+        assert!(err("set k v nx cmprev 1").contains("nx excludes cmp"));
+        assert!(err("set k v ex -5").contains("must not be negative, got -5"));
+        assert!(err("set k v ex 0").contains("at least 1 ms"));
+        assert!(err("set k v ex 1.5").contains("whole number"));
+        assert!(err("set k v ex").contains("missing ex MS"));
+        assert!(err("set k v ex 99999999999999999999").contains("whole number"));
+        assert!(err("set k v ex 9223372036854775808").contains("above the maximum"));
+        assert!(err("set k v cmprev -1").contains("must not be negative"));
+        assert!(err("set k v nx nx").contains("nx given twice"));
+        assert!(err("set k v ex 1 ex 2").contains("ex given twice"));
+        assert!(err("set k").contains("missing VALUE"));
+        assert!(err("set").contains("missing KEY"));
+        assert!(err("set '' v").contains("KEY must not be empty"));
+        assert!(err("set \"\\xff\" v").contains("KEY must be UTF-8"));
+        assert!(err("set k v bogus").contains("unexpected \"bogus\""));
+    }
+
+    #[test]
+    fn get_history_points_and_consistency() {
+        let Command::Get { key, options } = ok("get k at 3 serializable") else {
+            panic!("not a get")
+        };
+        assert_eq!(key, "k");
+        assert_eq!(options.at_revision, Some(3));
+        assert_eq!(options.consistency, Consistency::Serializable);
+        let Command::Get { options, .. } = ok("get k as of 123456") else {
+            panic!("not a get")
+        };
+        assert_eq!(options.as_of, Some(123_456));
+        let Command::Get { options, .. } = ok("get k AS OF 1732580000000ms") else {
+            panic!("not a get")
+        };
+        assert_eq!(options.as_of, Some(hlc_end_of_ms(1_732_580_000_000)));
+        assert!(err("get k at 1 as of 2").contains("exclude"));
+        assert!(err("get k as 5").contains("expected as of TIME"));
+        assert!(err("get k as of").contains("missing TIME"));
+        assert!(err("get k as of yesterday").contains("TIME must be"));
+        assert!(err("get k at").contains("missing at REVISION"));
+        assert!(err("get k at -1").contains("must not be negative"));
+        assert!(err("get k serializable serializable").contains("twice"));
+        assert!(err("get").contains("missing KEY"));
+    }
+
+    #[test]
+    fn get_by_bucket_versus_a_key_named_by() {
+        assert_eq!(
+            ok("get by bucket config serializable"),
+            Command::GetByBucket {
+                bucket: "config".into(),
+                options: ReadOptions::new().serializable()
+            }
+        );
+        assert_eq!(
+            ok("get by bucket ''"),
+            Command::GetByBucket {
+                bucket: String::new(),
+                options: ReadOptions::new()
+            }
+        );
+        assert!(matches!(ok("get by"), Command::Get { key, .. } if key == "by"));
+        assert!(err("get 'by' bucket").contains("unexpected \"bucket\""));
+        assert!(err("get by bucket").contains("missing BUCKET"));
+        assert!(err("get by bucket a b").contains("unexpected \"b\""));
+    }
+
+    #[test]
+    fn scan_options() {
+        assert_eq!(
+            ok("scan by prefix p"),
+            Command::Scan {
+                prefix: "p".into(),
+                options: ReadOptions::new(),
+                limit: SCAN_ITEMS_DEFAULT,
+                cursor: None
+            }
+        );
+        assert_eq!(
+            ok("scan by prefix '' limit 10 cursor abc serializable"),
+            Command::Scan {
+                prefix: String::new(),
+                options: ReadOptions::new().serializable(),
+                limit: 10,
+                cursor: Some("abc".into())
+            }
+        );
+        assert!(err("scan p").contains("expected scan by prefix"));
+        assert!(err("scan by bucket p").contains("expected scan by prefix"));
+        assert!(err("scan by prefix").contains("missing PREFIX"));
+        assert!(err("scan by prefix p limit 0").contains("at least 1"));
+        assert!(err("scan by prefix p limit 99999999999").contains("above the maximum"));
+        assert!(err("escan by prefix p limit").contains("escan by prefix: missing limit N"));
+    }
+
+    #[test]
+    fn delete_exists_extend() {
+        let Command::Delete { key, options } = ok("del k cmp v cmprev 2") else {
+            panic!("not a del")
+        };
+        assert_eq!(key, "k");
+        assert_eq!(options.compare_value, Some(b"v".to_vec()));
+        assert_eq!(options.compare_revision, Some(2));
+        assert!(err("del a b").contains("use mdel"));
+        assert!(err("del").contains("missing KEY"));
+        assert_eq!(
+            ok("exists k"),
+            Command::Exists {
+                key: "k".into(),
+                options: ReadOptions::new()
+            }
+        );
+        assert!(err("exists k v").contains("unexpected"));
+        assert_eq!(
+            ok("extend k 0"),
+            Command::Extend {
+                key: "k".into(),
+                ttl_ms: 0,
+                durability: Durability::Persistent
+            }
+        );
+        assert!(err("extend k").contains("missing MS"));
+        assert!(err("extend k -3").contains("must not be negative"));
+        assert!(err("extend k 5 6").contains("unexpected"));
+    }
+
+    #[test]
+    fn batches() {
+        assert_eq!(
+            ok("mset a 1 b 2"),
+            Command::SetMany {
+                items: vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())],
+                durability: Durability::Persistent
+            }
+        );
+        assert!(err("mset a 1 b").contains("pairs"));
+        assert!(err("mset").contains("missing KEY"));
+        assert_eq!(
+            ok("mget a b serializable"),
+            Command::GetMany {
+                keys: vec!["a".into(), "b".into()],
+                options: ReadOptions::new().serializable()
+            }
+        );
+        assert_eq!(
+            ok("mget a 'serializable'"),
+            Command::GetMany {
+                keys: vec!["a".into(), "serializable".into()],
+                options: ReadOptions::new()
+            }
+        );
+        assert!(err("mget serializable").contains("missing KEY"));
+        assert!(err("mget").contains("missing KEY"));
+        assert_eq!(
+            ok("mdel a serializable"),
+            Command::DeleteMany {
+                keys: vec!["a".into(), "serializable".into()],
+                durability: Durability::Persistent
+            }
+        );
+        let many = format!("mget {}", "k ".repeat(BATCH_ITEMS_MAX + 1));
+        assert!(err(&many).contains("at most"));
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(ok("status"), Command::Status);
+        assert_eq!(ok("PING"), Command::Ping);
+        assert_eq!(ok("quit"), Command::Exit);
+        assert_eq!(ok("exit"), Command::Exit);
+        assert_eq!(ok("help"), Command::Help { topic: None });
+        assert_eq!(
+            ok("help get by bucket"),
+            Command::Help {
+                topic: Some("get by bucket".into())
+            }
+        );
+        assert!(err("status now").contains("takes no arguments"));
+        assert!(err("ping x").contains("takes no arguments"));
+    }
+
+    #[test]
+    fn unknown_commands() {
+        assert!(err("frobnicate k").contains("unknown command \"frobnicate\""));
+        assert!(err("estatus").contains("unknown command"));
+        assert!(err("e").contains("unknown command"));
+        assert!(err("'set' k v").contains("never quoted"));
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for line in [
+            "set \u{0}",
+            "get \"\\u{1F600}\" at 1",
+            "scan by",
+            "get by bucket",
+            "mset ''",
+            "del k cmp",
+            "set k v cmprev",
+            "eget",
+            "ee",
+            "escan",
+        ] {
+            let _ = parse_line(line);
+        }
+    }
+}

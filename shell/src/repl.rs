@@ -1,0 +1,359 @@
+//! The interactive shell: a rustyline REPL with history in `~/.kahuna_history`, tab
+//! completion of commands and keys, and multi-line input while a quote is open.
+//!
+//! It runs on a blocking thread (rustyline blocks) and drives each command on the tokio
+//! runtime through a [`Handle`]. Ctrl-C clears the line being edited, or abandons the
+//! command being run; Ctrl-D leaves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kahuna_client::{Client, Consistency, Durability, ReadOptions, ScanOptions};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{CompletionType, Config, Context, Editor, Helper};
+use tokio::runtime::Handle;
+
+use crate::args::Format;
+use crate::error::ShellError;
+use crate::exec::{self, Outcome};
+use crate::format::{self, Stream};
+use crate::help;
+use crate::lex;
+use crate::parse;
+use crate::runner::emit;
+
+/// File name of the history, in the user's home directory.
+const HISTORY_FILE: &str = ".kahuna_history";
+/// Most lines the history keeps.
+const HISTORY_LINES_MAX: usize = 10_000;
+/// Most keys one tab completion asks the server for.
+const COMPLETION_KEYS_MAX: u32 = 50;
+/// How long a tab completion waits for the server before offering nothing.
+const COMPLETION_TIMEOUT_MS: u64 = 300;
+
+/// Runs the REPL until Ctrl-D or `exit`.
+pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<ExitCode> {
+    let config = Config::builder()
+        .max_history_size(HISTORY_LINES_MAX)?
+        .history_ignore_dups(true)?
+        .history_ignore_space(true)
+        .auto_add_history(false)
+        .completion_type(CompletionType::List)
+        .build();
+    let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
+    editor.set_helper(Some(ShellHelper {
+        client: client.clone(),
+        handle: handle.clone(),
+    }));
+    let history = history_path();
+    if let Some(path) = &history {
+        // A missing file is the normal first run; anything else is worth a word.
+        if let Err(e) = editor.load_history(path)
+            && path.exists()
+        {
+            eprintln!("warning: cannot read history {}: {e}", path.display());
+        }
+    }
+    println!(
+        "Kahuna shell, endpoints {}. Type help for commands, Ctrl-D to leave.",
+        client
+            .endpoints()
+            .iter()
+            .map(|e| endpoint_text(e))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    loop {
+        let prompt = format!("kahuna {}> ", endpoint_text(client.current_endpoint()));
+        let line = match editor.readline(&prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line.as_str());
+        if let Some(path) = &history
+            && let Err(e) = editor.append_history(path)
+        {
+            eprintln!("warning: cannot write history {}: {e}", path.display());
+        }
+        if run_line(&client, &line, format, &handle) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every statement of one input line; returns true when the user asked to leave.
+/// Errors are printed and do not stop the shell, but stop the rest of the line.
+fn run_line(client: &Client, line: &str, format: Format, handle: &Handle) -> bool {
+    let statements = match lex::split(line) {
+        Ok(statements) => statements,
+        Err(e) => {
+            print_error(&ShellError::from(e), format);
+            return false;
+        }
+    };
+    for statement in statements {
+        let command = match parse::parse(&statement.words) {
+            Ok(command) => command,
+            Err(e) => {
+                print_error(&ShellError::from(e), format);
+                return false;
+            }
+        };
+        let result = handle.block_on(async {
+            tokio::select! {
+                result = exec::execute(client, command) => Some(result),
+                () = ctrl_c() => None,
+            }
+        });
+        match result {
+            Some(Ok(Outcome::Exit)) => return true,
+            Some(Ok(outcome)) => {
+                let _ = emit(&format::render(&outcome, format), Stream::Stdout);
+            }
+            Some(Err(error)) => {
+                print_error(&error, format);
+                return false;
+            }
+            None => {
+                print_error(
+                    &ShellError {
+                        code: "Interrupted".into(),
+                        message: "interrupted; a write may or may not have been applied".into(),
+                    },
+                    format,
+                );
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// Completes on Ctrl-C; never, when the signal cannot be watched.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn print_error(error: &ShellError, format: Format) {
+    let (bytes, stream) = format::render_error(error, format);
+    let _ = emit(&bytes, stream);
+}
+
+/// Returns `~/.kahuna_history`, or `None` without a home directory (no history then).
+fn history_path() -> Option<PathBuf> {
+    std::env::home_dir()
+        .filter(|home| !home.as_os_str().is_empty())
+        .map(|home| home.join(HISTORY_FILE))
+}
+
+fn endpoint_text(endpoint: &str) -> &str {
+    endpoint.strip_prefix("http://").unwrap_or(endpoint)
+}
+
+/// rustyline helper: completion and multi-line validation.
+struct ShellHelper {
+    client: Client,
+    handle: Handle,
+}
+
+impl ShellHelper {
+    /// Asks the server for keys starting with `prefix`; empty on any error or delay.
+    fn keys(&self, prefix: &str, durability: Durability) -> Vec<String> {
+        let read = ReadOptions {
+            durability,
+            consistency: Consistency::Serializable,
+        };
+        let scan = self.client.scan(
+            prefix,
+            ScanOptions::new().read(read).limit(COMPLETION_KEYS_MAX),
+        );
+        let result = self.handle.block_on(async {
+            tokio::time::timeout(Duration::from_millis(COMPLETION_TIMEOUT_MS), scan).await
+        });
+        match result {
+            Ok(Ok(items)) => items.items.into_iter().map(|kv| kv.key).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What the word under the cursor is, from the words before it in its statement.
+#[derive(Debug, PartialEq, Eq)]
+enum Slot {
+    /// A command name.
+    Command,
+    /// One of these fixed words.
+    Words(&'static [&'static str]),
+    /// A key of this keyspace.
+    Key(Durability),
+    /// Nothing to offer.
+    Nothing,
+}
+
+/// Decides what to complete after `before` (the statement's earlier words).
+fn slot(before: &[&str]) -> Slot {
+    let Some(first) = before.first() else {
+        return Slot::Command;
+    };
+    let first = first.to_ascii_lowercase();
+    if first == "help" || first == "?" {
+        return if before.len() == 1 {
+            Slot::Command
+        } else {
+            Slot::Nothing
+        };
+    }
+    let (base, durability) = match help::find(&first) {
+        // Only an `e`-prefixed form finds an entry under another name (`quit` finds
+        // `exit`, which completes nothing either way).
+        Some(entry) if entry.name != first.as_str() => (entry.name, Durability::Ephemeral),
+        Some(entry) => (entry.name, Durability::Persistent),
+        None => match first.as_str() {
+            "scan" => ("scan by prefix", Durability::Persistent),
+            "escan" => ("scan by prefix", Durability::Ephemeral),
+            _ => return Slot::Nothing,
+        },
+    };
+    let position = before.len();
+    let by = |word: &str| before.get(1).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    match base {
+        "get" if position == 2 && by("by") => Slot::Words(&["bucket"]),
+        "get" if position == 1 => Slot::Key(durability),
+        "scan by prefix" if position == 1 => Slot::Words(&["by"]),
+        "scan by prefix" if position == 2 => Slot::Words(&["prefix"]),
+        "scan by prefix" if position == 3 => Slot::Key(durability),
+        "set" | "del" | "exists" | "extend" if position == 1 => Slot::Key(durability),
+        "mget" | "mdel" => Slot::Key(durability),
+        "mset" if position % 2 == 1 => Slot::Key(durability),
+        _ => Slot::Nothing,
+    }
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = line.get(..pos).unwrap_or(line);
+        let statement_start = before.rfind(';').map_or(0, |i| i + 1);
+        let word_start = before
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace() || *c == ';')
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let partial = &before[word_start..];
+        let earlier: Vec<&str> = before[statement_start..word_start.max(statement_start)]
+            .split_whitespace()
+            .collect();
+        let pair = |text: String| Pair {
+            display: text.clone(),
+            replacement: format!("{text} "),
+        };
+        let candidates: Vec<Pair> = match slot(&earlier) {
+            Slot::Command => help::first_words()
+                .into_iter()
+                .filter(|w| w.starts_with(&partial.to_ascii_lowercase()))
+                .map(pair)
+                .collect(),
+            Slot::Words(words) => words
+                .iter()
+                .filter(|w| w.starts_with(&partial.to_ascii_lowercase()))
+                .map(|w| pair((*w).to_owned()))
+                .collect(),
+            Slot::Key(_) if partial.starts_with(['"', '\'']) => Vec::new(),
+            Slot::Key(durability) => {
+                let mut keys: Vec<Pair> = self
+                    .keys(partial, durability)
+                    .into_iter()
+                    .map(|key| Pair {
+                        display: key.clone(),
+                        replacement: lex::quote(&key),
+                    })
+                    .collect();
+                let is_get = earlier.first().is_some_and(|w| {
+                    w.eq_ignore_ascii_case("get") || w.eq_ignore_ascii_case("eget")
+                });
+                if is_get && !partial.is_empty() && "by".starts_with(partial) {
+                    keys.push(pair("by".to_owned()));
+                }
+                keys
+            }
+            Slot::Nothing => Vec::new(),
+        };
+        Ok((word_start, candidates))
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ShellHelper {}
+
+impl Validator for ShellHelper {
+    fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
+        if lex::is_incomplete(ctx.input()) {
+            Ok(ValidationResult::Incomplete)
+        } else {
+            Ok(ValidationResult::Valid(None))
+        }
+    }
+}
+
+impl Helper for ShellHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_slots() {
+        assert_eq!(slot(&[]), Slot::Command);
+        assert_eq!(slot(&["help"]), Slot::Command);
+        assert_eq!(slot(&["get"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["EGET"]), Slot::Key(Durability::Ephemeral));
+        assert_eq!(slot(&["get", "by"]), Slot::Words(&["bucket"]));
+        assert_eq!(slot(&["scan"]), Slot::Words(&["by"]));
+        assert_eq!(slot(&["escan", "by"]), Slot::Words(&["prefix"]));
+        assert_eq!(
+            slot(&["escan", "by", "prefix"]),
+            Slot::Key(Durability::Ephemeral)
+        );
+        assert_eq!(slot(&["exists"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["eexists"]), Slot::Key(Durability::Ephemeral));
+        assert_eq!(slot(&["extend"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["eextend"]), Slot::Key(Durability::Ephemeral));
+        assert_eq!(slot(&["set", "k"]), Slot::Nothing);
+        assert_eq!(slot(&["mset", "a", "1"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["mset", "a"]), Slot::Nothing);
+        assert_eq!(slot(&["mget", "a", "b"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["status"]), Slot::Nothing);
+        assert_eq!(slot(&["bogus"]), Slot::Nothing);
+    }
+
+    #[test]
+    fn history_lives_in_home_not_tmp() {
+        if let Some(path) = history_path() {
+            assert!(path.ends_with(HISTORY_FILE));
+            assert!(!path.starts_with("/tmp"));
+        }
+    }
+}
