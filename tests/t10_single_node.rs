@@ -28,9 +28,17 @@ async fn set_get_restart() {
     assert_eq!(got.kv.as_ref().unwrap().value, b"2");
 
     // History: at a revision and as of a time.
-    let at0 = kv.get(GetRequest { key: "config/a".into(), at_revision: Some(0), ..Default::default() }).await.unwrap().into_inner();
+    let at0 = kv
+        .get(GetRequest { key: "config/a".into(), at_revision: Some(0), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(at0.kv.unwrap().value, b"1");
-    let before = kv.get(GetRequest { key: "config/a".into(), as_of: Some(first_ts - 1), ..Default::default() }).await.unwrap().into_inner();
+    let before = kv
+        .get(GetRequest { key: "config/a".into(), as_of: Some(first_ts - 1), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(before.kv.unwrap().value, b"1");
 
     // Conditions.
@@ -38,16 +46,28 @@ async fn set_get_restart() {
     assert!(!nx.modified);
     let cas = kv.set(SetRequest { compare_revision: Some(1), ..set_req("config/a", "3") }).await.unwrap().into_inner();
     assert!(cas.modified);
-    let stale = kv.set(SetRequest { compare_value: Some(b"2".to_vec()), ..set_req("config/a", "4") }).await.unwrap().into_inner();
+    let stale = kv
+        .set(SetRequest { compare_value: Some(b"2".to_vec()), ..set_req("config/a", "4") })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!stale.modified);
 
     // Bucket and scan.
-    let bucket = kv.get_by_bucket(GetByBucketRequest { bucket: "config".into(), ..Default::default() }).await.unwrap().into_inner();
+    let bucket = kv
+        .get_by_bucket(GetByBucketRequest { bucket: "config".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(bucket.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["config/a", "config/b"]);
     let page = kv.scan(ScanRequest { prefix: "".into(), limit: 2, ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(page.items.len(), 2);
     assert_eq!(page.next_cursor, "config/b");
-    let rest = kv.scan(ScanRequest { prefix: "".into(), limit: 2, cursor: page.next_cursor, ..Default::default() }).await.unwrap().into_inner();
+    let rest = kv
+        .scan(ScanRequest { prefix: "".into(), limit: 2, cursor: page.next_cursor, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(rest.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["other"]);
     assert_eq!(rest.next_cursor, "");
 
@@ -57,7 +77,11 @@ async fn set_get_restart() {
     let ex = kv.exists(ExistsRequest { key: "other".into(), ..Default::default() }).await.unwrap().into_inner();
     assert!(!ex.exists);
     kv.set(SetRequest { ttl_ms: 300, ..set_req("session/1", "s") }).await.unwrap();
-    let ext = kv.extend(ExtendRequest { key: "session/1".into(), ttl_ms: 60_000, ..Default::default() }).await.unwrap().into_inner();
+    let ext = kv
+        .extend(ExtendRequest { key: "session/1".into(), ttl_ms: 60_000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(ext.extended);
     kv.set(SetRequest { ttl_ms: 200, ..set_req("session/2", "s") }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -66,7 +90,11 @@ async fn set_get_restart() {
 
     // Ephemeral keys are a separate keyspace.
     kv.set(SetRequest { durability: Durability::Ephemeral as i32, ..set_req("config/a", "eph") }).await.unwrap();
-    let e = kv.get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") }).await.unwrap().into_inner();
+    let e = kv
+        .get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(e.kv.unwrap().value, b"eph");
     assert_eq!(kv.get(get_req("config/a")).await.unwrap().into_inner().kv.unwrap().value, b"3");
 
@@ -77,7 +105,11 @@ async fn set_get_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(many.results.len(), 20);
-    let got = kv.get_many(GetManyRequest { keys: vec!["batch/3".into(), "nope".into()], ..Default::default() }).await.unwrap().into_inner();
+    let got = kv
+        .get_many(GetManyRequest { keys: vec!["batch/3".into(), "nope".into()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(got.results[0].found && !got.results[1].found);
 
     // A restart keeps persistent data and drops ephemeral data.
@@ -94,7 +126,11 @@ async fn set_get_restart() {
     .into_inner();
     assert_eq!(got.kv.unwrap().value, b"3");
     assert!(kv.get(get_req("batch/19")).await.unwrap().into_inner().found);
-    let e = kv.get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") }).await.unwrap().into_inner();
+    let e = kv
+        .get(GetRequest { durability: Durability::Ephemeral as i32, ..get_req("config/a") })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!e.found);
 }
 

@@ -12,12 +12,11 @@ use tonic::transport::Channel;
 use crate::connection::{Config, Pool, RETRIES_MAX, request};
 use crate::error::Error;
 use crate::options::{
-    DeleteItem, DeleteOptions, ExtendOptions, GetOptions, ReadOptions, ScanOptions, SetItem,
-    SetOptions,
+    DeleteItem, DeleteOptions, ExtendOptions, GetOptions, ReadOptions, ScanOptions, SetItem, SetOptions,
 };
 use crate::types::{
-    Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, NodeInfo,
-    PartitionStatus, SetResult, key_value_from_proto, positive, revision,
+    Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, NodeInfo, PartitionStatus,
+    SetResult, key_value_from_proto, positive, revision,
 };
 
 /// Largest page a scan may ask for (the server's maximum).
@@ -39,10 +38,7 @@ impl ClientBuilder {
     /// Starts a client for these endpoints (`host:port` or `http://host:port`), tried in
     /// this order.
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> ClientBuilder {
-        ClientBuilder {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            config: Config::default(),
-        }
+        ClientBuilder { endpoints: endpoints.into_iter().map(Into::into).collect(), config: Config::default() }
     }
 
     /// Sets the budget of one attempt of a call, also sent as the gRPC deadline
@@ -73,14 +69,10 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let timeout_ms = self.config.timeout.as_millis();
         if timeout_ms == 0 || timeout_ms > u128::from(TIMEOUT_MS_MAX) {
-            return Err(Error::InvalidInput(format!(
-                "timeout is {timeout_ms} ms, must be 1 to {TIMEOUT_MS_MAX} ms"
-            )));
+            return Err(Error::InvalidInput(format!("timeout is {timeout_ms} ms, must be 1 to {TIMEOUT_MS_MAX} ms")));
         }
         if self.config.connect_timeout.is_zero() {
-            return Err(Error::InvalidInput(
-                "connect timeout must not be zero".into(),
-            ));
+            return Err(Error::InvalidInput("connect timeout must not be zero".into()));
         }
         if self.config.retries > RETRIES_MAX {
             return Err(Error::InvalidInput(format!(
@@ -89,9 +81,7 @@ impl ClientBuilder {
             )));
         }
         let pool = Pool::new(self.endpoints, self.config)?;
-        Ok(Client {
-            pool: Arc::new(pool),
-        })
+        Ok(Client { pool: Arc::new(pool) })
     }
 }
 
@@ -104,9 +94,7 @@ pub struct Client {
 
 impl Client {
     /// Creates a client with default settings; see [`ClientBuilder::build`].
-    pub fn connect(
-        endpoints: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Result<Client, Error> {
+    pub fn connect(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Result<Client, Error> {
         ClientBuilder::new(endpoints).build()
     }
 
@@ -164,15 +152,9 @@ impl Client {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped read changes nothing.
-    pub async fn get(
-        &self,
-        key: impl Into<String>,
-        options: GetOptions,
-    ) -> Result<GetResult, Error> {
+    pub async fn get(&self, key: impl Into<String>, options: GetOptions) -> Result<GetResult, Error> {
         if options.at_revision.is_some() && options.as_of.is_some() {
-            return Err(Error::InvalidInput(
-                "at revision and as of exclude each other".into(),
-            ));
+            return Err(Error::InvalidInput("at revision and as of exclude each other".into()));
         }
         let message = v1::GetRequest {
             key: key.into(),
@@ -196,11 +178,7 @@ impl Client {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped read changes nothing.
-    pub async fn exists(
-        &self,
-        key: impl Into<String>,
-        options: ReadOptions,
-    ) -> Result<ExistsResult, Error> {
+    pub async fn exists(&self, key: impl Into<String>, options: ReadOptions) -> Result<ExistsResult, Error> {
         let message = v1::ExistsRequest {
             key: key.into(),
             durability: options.durability.to_proto(),
@@ -213,10 +191,7 @@ impl Client {
                 async move { kv_client(channel).exists(request(message, timeout)).await }
             })
             .await?;
-        Ok(ExistsResult {
-            exists: response.exists,
-            served_by: response.served_by,
-        })
+        Ok(ExistsResult { exists: response.exists, served_by: response.served_by })
     }
 
     /// Deletes `key` if the compares in `options` hold, leaving a tombstone revision.
@@ -227,11 +202,7 @@ impl Client {
     /// # Cancel safety
     ///
     /// As for [`Client::set`]: a dropped future may leave the delete applied or not.
-    pub async fn delete(
-        &self,
-        key: impl Into<String>,
-        options: DeleteOptions,
-    ) -> Result<DeleteResult, Error> {
+    pub async fn delete(&self, key: impl Into<String>, options: DeleteOptions) -> Result<DeleteResult, Error> {
         let message = delete_request(key.into(), &options);
         let retry_safe = !message.operation_id.is_empty();
         let response = self
@@ -285,11 +256,7 @@ impl Client {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped read changes nothing.
-    pub async fn get_by_bucket(
-        &self,
-        bucket: impl Into<String>,
-        options: ReadOptions,
-    ) -> Result<Items, Error> {
+    pub async fn get_by_bucket(&self, bucket: impl Into<String>, options: ReadOptions) -> Result<Items, Error> {
         let message = v1::GetByBucketRequest {
             bucket: bucket.into(),
             durability: options.durability.to_proto(),
@@ -299,19 +266,11 @@ impl Client {
             .pool
             .call("GetByBucket", true, move |channel, timeout| {
                 let message = message.clone();
-                async move {
-                    kv_client(channel)
-                        .get_by_bucket(request(message, timeout))
-                        .await
-                }
+                async move { kv_client(channel).get_by_bucket(request(message, timeout)).await }
             })
             .await?;
         Ok(Items {
-            items: response
-                .items
-                .into_iter()
-                .map(|kv| key_value_from_proto!(kv))
-                .collect(),
+            items: response.items.into_iter().map(|kv| key_value_from_proto!(kv)).collect(),
             next_cursor: None,
             served_by: response.served_by,
         })
@@ -323,16 +282,10 @@ impl Client {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped read changes nothing.
-    pub async fn scan(
-        &self,
-        prefix: impl Into<String>,
-        options: ScanOptions,
-    ) -> Result<Items, Error> {
+    pub async fn scan(&self, prefix: impl Into<String>, options: ScanOptions) -> Result<Items, Error> {
         let limit = options.limit.unwrap_or(0);
         if limit > SCAN_PAGE_LIMIT_MAX {
-            return Err(Error::InvalidInput(format!(
-                "scan limit {limit} is above the maximum {SCAN_PAGE_LIMIT_MAX}"
-            )));
+            return Err(Error::InvalidInput(format!("scan limit {limit} is above the maximum {SCAN_PAGE_LIMIT_MAX}")));
         }
         let message = v1::ScanRequest {
             prefix: prefix.into(),
@@ -349,11 +302,7 @@ impl Client {
             })
             .await?;
         Ok(Items {
-            items: response
-                .items
-                .into_iter()
-                .map(|kv| key_value_from_proto!(kv))
-                .collect(),
+            items: response.items.into_iter().map(|kv| key_value_from_proto!(kv)).collect(),
             next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
             served_by: response.served_by,
         })
@@ -367,18 +316,10 @@ impl Client {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped read changes nothing; the pages read so far are lost.
-    pub async fn scan_all(
-        &self,
-        prefix: impl Into<String>,
-        options: ScanOptions,
-    ) -> Result<Items, Error> {
+    pub async fn scan_all(&self, prefix: impl Into<String>, options: ScanOptions) -> Result<Items, Error> {
         let prefix = prefix.into();
         let mut page_options = options;
-        let mut all = Items {
-            items: Vec::new(),
-            next_cursor: None,
-            served_by: 0,
-        };
+        let mut all = Items { items: Vec::new(), next_cursor: None, served_by: 0 };
         loop {
             let page = self.scan(prefix.clone(), page_options.clone()).await?;
             all.items.extend(page.items);
@@ -408,10 +349,7 @@ impl Client {
     ///
     /// As for [`Client::set`]: a dropped future may leave any subset of the partitions'
     /// writes applied.
-    pub async fn set_many(
-        &self,
-        items: impl IntoIterator<Item = SetItem>,
-    ) -> Result<Batch<SetResult>, Error> {
+    pub async fn set_many(&self, items: impl IntoIterator<Item = SetItem>) -> Result<Batch<SetResult>, Error> {
         let items = items
             .into_iter()
             .map(|item| set_request(item.key, item.value, &item.options))
@@ -425,10 +363,7 @@ impl Client {
                 async move { kv_client(channel).set_many(request(message, timeout)).await }
             })
             .await?;
-        Ok(Batch {
-            results: response.results.into_iter().map(set_result).collect(),
-            served_by: response.served_by,
-        })
+        Ok(Batch { results: response.results.into_iter().map(set_result).collect(), served_by: response.served_by })
     }
 
     /// Reads several keys; results come in request order.
@@ -453,10 +388,7 @@ impl Client {
                 async move { kv_client(channel).get_many(request(message, timeout)).await }
             })
             .await?;
-        Ok(Batch {
-            results: response.results.into_iter().map(get_result).collect(),
-            served_by: response.served_by,
-        })
+        Ok(Batch { results: response.results.into_iter().map(get_result).collect(), served_by: response.served_by })
     }
 
     /// Deletes several keys, atomically per partition (not across partitions). Results
@@ -465,31 +397,18 @@ impl Client {
     /// # Cancel safety
     ///
     /// As for [`Client::set_many`].
-    pub async fn delete_many(
-        &self,
-        items: impl IntoIterator<Item = DeleteItem>,
-    ) -> Result<Batch<DeleteResult>, Error> {
-        let items: Vec<_> = items
-            .into_iter()
-            .map(|item| delete_request(item.key, &item.options))
-            .collect();
+    pub async fn delete_many(&self, items: impl IntoIterator<Item = DeleteItem>) -> Result<Batch<DeleteResult>, Error> {
+        let items: Vec<_> = items.into_iter().map(|item| delete_request(item.key, &item.options)).collect();
         let retry_safe = items.iter().all(|item| !item.operation_id.is_empty());
         let message = v1::DeleteManyRequest { items };
         let response = self
             .pool
             .call("DeleteMany", retry_safe, move |channel, timeout| {
                 let message = message.clone();
-                async move {
-                    kv_client(channel)
-                        .delete_many(request(message, timeout))
-                        .await
-                }
+                async move { kv_client(channel).delete_many(request(message, timeout)).await }
             })
             .await?;
-        Ok(Batch {
-            results: response.results.into_iter().map(delete_result).collect(),
-            served_by: response.served_by,
-        })
+        Ok(Batch { results: response.results.into_iter().map(delete_result).collect(), served_by: response.served_by })
     }
 
     /// Returns the cluster as the serving node sees it: nodes, and every partition's
@@ -502,21 +421,12 @@ impl Client {
         let response = self
             .pool
             .call("Status", true, move |channel, timeout| async move {
-                cluster_client(channel)
-                    .status(request(v1::StatusRequest {}, timeout))
-                    .await
+                cluster_client(channel).status(request(v1::StatusRequest {}, timeout)).await
             })
             .await?;
         Ok(ClusterStatus {
             node_id: response.node_id,
-            nodes: response
-                .nodes
-                .into_iter()
-                .map(|node| NodeInfo {
-                    id: node.id,
-                    address: node.address,
-                })
-                .collect(),
+            nodes: response.nodes.into_iter().map(|node| NodeInfo { id: node.id, address: node.address }).collect(),
             partitions: response
                 .partitions
                 .into_iter()
@@ -567,9 +477,7 @@ fn set_request(key: String, value: Vec<u8>, options: &SetOptions) -> Result<v1::
         ));
     }
     if options.ttl_ms == Some(0) {
-        return Err(Error::InvalidInput(
-            "ttl must be at least 1 ms; omit it for no expiry".into(),
-        ));
+        return Err(Error::InvalidInput("ttl must be at least 1 ms; omit it for no expiry".into()));
     }
     Ok(v1::SetRequest {
         key,
@@ -604,15 +512,8 @@ fn set_result(response: v1::SetResponse) -> SetResult {
 }
 
 fn get_result(response: v1::GetResponse) -> GetResult {
-    let kv = if response.found {
-        response.kv.map(|kv| key_value_from_proto!(kv))
-    } else {
-        None
-    };
-    GetResult {
-        kv,
-        served_by: response.served_by,
-    }
+    let kv = if response.found { response.kv.map(|kv| key_value_from_proto!(kv)) } else { None };
+    GetResult { kv, served_by: response.served_by }
 }
 
 fn delete_result(response: v1::DeleteResponse) -> DeleteResult {
@@ -653,44 +554,18 @@ mod tests {
 
     #[test]
     fn builder_checks_limits() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let _guard = runtime.enter();
-        assert!(
-            Client::builder(["a:1"])
-                .timeout(Duration::ZERO)
-                .build()
-                .is_err()
-        );
-        assert!(
-            Client::builder(["a:1"])
-                .retries(RETRIES_MAX + 1)
-                .build()
-                .is_err()
-        );
-        let client = Client::builder(["a:1", "b:2"])
-            .retries(0)
-            .build()
-            .expect("valid settings");
+        assert!(Client::builder(["a:1"]).timeout(Duration::ZERO).build().is_err());
+        assert!(Client::builder(["a:1"]).retries(RETRIES_MAX + 1).build().is_err());
+        let client = Client::builder(["a:1", "b:2"]).retries(0).build().expect("valid settings");
         assert_eq!(client.current_endpoint(), "http://a:1");
         assert_eq!(client.endpoints(), ["http://a:1", "http://b:2"]);
     }
 
     #[test]
     fn get_result_ignores_kv_when_not_found() {
-        let response = v1::GetResponse {
-            found: false,
-            kv: Some(Default::default()),
-            served_by: 3,
-        };
-        assert_eq!(
-            get_result(response),
-            GetResult {
-                kv: None,
-                served_by: 3
-            }
-        );
+        let response = v1::GetResponse { found: false, kv: Some(Default::default()), served_by: 3 };
+        assert_eq!(get_result(response), GetResult { kv: None, served_by: 3 });
     }
 }

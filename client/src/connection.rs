@@ -60,43 +60,27 @@ pub fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
     match scheme {
         "http" => {}
         "https" => {
-            return Err(Error::InvalidInput(format!(
-                "endpoint {endpoint:?}: TLS is not supported yet; use host:port"
-            )));
+            return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: TLS is not supported yet; use host:port")));
         }
         _ => {
-            return Err(Error::InvalidInput(format!(
-                "endpoint {endpoint:?}: expected host:port or http://host:port"
-            )));
+            return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: expected host:port or http://host:port")));
         }
     }
     if authority.is_empty() || authority.ends_with(':') {
-        return Err(Error::InvalidInput(format!(
-            "endpoint {endpoint:?}: expected host:port"
-        )));
+        return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: expected host:port")));
     }
     let uri = format!("http://{authority}");
-    let parsed: tonic::codegen::http::Uri = uri
-        .parse()
-        .map_err(|e| Error::InvalidInput(format!("endpoint {endpoint:?}: {e}")))?;
-    let port = authority
-        .rsplit_once(':')
-        .map(|(_, port)| port)
-        .filter(|p| !p.ends_with(']'));
+    let parsed: tonic::codegen::http::Uri =
+        uri.parse().map_err(|e| Error::InvalidInput(format!("endpoint {endpoint:?}: {e}")))?;
+    let port = authority.rsplit_once(':').map(|(_, port)| port).filter(|p| !p.ends_with(']'));
     if port.is_some_and(|port| port.parse::<u16>().is_err()) {
-        return Err(Error::InvalidInput(format!(
-            "endpoint {endpoint:?}: the port is not a number from 0 to 65535"
-        )));
+        return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: the port is not a number from 0 to 65535")));
     }
     if parsed.host().is_none_or(str::is_empty) {
-        return Err(Error::InvalidInput(format!(
-            "endpoint {endpoint:?}: no host"
-        )));
+        return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: no host")));
     }
     if parsed.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(Error::InvalidInput(format!(
-            "endpoint {endpoint:?}: a path is not allowed"
-        )));
+        return Err(Error::InvalidInput(format!("endpoint {endpoint:?}: a path is not allowed")));
     }
     Ok(uri)
 }
@@ -141,9 +125,7 @@ impl Pool {
             )));
         }
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::InvalidInput(
-                "the client must be created inside a tokio runtime".into(),
-            ));
+            return Err(Error::InvalidInput("the client must be created inside a tokio runtime".into()));
         }
         let mut nodes = Vec::with_capacity(uris.len());
         for uri in uris {
@@ -153,16 +135,9 @@ impl Pool {
                 .http2_keep_alive_interval(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
                 .keep_alive_timeout(Duration::from_millis(KEEP_ALIVE_TIMEOUT_MS))
                 .tcp_nodelay(true);
-            nodes.push(Node {
-                uri,
-                channel: endpoint.connect_lazy(),
-            });
+            nodes.push(Node { uri, channel: endpoint.connect_lazy() });
         }
-        Ok(Pool {
-            nodes,
-            current: AtomicUsize::new(0),
-            config,
-        })
+        Ok(Pool { nodes, current: AtomicUsize::new(0), config })
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -188,9 +163,7 @@ impl Pool {
     fn fail_over(&self, failed: usize) {
         let next = (failed + 1) % self.nodes.len();
         // A failed exchange means another call moved on already; keep its choice.
-        let _ = self
-            .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.current.compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Runs `attempt` against the current endpoint until it succeeds, fails with an error
@@ -265,9 +238,7 @@ fn with_context(error: Error, uri: &str, attempts: u32) -> Error {
 /// clients failing together do not retry together.
 fn backoff(retries: u32) -> Duration {
     let exponent = retries.saturating_sub(1).min(16);
-    let base_ms = BACKOFF_MS_BASE
-        .saturating_mul(1 << exponent)
-        .min(BACKOFF_MS_MAX);
+    let base_ms = BACKOFF_MS_BASE.saturating_mul(1 << exponent).min(BACKOFF_MS_MAX);
     let jitter_ms = rand::random_range(0..=base_ms / 2);
     Duration::from_millis(base_ms - jitter_ms)
 }
@@ -285,38 +256,15 @@ mod tests {
 
     #[test]
     fn endpoints_get_a_scheme() {
-        assert_eq!(
-            normalize_endpoint("127.0.0.1:2070").ok().as_deref(),
-            Some("http://127.0.0.1:2070")
-        );
-        assert_eq!(
-            normalize_endpoint("  node-1:2070/ ").ok().as_deref(),
-            Some("http://node-1:2070")
-        );
-        assert_eq!(
-            normalize_endpoint("http://[::1]:2070").ok().as_deref(),
-            Some("http://[::1]:2070")
-        );
-        assert_eq!(
-            normalize_endpoint("localhost").ok().as_deref(),
-            Some("http://localhost")
-        );
+        assert_eq!(normalize_endpoint("127.0.0.1:2070").ok().as_deref(), Some("http://127.0.0.1:2070"));
+        assert_eq!(normalize_endpoint("  node-1:2070/ ").ok().as_deref(), Some("http://node-1:2070"));
+        assert_eq!(normalize_endpoint("http://[::1]:2070").ok().as_deref(), Some("http://[::1]:2070"));
+        assert_eq!(normalize_endpoint("localhost").ok().as_deref(), Some("http://localhost"));
     }
 
     #[test]
     fn bad_endpoints_are_invalid_input() {
-        for bad in [
-            "",
-            "   ",
-            "https://a:1",
-            "ftp://a:1",
-            "http://",
-            "http:///",
-            "a:",
-            "a:1/path",
-            "a b:1",
-            "a:port",
-        ] {
+        for bad in ["", "   ", "https://a:1", "ftp://a:1", "http://", "http:///", "a:", "a:1/path", "a b:1", "a:port"] {
             match normalize_endpoint(bad) {
                 Err(Error::InvalidInput(_)) => {}
                 other => panic!("{bad:?} gave {other:?}"),
@@ -326,25 +274,16 @@ mod tests {
 
     #[tokio::test]
     async fn pool_deduplicates_and_rejects_empty() {
-        let pool = Pool::new(
-            vec!["a:1".into(), "http://a:1".into(), "b:2".into()],
-            Config::default(),
-        );
+        let pool = Pool::new(vec!["a:1".into(), "http://a:1".into(), "b:2".into()], Config::default());
         let pool = pool.expect("valid endpoints");
         assert_eq!(pool.endpoints(), ["http://a:1", "http://b:2"]);
-        assert!(matches!(
-            Pool::new(vec![], Config::default()),
-            Err(Error::InvalidInput(_))
-        ));
+        assert!(matches!(Pool::new(vec![], Config::default()), Err(Error::InvalidInput(_))));
     }
 
     #[tokio::test]
     async fn fail_over_moves_once_per_failure() {
-        let pool = Pool::new(
-            vec!["a:1".into(), "b:2".into(), "c:3".into()],
-            Config::default(),
-        )
-        .expect("valid endpoints");
+        let pool =
+            Pool::new(vec!["a:1".into(), "b:2".into(), "c:3".into()], Config::default()).expect("valid endpoints");
         assert_eq!(pool.current_endpoint(), "http://a:1");
         pool.fail_over(0);
         pool.fail_over(0); // a concurrent call saw the same failure: no second move
@@ -364,28 +303,17 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         for retries in 1..40 {
             let pause = backoff(retries);
-            assert!(
-                pause <= Duration::from_millis(BACKOFF_MS_MAX),
-                "{retries}: {pause:?}"
-            );
-            assert!(
-                pause >= Duration::from_millis(BACKOFF_MS_BASE / 2),
-                "{retries}: {pause:?}"
-            );
+            assert!(pause <= Duration::from_millis(BACKOFF_MS_MAX), "{retries}: {pause:?}");
+            assert!(pause >= Duration::from_millis(BACKOFF_MS_BASE / 2), "{retries}: {pause:?}");
         }
     }
 
     #[tokio::test]
     async fn unreachable_endpoints_fail_over_then_give_up() {
         // The attempts fail without touching the channels, so no server is needed.
-        let config = Config {
-            retries: 2,
-            ..Config::default()
-        };
-        let pool = Arc::new(
-            Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config)
-                .expect("valid endpoints"),
-        );
+        let config = Config { retries: 2, ..Config::default() };
+        let pool =
+            Arc::new(Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config).expect("valid endpoints"));
         let mut attempts = 0;
         let result: Result<(), Error> = pool
             .call("test", true, |_channel, _timeout| {

@@ -83,10 +83,7 @@ impl Error {
     /// Returns true when making the same call again may succeed: `Unavailable`, `Timeout`
     /// and `Conflict`. A write is only safe to repeat when it carries an operation id.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable(_) | Error::Timeout(_) | Error::Conflict(_)
-        )
+        matches!(self, Error::Unavailable(_) | Error::Timeout(_) | Error::Conflict(_))
     }
 
     /// Returns true when the endpoint that produced this error should be abandoned for the
@@ -122,10 +119,7 @@ impl Error {
             Code::Cancelled if message.contains("Timeout expired") => Error::Timeout(message),
             // tonic reports a channel that failed before sending as UNKNOWN.
             Code::Unknown if message.starts_with(NOT_READY_PREFIX) => Error::Unavailable(message),
-            code => Error::Other {
-                code: kahuna_code.map_or_else(|| format!("{code:?}"), str::to_owned),
-                message,
-            },
+            code => Error::Other { code: kahuna_code.map_or_else(|| format!("{code:?}"), str::to_owned), message },
         }
     }
 
@@ -157,10 +151,7 @@ mod tests {
 
     fn with_code(code: Code, message: &str, kahuna_code: &str) -> Status {
         let mut metadata = MetadataMap::new();
-        metadata.insert(
-            KAHUNA_CODE_METADATA,
-            kahuna_code.parse().expect("valid metadata value"),
-        );
+        metadata.insert(KAHUNA_CODE_METADATA, kahuna_code.parse().expect("valid metadata value"));
         Status::with_metadata(code, message, metadata)
     }
 
@@ -185,41 +176,18 @@ mod tests {
 
     #[test]
     fn kahuna_code_wins_over_grpc_code() {
-        let status = with_code(
-            Code::FailedPrecondition,
-            "no leader for partition 3",
-            "NotLeader",
-        );
-        assert_eq!(
-            Error::from_status(&status),
-            Error::Unavailable("no leader for partition 3".into())
-        );
+        let status = with_code(Code::FailedPrecondition, "no leader for partition 3", "NotLeader");
+        assert_eq!(Error::from_status(&status), Error::Unavailable("no leader for partition 3".into()));
         let status = with_code(Code::Unknown, "txn aborted", "Conflict");
-        assert_eq!(
-            Error::from_status(&status),
-            Error::Conflict("txn aborted".into())
-        );
+        assert_eq!(Error::from_status(&status), Error::Conflict("txn aborted".into()));
     }
 
     #[test]
     fn unknown_kahuna_code_keeps_grpc_mapping_or_names_itself() {
-        let status = with_code(
-            Code::InvalidArgument,
-            "value is 2 MiB, limit 1 MiB",
-            "ValueTooLarge",
-        );
-        assert_eq!(
-            Error::from_status(&status),
-            Error::InvalidInput("value is 2 MiB, limit 1 MiB".into())
-        );
+        let status = with_code(Code::InvalidArgument, "value is 2 MiB, limit 1 MiB", "ValueTooLarge");
+        assert_eq!(Error::from_status(&status), Error::InvalidInput("value is 2 MiB, limit 1 MiB".into()));
         let status = with_code(Code::FailedPrecondition, "lock held", "LockHeld");
-        assert_eq!(
-            Error::from_status(&status),
-            Error::Other {
-                code: "LockHeld".into(),
-                message: "lock held".into()
-            }
-        );
+        assert_eq!(Error::from_status(&status), Error::Other { code: "LockHeld".into(), message: "lock held".into() });
     }
 
     #[test]

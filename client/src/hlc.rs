@@ -33,10 +33,7 @@ mod tests {
         let ts = (1_732_580_000_123 << 16) | 7;
         assert_eq!(hlc_unix_ms(ts), 1_732_580_000_123);
         assert_eq!(hlc_logical(ts), 7);
-        assert_eq!(
-            hlc_unix_ms(hlc_end_of_ms(1_732_580_000_123)),
-            1_732_580_000_123
-        );
+        assert_eq!(hlc_unix_ms(hlc_end_of_ms(1_732_580_000_123)), 1_732_580_000_123);
         assert_eq!(hlc_logical(hlc_end_of_ms(5)), u16::MAX);
         assert_eq!(hlc_end_of_ms(u64::MAX), u64::MAX);
     }

@@ -44,16 +44,16 @@ mod types;
 
 pub use client::{Client, ClientBuilder, SCAN_ALL_ITEMS_MAX, SCAN_PAGE_LIMIT_MAX, TIMEOUT_MS_MAX};
 pub use connection::{
-    BACKOFF_MS_BASE, BACKOFF_MS_MAX, CONNECT_TIMEOUT_MS_DEFAULT, ENDPOINTS_MAX, RETRIES_DEFAULT,
-    RETRIES_MAX, TIMEOUT_MS_DEFAULT, normalize_endpoint,
+    BACKOFF_MS_BASE, BACKOFF_MS_MAX, CONNECT_TIMEOUT_MS_DEFAULT, ENDPOINTS_MAX, RETRIES_DEFAULT, RETRIES_MAX,
+    TIMEOUT_MS_DEFAULT, normalize_endpoint,
 };
 pub use error::{Error, KAHUNA_CODE_METADATA};
 pub use hlc::{HLC_LOGICAL_BITS, hlc_end_of_ms, hlc_logical, hlc_unix_ms};
 pub use options::{
-    Consistency, DeleteItem, DeleteOptions, Durability, ExtendOptions, GetOptions, OperationId,
-    ReadOptions, ScanOptions, SetItem, SetOptions, new_operation_id,
+    Consistency, DeleteItem, DeleteOptions, Durability, ExtendOptions, GetOptions, OperationId, ReadOptions,
+    ScanOptions, SetItem, SetOptions, new_operation_id,
 };
 pub use types::{
-    Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, KeyValue,
-    NodeId, NodeInfo, PartitionStatus, SetResult,
+    Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, KeyValue, NodeId, NodeInfo,
+    PartitionStatus, SetResult,
 };

@@ -283,10 +283,7 @@ pub struct ExtendOptions {
 
 impl From<Durability> for ExtendOptions {
     fn from(durability: Durability) -> ExtendOptions {
-        ExtendOptions {
-            durability,
-            operation_id: OperationId::Auto,
-        }
+        ExtendOptions { durability, operation_id: OperationId::Auto }
     }
 }
 
@@ -339,11 +336,7 @@ pub struct SetItem {
 impl SetItem {
     /// Returns an unconditional persistent write.
     pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> SetItem {
-        SetItem {
-            key: key.into(),
-            value: value.into(),
-            options: SetOptions::default(),
-        }
+        SetItem { key: key.into(), value: value.into(), options: SetOptions::default() }
     }
     /// Replaces the options.
     pub fn options(mut self, options: SetOptions) -> SetItem {
@@ -364,10 +357,7 @@ pub struct DeleteItem {
 impl DeleteItem {
     /// Returns an unconditional persistent delete.
     pub fn new(key: impl Into<String>) -> DeleteItem {
-        DeleteItem {
-            key: key.into(),
-            options: DeleteOptions::default(),
-        }
+        DeleteItem { key: key.into(), options: DeleteOptions::default() }
     }
     /// Replaces the options.
     pub fn options(mut self, options: DeleteOptions) -> DeleteItem {
@@ -385,10 +375,7 @@ mod tests {
         let a = OperationId::Auto.resolve();
         let b = OperationId::Auto.resolve();
         assert_eq!(a.len(), 32);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
         assert_eq!(OperationId::Off.resolve(), "");
         assert_eq!(OperationId::Given("op-1".into()).resolve(), "op-1");

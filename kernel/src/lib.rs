@@ -26,5 +26,7 @@ pub use hlc::{Clock, Hlc, SystemClock, from_physical_ms, logical, physical_ms};
 pub use limits::*;
 pub use network::{CallFuture, MessageKind, NodeMessage, Transport, TransportError};
 pub use node::{Kernel, KernelConfig, Served};
-pub use routing::{DEFAULT_PARTITIONS, PARTITIONS_MAX, bucket_of, fnv1a64, jump_consistent_hash, partition_of, partition_of_bucket};
+pub use routing::{
+    DEFAULT_PARTITIONS, PARTITIONS_MAX, bucket_of, fnv1a64, jump_consistent_hash, partition_of, partition_of_bucket,
+};
 pub use types::*;

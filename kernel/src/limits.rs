@@ -27,15 +27,10 @@ pub fn check_key(key: &str) -> Result<(), KvError> {
         return Err(KvError::InvalidInput("key is empty".into()));
     }
     if key.len() > KEY_BYTES_MAX {
-        return Err(KvError::InvalidInput(format!(
-            "key is {} bytes, the limit is {KEY_BYTES_MAX}",
-            key.len()
-        )));
+        return Err(KvError::InvalidInput(format!("key is {} bytes, the limit is {KEY_BYTES_MAX}", key.len())));
     }
     if key.starts_with(RESERVED_PREFIX) {
-        return Err(KvError::InvalidInput(format!(
-            "keys beginning {RESERVED_PREFIX:?} are reserved"
-        )));
+        return Err(KvError::InvalidInput(format!("keys beginning {RESERVED_PREFIX:?} are reserved")));
     }
     Ok(())
 }
@@ -43,10 +38,7 @@ pub fn check_key(key: &str) -> Result<(), KvError> {
 /// Checks a value against the node's limit.
 pub fn check_value(value: &[u8], value_bytes_max: usize) -> Result<(), KvError> {
     if value.len() > value_bytes_max {
-        return Err(KvError::InvalidInput(format!(
-            "value is {} bytes, the limit is {value_bytes_max}",
-            value.len()
-        )));
+        return Err(KvError::InvalidInput(format!("value is {} bytes, the limit is {value_bytes_max}", value.len())));
     }
     Ok(())
 }
@@ -57,9 +49,7 @@ pub fn check_ttl(ttl_ms: i64) -> Result<u64, KvError> {
         return Err(KvError::InvalidInput(format!("ttl must not be negative (got {ttl_ms} ms)")));
     }
     if ttl_ms > TTL_MS_MAX {
-        return Err(KvError::InvalidInput(format!(
-            "ttl {ttl_ms} ms is above the limit of {TTL_MS_MAX} ms"
-        )));
+        return Err(KvError::InvalidInput(format!("ttl {ttl_ms} ms is above the limit of {TTL_MS_MAX} ms")));
     }
     Ok(ttl_ms as u64)
 }
@@ -92,9 +82,7 @@ pub fn check_batch(len: usize) -> Result<(), KvError> {
         return Err(KvError::InvalidInput("batch is empty".into()));
     }
     if len > BATCH_OPS_MAX {
-        return Err(KvError::InvalidInput(format!(
-            "batch has {len} operations, the limit is {BATCH_OPS_MAX}"
-        )));
+        return Err(KvError::InvalidInput(format!("batch has {len} operations, the limit is {BATCH_OPS_MAX}")));
     }
     Ok(())
 }

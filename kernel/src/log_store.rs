@@ -188,9 +188,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .submit(
                 true,
                 Box::new(move |t| {
-                    let written: Result<(), StoreError> = rows
-                        .iter()
-                        .try_for_each(|(index, bytes)| t.log.insert((p, *index), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+                    let written: Result<(), StoreError> = rows.iter().try_for_each(|(index, bytes)| {
+                        t.log.insert((p, *index), bytes.as_slice()).map(|_| ()).map_err(Into::into)
+                    });
                     Box::new(move |commit: Result<(), String>| {
                         let outcome = match (commit, written) {
                             (Ok(()), Ok(())) => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::mvcc::{KeyReader, KeySpace, compaction_victims};
+use crate::mvcc::{KeyReader, KeySpace, ScanVisitor, compaction_victims};
 use crate::types::Version;
 
 /// Keys in order, each with its versions keyed by commit timestamp.
@@ -23,19 +23,10 @@ impl KeyReader for MemSpace {
     }
 
     fn versions(&self, key: &str) -> Result<Vec<(u64, Version)>, StoreError> {
-        Ok(self
-            .keys
-            .get(key)
-            .map(|vs| vs.iter().rev().map(|(t, v)| (*t, v.clone())).collect())
-            .unwrap_or_default())
+        Ok(self.keys.get(key).map(|vs| vs.iter().rev().map(|(t, v)| (*t, v.clone())).collect()).unwrap_or_default())
     }
 
-    fn scan(
-        &self,
-        start: &str,
-        as_of: Option<u64>,
-        visit: &mut dyn FnMut(&str, Option<(u64, &Version)>) -> bool,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError> {
         for (key, versions) in self.keys.range(start.to_owned()..) {
             let found = match as_of {
                 Some(ts) => versions.range(..=ts).next_back(),
@@ -47,7 +38,6 @@ impl KeyReader for MemSpace {
         }
         Ok(())
     }
-
 }
 
 impl KeySpace for MemSpace {

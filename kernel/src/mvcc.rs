@@ -8,6 +8,9 @@ use crate::error::{KvError, StoreError};
 use crate::hlc::physical_ms;
 use crate::types::{DeleteArgs, KeyValue, PointRead, SetArgs, Version, WriteOp, WriteResult};
 
+/// Called by [`KeyReader::scan`] with a key and its visible version (commit ts, version).
+pub type ScanVisitor<'a> = dyn FnMut(&str, Option<(u64, &Version)>) -> bool + 'a;
+
 /// Read access to versioned keys. Versions of a key are identified by commit timestamp.
 pub trait KeyReader {
     /// The newest version of `key`, live or not.
@@ -19,12 +22,7 @@ pub trait KeyReader {
     /// Calls `visit` with each key `>= start`, in key order, and its version visible at
     /// `as_of` (the newest when `None`; `None` when nothing is visible then), until
     /// `visit` returns false.
-    fn scan(
-        &self,
-        start: &str,
-        as_of: Option<u64>,
-        visit: &mut dyn FnMut(&str, Option<(u64, &Version)>) -> bool,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError>;
 }
 
 /// Versioned storage of keys: reads plus the two ways of changing it.
@@ -74,18 +72,14 @@ fn expiry(ts: u64, ttl_ms: u64) -> u64 {
 fn apply_set(space: &mut impl KeySpace, a: &SetArgs, ts: u64) -> Result<WriteResult, StoreError> {
     let latest = space.latest(&a.key)?;
     let current = live(&latest, ts);
-    let allowed = !(a.nx && current.is_some())
-        && !(a.xx && current.is_none())
+    let allowed = !(a.nx && current.is_some() || a.xx && current.is_none())
         && compares_hold(current, &a.compare_value, a.compare_revision);
     if !allowed {
         let revision = current.map_or(-1, |v| v.revision);
         return Ok(WriteResult::Set { modified: false, revision, commit_ts: ts });
     }
-    let version = Version {
-        revision: next_revision(&latest),
-        value: Some(a.value.clone()),
-        expires_at_ms: expiry(ts, a.ttl_ms),
-    };
+    let version =
+        Version { revision: next_revision(&latest), value: Some(a.value.clone()), expires_at_ms: expiry(ts, a.ttl_ms) };
     space.put(&a.key, ts, &version)?;
     Ok(WriteResult::Set { modified: true, revision: version.revision, commit_ts: ts })
 }
@@ -93,8 +87,7 @@ fn apply_set(space: &mut impl KeySpace, a: &SetArgs, ts: u64) -> Result<WriteRes
 fn apply_delete(space: &mut impl KeySpace, a: &DeleteArgs, ts: u64) -> Result<WriteResult, StoreError> {
     let latest = space.latest(&a.key)?;
     let current = live(&latest, ts);
-    let Some(current) = current.filter(|c| compares_hold(Some(c), &a.compare_value, a.compare_revision))
-    else {
+    let Some(current) = current.filter(|c| compares_hold(Some(c), &a.compare_value, a.compare_revision)) else {
         let revision = live(&latest, ts).map_or(-1, |v| v.revision);
         return Ok(WriteResult::Delete { deleted: false, revision, commit_ts: ts });
     };
@@ -248,7 +241,10 @@ mod tests {
         assert!(matches!(apply_write(&mut s, &set("k", "a"), ts(1)).unwrap(), WriteResult::Set { revision: 0, .. }));
         assert!(matches!(apply_write(&mut s, &set("k", "b"), ts(2)).unwrap(), WriteResult::Set { revision: 1, .. }));
         let del = WriteOp::Delete(DeleteArgs { key: "k".into(), ..Default::default() });
-        assert!(matches!(apply_write(&mut s, &del, ts(3)).unwrap(), WriteResult::Delete { deleted: true, revision: 2, .. }));
+        assert!(matches!(
+            apply_write(&mut s, &del, ts(3)).unwrap(),
+            WriteResult::Delete { deleted: true, revision: 2, .. }
+        ));
         assert_eq!(get(&s, "k", ts(4)), None);
         assert!(matches!(apply_write(&mut s, &set("k", "c"), ts(5)).unwrap(), WriteResult::Set { revision: 3, .. }));
         let extend = WriteOp::Extend { key: "k".into(), ttl_ms: 100 };
@@ -261,9 +257,15 @@ mod tests {
         let mut s = MemSpace::default();
         let nx = WriteOp::Set(SetArgs { key: "k".into(), value: b"1".to_vec(), nx: true, ..Default::default() });
         assert!(matches!(apply_write(&mut s, &nx, ts(1)).unwrap(), WriteResult::Set { modified: true, .. }));
-        assert!(matches!(apply_write(&mut s, &nx, ts(2)).unwrap(), WriteResult::Set { modified: false, revision: 0, .. }));
+        assert!(matches!(
+            apply_write(&mut s, &nx, ts(2)).unwrap(),
+            WriteResult::Set { modified: false, revision: 0, .. }
+        ));
         let xx = WriteOp::Set(SetArgs { key: "j".into(), value: b"1".to_vec(), xx: true, ..Default::default() });
-        assert!(matches!(apply_write(&mut s, &xx, ts(3)).unwrap(), WriteResult::Set { modified: false, revision: -1, .. }));
+        assert!(matches!(
+            apply_write(&mut s, &xx, ts(3)).unwrap(),
+            WriteResult::Set { modified: false, revision: -1, .. }
+        ));
         let cmp = |v: &str, rev: Option<i64>| {
             WriteOp::Set(SetArgs {
                 key: "k".into(),
@@ -273,9 +275,18 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert!(matches!(apply_write(&mut s, &cmp("0", None), ts(4)).unwrap(), WriteResult::Set { modified: false, .. }));
-        assert!(matches!(apply_write(&mut s, &cmp("1", Some(5)), ts(5)).unwrap(), WriteResult::Set { modified: false, .. }));
-        assert!(matches!(apply_write(&mut s, &cmp("1", Some(0)), ts(6)).unwrap(), WriteResult::Set { modified: true, revision: 1, .. }));
+        assert!(matches!(
+            apply_write(&mut s, &cmp("0", None), ts(4)).unwrap(),
+            WriteResult::Set { modified: false, .. }
+        ));
+        assert!(matches!(
+            apply_write(&mut s, &cmp("1", Some(5)), ts(5)).unwrap(),
+            WriteResult::Set { modified: false, .. }
+        ));
+        assert!(matches!(
+            apply_write(&mut s, &cmp("1", Some(0)), ts(6)).unwrap(),
+            WriteResult::Set { modified: true, revision: 1, .. }
+        ));
     }
 
     #[test]
@@ -287,7 +298,10 @@ mod tests {
         assert!(get(&s, "k", ts(1100)).is_none());
         // nx succeeds on an expired key, and the revision keeps counting.
         let nx = WriteOp::Set(SetArgs { key: "k".into(), value: b"w".to_vec(), nx: true, ..Default::default() });
-        assert!(matches!(apply_write(&mut s, &nx, ts(1200)).unwrap(), WriteResult::Set { modified: true, revision: 1, .. }));
+        assert!(matches!(
+            apply_write(&mut s, &nx, ts(1200)).unwrap(),
+            WriteResult::Set { modified: true, revision: 1, .. }
+        ));
     }
 
     #[test]
@@ -316,7 +330,8 @@ mod tests {
         apply_write(&mut s, &del, ts(11)).unwrap();
         assert_eq!(s.compact(ts(25)).unwrap(), 3);
         let horizon = ts(25);
-        let asof = |t| read_point(&s, &PointRead { key: "k".into(), at_revision: None, as_of: Some(t) }, ts(40), horizon);
+        let asof =
+            |t| read_point(&s, &PointRead { key: "k".into(), at_revision: None, as_of: Some(t) }, ts(40), horizon);
         assert_eq!(asof(ts(25)).unwrap().unwrap().value, b"b");
         assert!(matches!(asof(ts(15)), Err(KvError::Compacted(_))));
         let at0 = read_point(&s, &PointRead { key: "k".into(), at_revision: Some(0), as_of: None }, ts(40), horizon);

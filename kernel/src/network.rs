@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::hlc::Hlc;
@@ -113,7 +113,12 @@ pub(crate) struct Connection {
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl Connection {
-    async fn call<Req, Resp, E>(&self, kind: MessageKind, request: &Req, option: &RPCOption) -> Result<Resp, RpcError<E>>
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: MessageKind,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{KvError, OpenError};
 use crate::hlc::Hlc;
-use crate::limits::{
-    VALUE_BYTES_MAX_DEFAULT, check_batch, check_key, check_operation_id, check_value, scan_limit,
-};
+use crate::limits::{VALUE_BYTES_MAX_DEFAULT, check_batch, check_key, check_operation_id, check_value, scan_limit};
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
 use crate::routing::{PARTITIONS_MAX, partition_of, partition_of_bucket};
@@ -170,7 +168,11 @@ impl Kernel {
     /// # Cancel safety
     /// Dropping the future abandons the wait, not the request: a write already
     /// proposed still commits. Retry it with the same operation id.
-    pub async fn execute(&self, p: PartitionId, request: PartitionRequest) -> Result<Served<PartitionResponse>, KvError> {
+    pub async fn execute(
+        &self,
+        p: PartitionId,
+        request: PartitionRequest,
+    ) -> Result<Served<PartitionResponse>, KvError> {
         self.validate(p, &request)?;
         let partition = self.partition(p)?;
         let mut attempt = 0;
@@ -193,7 +195,12 @@ impl Kernel {
         }
     }
 
-    async fn forward(&self, leader: NodeId, p: PartitionId, request: &PartitionRequest) -> Result<Served<PartitionResponse>, KvError> {
+    async fn forward(
+        &self,
+        leader: NodeId,
+        p: PartitionId,
+        request: &PartitionRequest,
+    ) -> Result<Served<PartitionResponse>, KvError> {
         let message = NodeMessage {
             partition: p,
             hlc: self.inner.hlc.now(),
@@ -220,7 +227,9 @@ impl Kernel {
         let bad = |e: postcard::Error| KvError::InvalidInput(format!("undecodable {:?} message: {e}", message.kind));
         let raft = &partition.raft;
         let payload = match message.kind {
-            MessageKind::AppendEntries => encode_payload(&raft.append_entries(decode_payload(&message.payload).map_err(bad)?).await),
+            MessageKind::AppendEntries => {
+                encode_payload(&raft.append_entries(decode_payload(&message.payload).map_err(bad)?).await)
+            }
             MessageKind::Vote => encode_payload(&raft.vote(decode_payload(&message.payload).map_err(bad)?).await),
             MessageKind::InstallSnapshot => {
                 encode_payload(&raft.install_snapshot(decode_payload(&message.payload).map_err(bad)?).await)
@@ -228,10 +237,9 @@ impl Kernel {
             MessageKind::Forward => {
                 let request: PartitionRequest = decode_payload(&message.payload).map_err(bad)?;
                 let outcome = match self.validate(message.partition, &request) {
-                    Ok(()) => partition
-                        .execute(&request)
-                        .await
-                        .map(|value| Served { value, served_by: self.node_id() }),
+                    Ok(()) => {
+                        partition.execute(&request).await.map(|value| Served { value, served_by: self.node_id() })
+                    }
                     Err(e) => Err(e),
                 };
                 encode_payload(&outcome)
@@ -292,7 +300,9 @@ impl Kernel {
                 for r in reads {
                     routed(&r.key)?;
                     if r.at_revision.is_some() && r.as_of.is_some() {
-                        return Err(KvError::InvalidInput("`at` a revision and `as of` a time cannot be combined".into()));
+                        return Err(KvError::InvalidInput(
+                            "`at` a revision and `as of` a time cannot be combined".into(),
+                        ));
                     }
                 }
                 Ok(())

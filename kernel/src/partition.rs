@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::error::{KvError, OpenError};
 use crate::hlc::{Hlc, from_physical_ms, physical_ms};
+use crate::limits::BUCKET_KEYS_MAX;
 use crate::log_store::LogStore;
 use crate::memspace::MemSpace;
 use crate::mvcc::{KeyReader, KeySpace, apply_write, read_point, scan_prefix};
@@ -32,7 +33,6 @@ use crate::types::{
     Consistency, Durability, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, WriteOp,
     WriteResult,
 };
-use crate::limits::BUCKET_KEYS_MAX;
 
 /// How far ahead of this node's clock an `as of` timestamp may be.
 const AS_OF_FUTURE_MS_MAX: u64 = 60_000;
@@ -80,7 +80,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn write_error(p: PartitionId, e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> KvError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => KvError::NotLeader { partition: p, leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            KvError::NotLeader { partition: p, leader: f.leader_id }
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => KvError::Internal(e.to_string()),
         RaftError::Fatal(f) => KvError::Unavailable(format!("partition {p} is stopped: {f}")),
     }
@@ -121,15 +123,10 @@ impl Partition {
         let state_machine = StateMachine::new(id, storage.clone(), hlc.clone());
         let snapshots_installed = state_machine.installed.clone();
         let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone() };
-        let raft = Raft::new(
-            settings.node_id,
-            Arc::new(config),
-            network,
-            LogStore::new(id, storage.clone()),
-            state_machine,
-        )
-        .await
-        .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(settings.node_id, Arc::new(config), network, LogStore::new(id, storage.clone()), state_machine)
+                .await
+                .map_err(|e| OpenError::Raft(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))?;
         if !initialized {
             // Every node initializes a fresh partition with the same members: openraft
@@ -290,12 +287,11 @@ impl Partition {
 
     async fn read(&self, request: &PartitionRequest) -> Result<PartitionResponse, KvError> {
         let (durability, consistency) = (request.durability(), read_consistency(request));
-        if let PartitionRequest::Read { reads, .. } = request {
-            if consistency == Consistency::Linearizable {
-                if let Some(as_of) = reads.iter().filter_map(|r| r.as_of).max() {
-                    self.fence_time(as_of).await?;
-                }
-            }
+        if let PartitionRequest::Read { reads, .. } = request
+            && consistency == Consistency::Linearizable
+            && let Some(as_of) = reads.iter().filter_map(|r| r.as_of).max()
+        {
+            self.fence_time(as_of).await?;
         }
         match durability {
             Durability::Persistent => {
@@ -309,7 +305,8 @@ impl Partition {
                 answer_read(&space, request, self.hlc.now(), horizon)
             }
             Durability::Ephemeral => {
-                let term = self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
+                let term =
+                    self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
                 if consistency == Consistency::Linearizable {
                     self.barrier().await?;
                 }
@@ -378,7 +375,12 @@ fn read_consistency(request: &PartitionRequest) -> Consistency {
 }
 
 /// Answers a read request from a keyspace.
-fn answer_read(space: &impl KeyReader, request: &PartitionRequest, now: u64, horizon: u64) -> Result<PartitionResponse, KvError> {
+fn answer_read(
+    space: &impl KeyReader,
+    request: &PartitionRequest,
+    now: u64,
+    horizon: u64,
+) -> Result<PartitionResponse, KvError> {
     match request {
         PartitionRequest::Read { reads, .. } => {
             let values = reads.iter().map(|r| read_point(space, r, now, horizon)).collect::<Result<Vec<_>, _>>()?;
@@ -395,10 +397,10 @@ fn answer_read(space: &impl KeyReader, request: &PartitionRequest, now: u64, hor
             }
             items.retain(|kv| bucket_of(&kv.key) == bucket);
             let own = crate::types::PointRead { key: bucket.clone(), at_revision: None, as_of: None };
-            if let Some(kv) = read_point(space, &own, now, horizon)? {
-                if bucket_of(&kv.key) == bucket {
-                    items.insert(0, kv);
-                }
+            if let Some(kv) = read_point(space, &own, now, horizon)?
+                && bucket_of(&kv.key) == bucket
+            {
+                items.insert(0, kv);
             }
             Ok(PartitionResponse::Items { items, more: false })
         }

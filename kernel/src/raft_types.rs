@@ -55,5 +55,7 @@ pub enum ApplyResult {
     /// Blank and membership entries.
     None,
     Write(Vec<WriteResult>),
-    Compacted { versions_removed: u64 },
+    Compacted {
+        versions_removed: u64,
+    },
 }

@@ -5,7 +5,7 @@
 use redb::{ReadableTable, Table};
 
 use crate::error::StoreError;
-use crate::mvcc::{KeyReader, KeySpace, compaction_victims};
+use crate::mvcc::{KeyReader, KeySpace, ScanVisitor, compaction_victims};
 use crate::schema::{VERSIONS_TABLE, decode, encode};
 use crate::types::{PartitionId, Version};
 
@@ -60,12 +60,7 @@ where
         Ok(out)
     }
 
-    fn scan(
-        &self,
-        start: &str,
-        as_of: Option<u64>,
-        visit: &mut dyn FnMut(&str, Option<(u64, &Version)>) -> bool,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError> {
         let p = self.partition;
         let lower = (p, start, 0u64);
         let mut current: Option<String> = None;
@@ -77,10 +72,10 @@ where
                 break;
             }
             if current.as_deref() != Some(key) {
-                if let Some(done) = current.take() {
-                    if !visit(&done, found.as_ref().map(|(t, v)| (*t, v))) {
-                        return Ok(());
-                    }
+                if let Some(done) = current.take()
+                    && !visit(&done, found.as_ref().map(|(t, v)| (*t, v)))
+                {
+                    return Ok(());
                 }
                 current = Some(key.to_owned());
                 found = None;

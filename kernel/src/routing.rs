@@ -72,13 +72,11 @@ mod tests {
     fn routing_is_stable() {
         // Pinned values: a change here moves data between partitions of live clusters.
         assert_eq!(partition_of("config/feature-x", 16), partition_of("config/feature-y", 16));
-        let pinned: Vec<u32> = ["a", "b", "users/1", "locks", "seq/invoice"]
-            .iter()
-            .map(|k| partition_of(k, 16))
-            .collect();
-        assert_eq!(pinned, vec![11, 10, 8, 0, 0].iter().map(|_| 0).zip(pinned.iter()).map(|(_, p)| *p).collect::<Vec<_>>());
+        let pinned: Vec<u32> =
+            ["a", "b", "users/1", "locks", "seq/invoice"].iter().map(|k| partition_of(k, 16)).collect();
+        // Also computed by an independent implementation of FNV-1a and jump hash.
+        assert_eq!(pinned, [12, 3, 14, 6, 15]);
         assert_eq!(jump_consistent_hash(0, 1), 0);
-        assert_eq!(jump_consistent_hash(1, 16), jump_consistent_hash(1, 16));
     }
 
     proptest! {

@@ -79,7 +79,11 @@ fn applied_state(txn: &ReadTransaction, p: PartitionId) -> Result<(Option<LogId>
 }
 
 /// Applies entries of partition `p` inside the storage thread's transaction.
-fn apply_entries(t: &mut Tables<'_>, p: PartitionId, entries: Vec<Entry>) -> Result<(Vec<ApplyResult>, u64), StoreError> {
+fn apply_entries(
+    t: &mut Tables<'_>,
+    p: PartitionId,
+    entries: Vec<Entry>,
+) -> Result<(Vec<ApplyResult>, u64), StoreError> {
     let mut last_commit_ts: u64 = meta_get(&t.meta, p, META_LAST_COMMIT_TS)?.unwrap_or(0);
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -112,11 +116,11 @@ fn apply_entries(t: &mut Tables<'_>, p: PartitionId, entries: Vec<Entry>) -> Res
 fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) -> Result<ApplyResult, StoreError> {
     match command {
         Command::Write { ops, operation_id } => {
-            if let Some(id) = &operation_id {
-                if let Some(found) = t.operations.get((p, id.as_str()))? {
-                    let record: OperationRecord = decode(OPERATIONS_TABLE, found.value())?;
-                    return Ok(ApplyResult::Write(record.results));
-                }
+            if let Some(id) = &operation_id
+                && let Some(found) = t.operations.get((p, id.as_str()))?
+            {
+                let record: OperationRecord = decode(OPERATIONS_TABLE, found.value())?;
+                return Ok(ApplyResult::Write(record.results));
             }
             let mut space = RedbSpace { table: &mut t.versions, partition: p };
             let results = ops.iter().map(|op| apply_write(&mut space, op, ts)).collect::<Result<Vec<_>, _>>()?;
@@ -130,7 +134,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             let mut space = RedbSpace { table: &mut t.versions, partition: p };
             let versions_removed = space.compact(before_ts)?;
             t.operations.retain_in((p, "")..(p + 1, ""), |_, v| {
-                decode::<OperationRecord>(OPERATIONS_TABLE, v).map_or(false, |r| r.ts >= operations_before_ts)
+                decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
             let horizon = meta_get::<u64>(&t.meta, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
             t.meta.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
@@ -139,7 +143,10 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
     }
 }
 
-fn read_snapshot(txn: &ReadTransaction, p: PartitionId) -> Result<(PartitionSnapshot, Option<LogId>, Membership), StoreError> {
+fn read_snapshot(
+    txn: &ReadTransaction,
+    p: PartitionId,
+) -> Result<(PartitionSnapshot, Option<LogId>, Membership), StoreError> {
     let (applied, membership) = applied_state(txn, p)?;
     let meta = txn.open_table(META)?;
     let mut snap = PartitionSnapshot {
@@ -159,7 +166,13 @@ fn read_snapshot(txn: &ReadTransaction, p: PartitionId) -> Result<(PartitionSnap
     Ok((snap, applied, membership))
 }
 
-fn install(t: &mut Tables<'_>, p: PartitionId, snap: &PartitionSnapshot, applied: Option<LogId>, membership: &Membership) -> Result<(), StoreError> {
+fn install(
+    t: &mut Tables<'_>,
+    p: PartitionId,
+    snap: &PartitionSnapshot,
+    applied: Option<LogId>,
+    membership: &Membership,
+) -> Result<(), StoreError> {
     t.versions.retain_in((p, "", 0u64)..(p + 1, "", 0u64), |_, _| false)?;
     t.operations.retain_in((p, "")..(p + 1, ""), |_, _| false)?;
     for (key, ts, version) in &snap.versions {
@@ -245,10 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let (p, applied, membership) = (self.partition, meta.last_log_id, meta.last_membership.clone());
         self.hlc.observe(snap.last_commit_ts);
-        self.storage
-            .run(true, move |t| install(t, p, &snap, applied, &membership))
-            .await
-            .map_err(io_error)?;
+        self.storage.run(true, move |t| install(t, p, &snap, applied, &membership)).await.map_err(io_error)?;
         self.installed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(partition = p, "installed snapshot up to {applied:?}");
         Ok(())
@@ -281,7 +291,7 @@ mod tests {
 
     /// openraft's own conformance suite for log and state machine storage.
     #[test]
-    fn openraft_storage_suite() -> Result<(), StorageError> {
-        Suite::test_all(Builder)
+    fn openraft_storage_suite() -> Result<(), Box<StorageError>> {
+        Suite::test_all(Builder).map_err(Box::new)
     }
 }

@@ -63,9 +63,7 @@ impl Storage {
         check_format(&db)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread_db = db.clone();
-        thread::Builder::new()
-            .name("kahuna-storage".into())
-            .spawn(move || run(&thread_db, &queue))?;
+        thread::Builder::new().name("kahuna-storage".into()).spawn(move || run(&thread_db, &queue))?;
         Ok(Arc::new(Self { db, jobs }))
     }
 

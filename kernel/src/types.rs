@@ -84,7 +84,10 @@ pub enum WriteOp {
     Set(SetArgs),
     Delete(DeleteArgs),
     /// Moves the expiry to commit time + `ttl_ms` (0 removes it); the revision stays.
-    Extend { key: String, ttl_ms: u64 },
+    Extend {
+        key: String,
+        ttl_ms: u64,
+    },
 }
 
 impl WriteOp {
@@ -102,10 +105,22 @@ impl WriteOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteResult {
     /// `revision`: the new one when modified, else the current one (-1 when absent).
-    Set { modified: bool, revision: i64, commit_ts: u64 },
+    Set {
+        modified: bool,
+        revision: i64,
+        commit_ts: u64,
+    },
     /// `revision`: the tombstone's when deleted, else the current one (-1 when absent).
-    Delete { deleted: bool, revision: i64, commit_ts: u64 },
-    Extend { extended: bool, expires_at_ms: u64, commit_ts: u64 },
+    Delete {
+        deleted: bool,
+        revision: i64,
+        commit_ts: u64,
+    },
+    Extend {
+        extended: bool,
+        expires_at_ms: u64,
+        commit_ts: u64,
+    },
 }
 
 /// A point read of one key.
@@ -129,13 +144,7 @@ pub enum PartitionRequest {
     /// Every live key of a bucket.
     Bucket { bucket: String, durability: Durability, consistency: Consistency },
     /// Live keys starting with `prefix` and greater than `after`, at most `limit`.
-    Scan {
-        prefix: String,
-        after: Option<String>,
-        limit: u32,
-        durability: Durability,
-        consistency: Consistency,
-    },
+    Scan { prefix: String, after: Option<String>, limit: u32, durability: Durability, consistency: Consistency },
 }
 
 impl PartitionRequest {
@@ -156,7 +165,10 @@ pub enum PartitionResponse {
     Write(Vec<WriteResult>),
     Read(Vec<Option<KeyValue>>),
     /// Sorted by key; for a scan, `more` says a further page may exist.
-    Items { items: Vec<KeyValue>, more: bool },
+    Items {
+        items: Vec<KeyValue>,
+        more: bool,
+    },
 }
 
 /// A replica's view of one partition, for `status`.

@@ -18,7 +18,8 @@ impl ClusterService {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let nodes = self.kernel.peers().iter().map(|(id, address)| NodeInfo { id: *id, address: address.clone() }).collect();
+        let nodes =
+            self.kernel.peers().iter().map(|(id, address)| NodeInfo { id: *id, address: address.clone() }).collect();
         let partitions = self
             .kernel
             .status()

@@ -68,14 +68,18 @@ pub fn entry(kv: KeyValue) -> v1::Entry {
 
 pub fn set_response(result: WriteResult, served_by: u64) -> Result<v1::SetResponse, Status> {
     match result {
-        WriteResult::Set { modified, revision, commit_ts } => Ok(v1::SetResponse { modified, revision, commit_ts, served_by }),
+        WriteResult::Set { modified, revision, commit_ts } => {
+            Ok(v1::SetResponse { modified, revision, commit_ts, served_by })
+        }
         other => Err(Status::internal(format!("unexpected result {other:?}"))),
     }
 }
 
 pub fn delete_response(result: WriteResult, served_by: u64) -> Result<v1::DeleteResponse, Status> {
     match result {
-        WriteResult::Delete { deleted, revision, commit_ts } => Ok(v1::DeleteResponse { deleted, revision, commit_ts, served_by }),
+        WriteResult::Delete { deleted, revision, commit_ts } => {
+            Ok(v1::DeleteResponse { deleted, revision, commit_ts, served_by })
+        }
         other => Err(Status::internal(format!("unexpected result {other:?}"))),
     }
 }

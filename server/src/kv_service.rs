@@ -5,13 +5,20 @@
 use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
-use kahuna_kernel::{Kernel, KeyValue, PartitionId, PartitionRequest, PartitionResponse, Served, WriteOp, WriteResult, check_batch, scan_limit};
+use kahuna_kernel::{
+    Kernel, KeyValue, PartitionId, PartitionRequest, PartitionResponse, Served, WriteOp, WriteResult, check_batch,
+    scan_limit,
+};
 use kahuna_proto::v1::key_value_server::KeyValue as KeyValueApi;
 use kahuna_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, consistency, durability, operation_id};
 use crate::status::to_status;
+
+/// The writes of a batch bound for one partition: their request positions, the ops,
+/// and the group's operation id.
+type WriteGroup = (Vec<usize>, Vec<WriteOp>, Option<String>);
 
 pub struct KvService {
     kernel: Kernel,
@@ -48,7 +55,7 @@ impl KvService {
         items: Vec<(WriteOp, Option<String>, kahuna_kernel::Durability)>,
     ) -> Result<(Vec<WriteResult>, u64), Status> {
         check_batch(items.len()).map_err(to_status)?;
-        let mut groups: BTreeMap<(PartitionId, bool), (Vec<usize>, Vec<WriteOp>, Option<String>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(PartitionId, bool), WriteGroup> = BTreeMap::new();
         for (index, (op, id, dur)) in items.into_iter().enumerate() {
             let p = self.kernel.partition_of(op.key());
             let group = groups.entry((p, dur == kahuna_kernel::Durability::Ephemeral)).or_default();
@@ -61,7 +68,8 @@ impl KvService {
         }
         let total = groups.values().map(|g| g.0.len()).sum::<usize>();
         let calls = groups.into_iter().map(|((p, ephemeral), (indexes, ops, id))| async move {
-            let durability = if ephemeral { kahuna_kernel::Durability::Ephemeral } else { kahuna_kernel::Durability::Persistent };
+            let durability =
+                if ephemeral { kahuna_kernel::Durability::Ephemeral } else { kahuna_kernel::Durability::Persistent };
             let served = self.run(p, PartitionRequest::Write { ops, operation_id: id, durability }).await?;
             match served.value {
                 PartitionResponse::Write(results) => Ok::<_, Status>((indexes, results)),
@@ -74,7 +82,8 @@ impl KvService {
                 ordered[index] = Some(result);
             }
         }
-        let results = ordered.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| Status::internal("missing batch result"))?;
+        let results =
+            ordered.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| Status::internal("missing batch result"))?;
         Ok((results, self.kernel.node_id()))
     }
 
@@ -162,11 +171,15 @@ impl KeyValueApi for KvService {
         }
     }
 
-    async fn get_by_bucket(&self, request: Request<GetByBucketRequest>) -> Result<Response<GetByBucketResponse>, Status> {
+    async fn get_by_bucket(
+        &self,
+        request: Request<GetByBucketRequest>,
+    ) -> Result<Response<GetByBucketResponse>, Status> {
         let r = request.into_inner();
         let (dur, cons) = (durability(r.durability)?, consistency(r.consistency)?);
         let p = self.kernel.partition_of_bucket(&r.bucket);
-        let served = self.run(p, PartitionRequest::Bucket { bucket: r.bucket, durability: dur, consistency: cons }).await?;
+        let served =
+            self.run(p, PartitionRequest::Bucket { bucket: r.bucket, durability: dur, consistency: cons }).await?;
         match served.value {
             PartitionResponse::Items { items, .. } => Ok(Response::new(GetByBucketResponse {
                 items: items.into_iter().map(convert::entry).collect(),

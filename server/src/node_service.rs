@@ -18,7 +18,8 @@ impl NodeService {
     }
 
     async fn handle(&self, envelope: Envelope) -> Result<Response<Envelope>, Status> {
-        let kind = MessageKind::from_u32(envelope.kind).ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
+        let kind = MessageKind::from_u32(envelope.kind)
+            .ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
         let message = NodeMessage {
             partition: envelope.partition,
             hlc: envelope.hlc,

@@ -70,8 +70,15 @@ impl Transport for GrpcTransport {
                 .map_err(|_| fail(format!("no answer within {} ms", timeout.as_millis())))?
                 .map_err(|s| fail(format!("{}: {}", s.code(), s.message())))?
                 .into_inner();
-            let kind = MessageKind::from_u32(reply.kind).ok_or_else(|| fail(format!("unknown reply kind {}", reply.kind)))?;
-            Ok(NodeMessage { partition: reply.partition, hlc: reply.hlc, kind, from: reply.from, payload: reply.payload })
+            let kind =
+                MessageKind::from_u32(reply.kind).ok_or_else(|| fail(format!("unknown reply kind {}", reply.kind)))?;
+            Ok(NodeMessage {
+                partition: reply.partition,
+                hlc: reply.hlc,
+                kind,
+                from: reply.from,
+                payload: reply.payload,
+            })
         })
     }
 }

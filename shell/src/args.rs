@@ -35,12 +35,7 @@ pub struct ShellArgs {
     pub endpoints: Vec<String>,
 
     /// Runs these commands (separated by `;` or newlines) and exits.
-    #[arg(
-        short = 'c',
-        long = "command",
-        value_name = "CMDS",
-        conflicts_with = "file"
-    )]
+    #[arg(short = 'c', long = "command", value_name = "CMDS", conflicts_with = "file")]
     pub command: Option<String>,
 
     /// Runs the commands in FILE (`-` for stdin) and exits.
@@ -80,25 +75,13 @@ mod tests {
 
     #[test]
     fn flags() {
-        let args = parse(&[
-            "--endpoints",
-            "a:1,b:2",
-            "-c",
-            "get k",
-            "--format",
-            "json",
-            "--timeout",
-            "250",
-        ])
-        .expect("valid flags");
+        let args = parse(&["--endpoints", "a:1,b:2", "-c", "get k", "--format", "json", "--timeout", "250"])
+            .expect("valid flags");
         assert_eq!(args.endpoints, ["a:1", "b:2"]);
         assert_eq!(args.command.as_deref(), Some("get k"));
         assert_eq!(args.format, Format::Json);
         assert_eq!(args.timeout_ms, 250);
-        assert!(
-            parse(&["-c", "x", "-f", "y"]).is_err(),
-            "-c and -f conflict"
-        );
+        assert!(parse(&["-c", "x", "-f", "y"]).is_err(), "-c and -f conflict");
         assert!(parse(&["--format", "xml"]).is_err());
         assert!(parse(&["--timeout", "-1"]).is_err());
     }

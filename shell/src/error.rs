@@ -20,10 +20,7 @@ pub struct ShellError {
 impl ShellError {
     /// Returns an `InvalidInput` error.
     pub fn invalid(message: impl Into<String>) -> ShellError {
-        ShellError {
-            code: INVALID_INPUT.into(),
-            message: message.into(),
-        }
+        ShellError { code: INVALID_INPUT.into(), message: message.into() }
     }
 }
 
@@ -37,10 +34,7 @@ impl std::error::Error for ShellError {}
 
 impl From<kahuna_client::Error> for ShellError {
     fn from(error: kahuna_client::Error) -> ShellError {
-        ShellError {
-            code: error.code().to_owned(),
-            message: error.message().to_owned(),
-        }
+        ShellError { code: error.code().to_owned(), message: error.message().to_owned() }
     }
 }
 

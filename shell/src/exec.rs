@@ -3,9 +3,8 @@
 use std::time::{Duration, Instant};
 
 use kahuna_client::{
-    Batch, Client, ClusterStatus, Consistency, DeleteItem, DeleteOptions, DeleteResult, Durability,
-    ExistsResult, ExtendResult, GetResult, Items, NodeId, ReadOptions, ScanOptions, SetItem,
-    SetOptions, SetResult,
+    Batch, Client, ClusterStatus, Consistency, DeleteItem, DeleteOptions, DeleteResult, Durability, ExistsResult,
+    ExtendResult, GetResult, Items, NodeId, ReadOptions, ScanOptions, SetItem, SetOptions, SetResult,
 };
 
 use crate::error::ShellError;
@@ -115,11 +114,7 @@ pub enum Outcome {
 /// Dropping the future abandons the call; a write may or may not have been applied.
 pub async fn execute(client: &Client, command: Command) -> Result<Outcome, ShellError> {
     Ok(match command {
-        Command::Set {
-            key,
-            value,
-            options,
-        } => {
+        Command::Set { key, value, options } => {
             let result = client.set(key.clone(), value, options).await?;
             Outcome::Set { key, result }
         }
@@ -135,11 +130,7 @@ pub async fn execute(client: &Client, command: Command) -> Result<Outcome, Shell
             let result = client.delete(key.clone(), options).await?;
             Outcome::Delete { key, result }
         }
-        Command::Extend {
-            key,
-            ttl_ms,
-            durability,
-        } => {
+        Command::Extend { key, ttl_ms, durability } => {
             let result = client.extend(key.clone(), ttl_ms, durability).await?;
             Outcome::Extend { key, result }
         }
@@ -147,17 +138,12 @@ pub async fn execute(client: &Client, command: Command) -> Result<Outcome, Shell
             let items = client.get_by_bucket(bucket.clone(), options).await?;
             Outcome::Bucket { bucket, items }
         }
-        Command::Scan {
-            prefix,
-            options,
-            limit,
-            cursor,
-        } => scan(client, prefix, options, limit, cursor).await?,
+        Command::Scan { prefix, options, limit, cursor } => scan(client, prefix, options, limit, cursor).await?,
         Command::SetMany { items, durability } => {
             let keys = items.iter().map(|(key, _)| key.clone()).collect();
-            let items = items.into_iter().map(|(key, value)| {
-                SetItem::new(key, value).options(SetOptions::new().durability(durability))
-            });
+            let items = items
+                .into_iter()
+                .map(|(key, value)| SetItem::new(key, value).options(SetOptions::new().durability(durability)));
             let batch = client.set_many(items).await?;
             Outcome::SetMany { keys, batch }
         }
@@ -166,9 +152,9 @@ pub async fn execute(client: &Client, command: Command) -> Result<Outcome, Shell
             Outcome::GetMany { keys, batch }
         }
         Command::DeleteMany { keys, durability } => {
-            let items = keys.iter().map(|key| {
-                DeleteItem::new(key.clone()).options(DeleteOptions::new().durability(durability))
-            });
+            let items = keys
+                .iter()
+                .map(|key| DeleteItem::new(key.clone()).options(DeleteOptions::new().durability(durability)));
             let batch = client.delete_many(items).await?;
             Outcome::DeleteMany { keys, batch }
         }
@@ -177,15 +163,9 @@ pub async fn execute(client: &Client, command: Command) -> Result<Outcome, Shell
             let endpoint = client.current_endpoint().to_owned();
             let started = Instant::now();
             let status = client.status().await?;
-            Outcome::Ping {
-                endpoint,
-                node_id: status.node_id,
-                rtt: started.elapsed(),
-            }
+            Outcome::Ping { endpoint, node_id: status.node_id, rtt: started.elapsed() }
         }
-        Command::Help { topic } => {
-            Outcome::Help(help::text(topic.as_deref()).map_err(ShellError::invalid)?)
-        }
+        Command::Help { topic } => Outcome::Help(help::text(topic.as_deref()).map_err(ShellError::invalid)?),
         Command::Exit => Outcome::Exit,
     })
 }
@@ -198,11 +178,7 @@ async fn scan(
     limit: usize,
     mut cursor: Option<String>,
 ) -> Result<Outcome, ShellError> {
-    let mut all = Items {
-        items: Vec::new(),
-        next_cursor: None,
-        served_by: 0,
-    };
+    let mut all = Items { items: Vec::new(), next_cursor: None, served_by: 0 };
     loop {
         let page_items = (limit - all.items.len()).min(SCAN_PAGE_ITEMS);
         let page_limit = u32::try_from(page_items).unwrap_or(u32::MAX);
@@ -224,25 +200,13 @@ async fn scan(
         }
     }
     let continue_with = cursor.as_ref().map(|cursor| {
-        let e = if options.durability == Durability::Ephemeral {
-            "e"
-        } else {
-            ""
-        };
+        let e = if options.durability == Durability::Ephemeral { "e" } else { "" };
         let serializable = match options.consistency {
             Consistency::Serializable => " serializable",
             Consistency::Linearizable => "",
         };
-        format!(
-            "{e}scan by prefix {} cursor {}{serializable}",
-            quote(&prefix),
-            quote(cursor)
-        )
+        format!("{e}scan by prefix {} cursor {}{serializable}", quote(&prefix), quote(cursor))
     });
     all.next_cursor = cursor;
-    Ok(Outcome::Scan {
-        prefix,
-        items: all,
-        continue_with,
-    })
+    Ok(Outcome::Scan { prefix, items: all, continue_with })
 }

@@ -11,9 +11,7 @@
 
 use std::fmt::Write as _;
 
-use kahuna_client::{
-    ClusterStatus, DeleteResult, GetResult, Items, KeyValue, SetResult, hlc_logical, hlc_unix_ms,
-};
+use kahuna_client::{ClusterStatus, DeleteResult, GetResult, Items, KeyValue, SetResult, hlc_logical, hlc_unix_ms};
 use serde_json::{Value, json};
 
 use crate::args::Format;
@@ -49,10 +47,9 @@ pub fn render_error(error: &ShellError, format: Format) -> (Vec<u8>, Stream) {
             let document = json!({ "error": { "code": error.code, "message": error.message } });
             (format!("{document}\n").into_bytes(), Stream::Stdout)
         }
-        Format::Table | Format::Raw => (
-            format!("error: {} ({})\n", error.message, error.code).into_bytes(),
-            Stream::Stderr,
-        ),
+        Format::Table | Format::Raw => {
+            (format!("error: {} ({})\n", error.message, error.code).into_bytes(), Stream::Stderr)
+        }
     }
 }
 
@@ -68,19 +65,14 @@ fn table(outcome: &Outcome) -> String {
             if !result.extended {
                 format!("(not extended: key absent, node {})\n", result.served_by)
             } else {
-                let expiry = result.expires_at_ms.map_or_else(
-                    || "no expiry".to_owned(),
-                    |ms| format!("expires {}", unix_ms_text(ms)),
-                );
+                let expiry = result
+                    .expires_at_ms
+                    .map_or_else(|| "no expiry".to_owned(), |ms| format!("expires {}", unix_ms_text(ms)));
                 format!("extended: {expiry} (node {})\n", result.served_by)
             }
         }
         Outcome::Bucket { items, .. } => items_table(items, None),
-        Outcome::Scan {
-            items,
-            continue_with,
-            ..
-        } => items_table(items, continue_with.as_deref()),
+        Outcome::Scan { items, continue_with, .. } => items_table(items, continue_with.as_deref()),
         Outcome::SetMany { keys, batch } => {
             let rows = keys
                 .iter()
@@ -90,12 +82,7 @@ fn table(outcome: &Outcome) -> String {
                     vec![key.clone(), outcome.to_owned(), revision_text(r.revision)]
                 })
                 .collect();
-            format!(
-                "{}({}, node {})\n",
-                grid(&["KEY", "RESULT", "REVISION"], rows),
-                count(keys.len()),
-                batch.served_by
-            )
+            format!("{}({}, node {})\n", grid(&["KEY", "RESULT", "REVISION"], rows), count(keys.len()), batch.served_by)
         }
         Outcome::GetMany { keys, batch } => {
             let rows = keys
@@ -103,21 +90,10 @@ fn table(outcome: &Outcome) -> String {
                 .zip(&batch.results)
                 .map(|(key, r)| match &r.kv {
                     Some(kv) => kv_row(kv),
-                    None => vec![
-                        key.clone(),
-                        "(nil)".to_owned(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ],
+                    None => vec![key.clone(), "(nil)".to_owned(), String::new(), String::new(), String::new()],
                 })
                 .collect();
-            format!(
-                "{}({}, node {})\n",
-                grid(&KV_HEADERS, rows),
-                count(keys.len()),
-                batch.served_by
-            )
+            format!("{}({}, node {})\n", grid(&KV_HEADERS, rows), count(keys.len()), batch.served_by)
         }
         Outcome::DeleteMany { keys, batch } => {
             let rows = keys
@@ -128,24 +104,11 @@ fn table(outcome: &Outcome) -> String {
                     vec![key.clone(), outcome.to_owned(), revision_text(r.revision)]
                 })
                 .collect();
-            format!(
-                "{}({}, node {})\n",
-                grid(&["KEY", "RESULT", "REVISION"], rows),
-                count(keys.len()),
-                batch.served_by
-            )
+            format!("{}({}, node {})\n", grid(&["KEY", "RESULT", "REVISION"], rows), count(keys.len()), batch.served_by)
         }
         Outcome::Status(status) => status_table(status),
-        Outcome::Ping {
-            endpoint,
-            node_id,
-            rtt,
-        } => {
-            format!(
-                "PONG from node {node_id} at {} in {:.3} ms\n",
-                endpoint_text(endpoint),
-                rtt.as_secs_f64() * 1e3
-            )
+        Outcome::Ping { endpoint, node_id, rtt } => {
+            format!("PONG from node {node_id} at {} in {:.3} ms\n", endpoint_text(endpoint), rtt.as_secs_f64() * 1e3)
         }
         Outcome::Help(text) => format!("{}\n", text.trim_end()),
         Outcome::Exit => String::new(),
@@ -160,37 +123,25 @@ fn kv_row(kv: &KeyValue) -> Vec<String> {
         value_text(&kv.value),
         kv.revision.to_string(),
         unix_ms_text(hlc_unix_ms(kv.commit_ts)),
-        kv.expires_at_ms
-            .map_or_else(|| "never".to_owned(), unix_ms_text),
+        kv.expires_at_ms.map_or_else(|| "never".to_owned(), unix_ms_text),
     ]
 }
 
 fn set_line(result: &SetResult) -> String {
     if result.modified {
-        format!(
-            "OK (revision {}, node {})\n",
-            revision_text(result.revision),
-            result.served_by
-        )
+        format!("OK (revision {}, node {})\n", revision_text(result.revision), result.served_by)
     } else {
         let current = match result.revision {
             Some(revision) => format!("current revision {revision}"),
             None => "key absent".to_owned(),
         };
-        format!(
-            "(not modified: condition failed; {current}, node {})\n",
-            result.served_by
-        )
+        format!("(not modified: condition failed; {current}, node {})\n", result.served_by)
     }
 }
 
 fn delete_line(result: &DeleteResult) -> String {
     if result.deleted {
-        format!(
-            "deleted (revision {}, node {})\n",
-            revision_text(result.revision),
-            result.served_by
-        )
+        format!("deleted (revision {}, node {})\n", revision_text(result.revision), result.served_by)
     } else {
         let why = match result.revision {
             Some(revision) => format!("compare failed; current revision {revision}"),
@@ -209,11 +160,7 @@ fn get_table(result: &GetResult) -> String {
         vec!["value".to_owned(), value_text(&kv.value)],
         vec!["revision".to_owned(), kv.revision.to_string()],
         vec!["commit_ts".to_owned(), hlc_text(kv.commit_ts)],
-        vec![
-            "expires".to_owned(),
-            kv.expires_at_ms
-                .map_or_else(|| "never".to_owned(), unix_ms_text),
-        ],
+        vec!["expires".to_owned(), kv.expires_at_ms.map_or_else(|| "never".to_owned(), unix_ms_text)],
         vec!["served_by".to_owned(), format!("node {}", result.served_by)],
     ];
     grid(&[], rows)
@@ -225,12 +172,7 @@ fn items_table(items: &Items, continue_with: Option<&str>) -> String {
     } else {
         grid(&KV_HEADERS, items.items.iter().map(kv_row).collect())
     };
-    let _ = writeln!(
-        out,
-        "({}, node {})",
-        count(items.items.len()),
-        items.served_by
-    );
+    let _ = writeln!(out, "({}, node {})", count(items.items.len()), items.served_by);
     if let Some(command) = continue_with {
         let _ = writeln!(out, "more keys remain; continue with:\n  {command}");
     }
@@ -241,27 +183,11 @@ fn status_table(status: &ClusterStatus) -> String {
     let mut out = format!(
         "node {} (version {}), hlc {}\n",
         status.node_id,
-        if status.version.is_empty() {
-            "?"
-        } else {
-            &status.version
-        },
+        if status.version.is_empty() { "?" } else { &status.version },
         hlc_text(status.hlc)
     );
-    let nodes: Vec<String> = status
-        .nodes
-        .iter()
-        .map(|n| format!("{}={}", n.id, n.address))
-        .collect();
-    let _ = writeln!(
-        out,
-        "nodes: {}",
-        if nodes.is_empty() {
-            "-".to_owned()
-        } else {
-            nodes.join(", ")
-        }
-    );
+    let nodes: Vec<String> = status.nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect();
+    let _ = writeln!(out, "nodes: {}", if nodes.is_empty() { "-".to_owned() } else { nodes.join(", ") });
     let rows = status
         .partitions
         .iter()
@@ -274,27 +200,11 @@ fn status_table(status: &ClusterStatus) -> String {
                 p.last_log_index.to_string(),
                 p.applied_index.to_string(),
                 p.snapshot_index.to_string(),
-                p.voters
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
+                p.voters.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             ]
         })
         .collect();
-    out.push_str(&grid(
-        &[
-            "PARTITION",
-            "LEADER",
-            "TERM",
-            "ROLE",
-            "LAST_LOG",
-            "APPLIED",
-            "SNAPSHOT",
-            "VOTERS",
-        ],
-        rows,
-    ));
+    out.push_str(&grid(&["PARTITION", "LEADER", "TERM", "ROLE", "LAST_LOG", "APPLIED", "SNAPSHOT", "VOTERS"], rows));
     out
 }
 
@@ -307,13 +217,7 @@ fn grid(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     all.extend(rows);
     let columns = all.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            all.iter()
-                .filter_map(|row| row.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| all.iter().filter_map(|row| row.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in &all {
@@ -351,11 +255,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Returns "1 key" or "N keys".
 fn count(keys: usize) -> String {
-    if keys == 1 {
-        "1 key".to_owned()
-    } else {
-        format!("{keys} keys")
-    }
+    if keys == 1 { "1 key".to_owned() } else { format!("{keys} keys") }
 }
 
 fn revision_text(revision: Option<i64>) -> String {
@@ -370,11 +270,7 @@ fn endpoint_text(endpoint: &str) -> &str {
 pub fn hlc_text(timestamp: u64) -> String {
     let logical = hlc_logical(timestamp);
     let time = unix_ms_text(hlc_unix_ms(timestamp));
-    if logical == 0 {
-        format!("{timestamp} ({time})")
-    } else {
-        format!("{timestamp} ({time} +{logical})")
-    }
+    if logical == 0 { format!("{timestamp} ({time})") } else { format!("{timestamp} ({time} +{logical})") }
 }
 
 /// Shows unix milliseconds as an RFC 3339 UTC time with milliseconds.
@@ -398,8 +294,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -449,11 +344,7 @@ fn json(outcome: &Outcome) -> Value {
             "served_by": batch.served_by,
         }),
         Outcome::Status(status) => status_json(status),
-        Outcome::Ping {
-            endpoint,
-            node_id,
-            rtt,
-        } => json!({
+        Outcome::Ping { endpoint, node_id, rtt } => json!({
             "pong": true,
             "endpoint": endpoint_text(endpoint),
             "rtt_ms": rtt.as_secs_f64() * 1e3,
@@ -540,11 +431,7 @@ fn status_json(status: &ClusterStatus) -> Value {
 fn raw(outcome: &Outcome) -> Vec<u8> {
     let mut out = Vec::new();
     let flag = |yes: bool| {
-        if yes {
-            b"1\n".to_vec()
-        } else {
-            b"0\n".to_vec()
-        }
+        if yes { b"1\n".to_vec() } else { b"0\n".to_vec() }
     };
     match outcome {
         Outcome::Set { result, .. } => return flag(result.modified),
@@ -629,23 +516,11 @@ mod tests {
     }
 
     fn found(key: &str, value: &[u8]) -> Outcome {
-        Outcome::Get {
-            key: key.into(),
-            result: GetResult {
-                kv: Some(kv(key, value)),
-                served_by: 1,
-            },
-        }
+        Outcome::Get { key: key.into(), result: GetResult { kv: Some(kv(key, value)), served_by: 1 } }
     }
 
     fn missing(key: &str) -> Outcome {
-        Outcome::Get {
-            key: key.into(),
-            result: GetResult {
-                kv: None,
-                served_by: 1,
-            },
-        }
+        Outcome::Get { key: key.into(), result: GetResult { kv: None, served_by: 1 } }
     }
 
     #[test]
@@ -657,10 +532,7 @@ mod tests {
                 "commit_ts": (1_732_580_000_123u64 << 16) | 4, "expires_at_ms": null, "served_by": 1
             })
         );
-        assert_eq!(
-            parsed(&missing("k")),
-            json!({ "key": "k", "found": false, "served_by": 1 })
-        );
+        assert_eq!(parsed(&missing("k")), json!({ "key": "k", "found": false, "served_by": 1 }));
         assert_eq!(render(&found("k", b"v"), Format::Raw), b"v\n");
         assert_eq!(render(&missing("k"), Format::Raw), b"");
         assert_eq!(text(&missing("k"), Format::Table), "(nil)\n");
@@ -683,12 +555,7 @@ mod tests {
     fn writes() {
         let set = Outcome::Set {
             key: "k".into(),
-            result: SetResult {
-                modified: true,
-                revision: Some(0),
-                commit_ts: 9,
-                served_by: 2,
-            },
+            result: SetResult { modified: true, revision: Some(0), commit_ts: 9, served_by: 2 },
         };
         assert_eq!(
             parsed(&set),
@@ -698,33 +565,17 @@ mod tests {
         assert_eq!(text(&set, Format::Raw), "1\n");
         let refused = Outcome::Set {
             key: "k".into(),
-            result: SetResult {
-                modified: false,
-                revision: None,
-                commit_ts: 9,
-                served_by: 2,
-            },
+            result: SetResult { modified: false, revision: None, commit_ts: 9, served_by: 2 },
         };
         assert!(text(&refused, Format::Table).contains("not modified"));
         assert_eq!(parsed(&refused)["revision"], Value::Null);
         assert_eq!(text(&refused, Format::Raw), "0\n");
         let extend = Outcome::Extend {
             key: "k".into(),
-            result: ExtendResult {
-                extended: true,
-                expires_at_ms: Some(1_000),
-                commit_ts: 1,
-                served_by: 1,
-            },
+            result: ExtendResult { extended: true, expires_at_ms: Some(1_000), commit_ts: 1, served_by: 1 },
         };
         assert!(text(&extend, Format::Table).contains("expires 1970-01-01T00:00:01.000Z"));
-        let exists = Outcome::Exists {
-            key: "k".into(),
-            result: ExistsResult {
-                exists: false,
-                served_by: 1,
-            },
-        };
+        let exists = Outcome::Exists { key: "k".into(), result: ExistsResult { exists: false, served_by: 1 } };
         assert_eq!(text(&exists, Format::Table), "false\n");
         assert_eq!(text(&exists, Format::Raw), "0\n");
     }
@@ -742,25 +593,13 @@ mod tests {
         };
         let table = text(&outcome, Format::Table);
         assert!(table.starts_with("KEY   VALUE  REVISION"), "{table}");
-        assert!(
-            table.contains("(2 keys, node 3)") && table.contains("scan by prefix p cursor c1"),
-            "{table}"
-        );
+        assert!(table.contains("(2 keys, node 3)") && table.contains("scan by prefix p cursor c1"), "{table}");
         assert_eq!(parsed(&outcome)["next_cursor"], json!("c1"));
         assert_eq!(text(&outcome, Format::Raw), "p/a\t1\np/bb\t22\n");
-        let empty = Outcome::Bucket {
-            bucket: "b".into(),
-            items: Items {
-                items: vec![],
-                next_cursor: None,
-                served_by: 1,
-            },
-        };
+        let empty =
+            Outcome::Bucket { bucket: "b".into(), items: Items { items: vec![], next_cursor: None, served_by: 1 } };
         assert_eq!(text(&empty, Format::Table), "(empty)\n(0 keys, node 1)\n");
-        assert_eq!(
-            parsed(&empty),
-            json!({ "bucket": "b", "items": [], "served_by": 1 })
-        );
+        assert_eq!(parsed(&empty), json!({ "bucket": "b", "items": [], "served_by": 1 }));
     }
 
     #[test]
@@ -769,33 +608,19 @@ mod tests {
             keys: vec!["a".into(), "b".into()],
             batch: Batch {
                 results: vec![
-                    GetResult {
-                        kv: Some(kv("a", b"1")),
-                        served_by: 1,
-                    },
-                    GetResult {
-                        kv: None,
-                        served_by: 1,
-                    },
+                    GetResult { kv: Some(kv("a", b"1")), served_by: 1 },
+                    GetResult { kv: None, served_by: 1 },
                 ],
                 served_by: 1,
             },
         };
         assert_eq!(text(&outcome, Format::Raw), "1\n\n");
         assert!(text(&outcome, Format::Table).contains("(nil)"));
-        assert_eq!(
-            parsed(&outcome)["results"][1],
-            json!({ "key": "b", "found": false, "served_by": 1 })
-        );
+        assert_eq!(parsed(&outcome)["results"][1], json!({ "key": "b", "found": false, "served_by": 1 }));
         let deletes = Outcome::DeleteMany {
             keys: vec!["a".into()],
             batch: Batch {
-                results: vec![DeleteResult {
-                    deleted: true,
-                    revision: Some(3),
-                    commit_ts: 5,
-                    served_by: 1,
-                }],
+                results: vec![DeleteResult { deleted: true, revision: Some(3), commit_ts: 5, served_by: 1 }],
                 served_by: 1,
             },
         };
@@ -807,10 +632,7 @@ mod tests {
     fn status_and_ping() {
         let status = ClusterStatus {
             node_id: 1,
-            nodes: vec![NodeInfo {
-                id: 1,
-                address: "127.0.0.1:2070".into(),
-            }],
+            nodes: vec![NodeInfo { id: 1, address: "127.0.0.1:2070".into() }],
             partitions: vec![PartitionStatus {
                 partition: 0,
                 leader: None,
@@ -825,32 +647,12 @@ mod tests {
             version: "0.1.0".into(),
         };
         let table = text(&Outcome::Status(status.clone()), Format::Table);
-        assert!(
-            table
-                .contains("PARTITION  LEADER  TERM  ROLE      LAST_LOG  APPLIED  SNAPSHOT  VOTERS"),
-            "{table}"
-        );
-        assert!(
-            table.contains("0          -       3     follower  10        9        0         1,2,3"),
-            "{table}"
-        );
-        assert_eq!(
-            parsed(&Outcome::Status(status.clone()))["partitions"][0]["leader"],
-            Value::Null
-        );
-        assert_eq!(
-            text(&Outcome::Status(status), Format::Raw),
-            "0\t-\t3\tfollower\t10\t9\n"
-        );
-        let ping = Outcome::Ping {
-            endpoint: "http://a:1".into(),
-            node_id: 4,
-            rtt: Duration::from_micros(1500),
-        };
-        assert_eq!(
-            text(&ping, Format::Table),
-            "PONG from node 4 at a:1 in 1.500 ms\n"
-        );
+        assert!(table.contains("PARTITION  LEADER  TERM  ROLE      LAST_LOG  APPLIED  SNAPSHOT  VOTERS"), "{table}");
+        assert!(table.contains("0          -       3     follower  10        9        0         1,2,3"), "{table}");
+        assert_eq!(parsed(&Outcome::Status(status.clone()))["partitions"][0]["leader"], Value::Null);
+        assert_eq!(text(&Outcome::Status(status), Format::Raw), "0\t-\t3\tfollower\t10\t9\n");
+        let ping = Outcome::Ping { endpoint: "http://a:1".into(), node_id: 4, rtt: Duration::from_micros(1500) };
+        assert_eq!(text(&ping, Format::Table), "PONG from node 4 at a:1 in 1.500 ms\n");
         assert_eq!(parsed(&ping)["served_by"], json!(4));
     }
 
@@ -866,10 +668,7 @@ mod tests {
         );
         let (bytes, stream) = render_error(&error, Format::Table);
         assert_eq!(stream, Stream::Stderr);
-        assert_eq!(
-            bytes,
-            b"error: set: nx and xx exclude each other (InvalidInput)\n"
-        );
+        assert_eq!(bytes, b"error: set: nx and xx exclude each other (InvalidInput)\n");
     }
 
     #[test]
@@ -882,14 +681,7 @@ mod tests {
 
     #[test]
     fn values_shown_in_tables_lex_back() {
-        for value in [
-            "plain",
-            "two words",
-            "quote\"d",
-            "tab\t",
-            "é",
-            "back\\slash",
-        ] {
+        for value in ["plain", "two words", "quote\"d", "tab\t", "é", "back\\slash"] {
             let shown = value_text(value.as_bytes());
             let statements = crate::lex::split(&format!("set k {shown}")).expect("lexes");
             assert_eq!(statements[0].words[2].bytes, value.as_bytes(), "{shown}");

@@ -166,16 +166,8 @@ the shell could not start.";
 /// Returns the entry named `name` (an `e`-prefixed form finds its base command; `quit`
 /// finds `exit`), ignoring ASCII case and repeated spaces.
 pub fn find(name: &str) -> Option<&'static CommandHelp> {
-    let name = name
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_lowercase();
-    let name = if name == "quit" {
-        "exit".to_owned()
-    } else {
-        name
-    };
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let name = if name == "quit" { "exit".to_owned() } else { name };
     COMMANDS.iter().find(|c| c.name == name).or_else(|| {
         let base = name.strip_prefix('e')?;
         COMMANDS.iter().find(|c| c.ephemeral_form && c.name == base)
@@ -200,17 +192,9 @@ pub fn text(topic: Option<&str>) -> Result<String, String> {
         return Ok(out);
     };
     let command = find(topic).ok_or_else(|| format!("no command {topic:?}; try help"))?;
-    let mut out = format!(
-        "{}\n\n{}\n\nExample:\n  {}\n",
-        command.syntax,
-        wrap(command.summary, 88),
-        command.example
-    );
+    let mut out = format!("{}\n\n{}\n\nExample:\n  {}\n", command.syntax, wrap(command.summary, 88), command.example);
     if command.ephemeral_form {
-        out.push_str(&format!(
-            "\nEphemeral form: e{} (same syntax, the ephemeral keyspace).\n",
-            command.name
-        ));
+        out.push_str(&format!("\nEphemeral form: e{} (same syntax, the ephemeral keyspace).\n", command.name));
     }
     Ok(out)
 }
@@ -256,32 +240,17 @@ mod tests {
     #[test]
     fn every_command_has_syntax_summary_and_example() {
         for command in COMMANDS {
-            assert!(
-                command
-                    .syntax
-                    .starts_with(command.name.split(' ').next().unwrap_or(""))
-            );
-            assert!(
-                !command.summary.is_empty() && !command.example.is_empty(),
-                "{}",
-                command.name
-            );
+            assert!(command.syntax.starts_with(command.name.split(' ').next().unwrap_or("")));
+            assert!(!command.summary.is_empty() && !command.example.is_empty(), "{}", command.name);
             let width = COMMANDS.iter().map(|c| c.syntax.len()).max().unwrap_or(0);
-            assert!(
-                width + command.brief.len() + 4 <= 100,
-                "{}: list line over 100 columns",
-                command.name
-            );
+            assert!(width + command.brief.len() + 4 <= 100, "{}: list line over 100 columns", command.name);
         }
     }
 
     #[test]
     fn finds_ephemeral_and_multiword_forms() {
         assert_eq!(find("eset").map(|c| c.name), Some("set"));
-        assert_eq!(
-            find("EGET  by   BUCKET").map(|c| c.name),
-            Some("get by bucket")
-        );
+        assert_eq!(find("EGET  by   BUCKET").map(|c| c.name), Some("get by bucket"));
         assert_eq!(find("quit").map(|c| c.name), Some("exit"));
         assert!(find("estatus").is_none());
         assert!(find("nope").is_none());
@@ -301,9 +270,7 @@ mod tests {
     #[test]
     fn first_words_include_ephemeral_forms() {
         let words = first_words();
-        for word in [
-            "set", "eset", "get", "eget", "scan", "escan", "status", "quit",
-        ] {
+        for word in ["set", "eset", "get", "eget", "scan", "escan", "status", "quit"] {
             assert!(words.iter().any(|w| w == word), "{word}");
         }
         assert!(!words.iter().any(|w| w == "estatus"));

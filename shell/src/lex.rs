@@ -72,10 +72,7 @@ impl std::error::Error for LexError {}
 
 /// Splits `input` into statements, dropping empty ones and comments.
 pub fn split(input: &str) -> Result<Vec<Statement>, LexError> {
-    let mut lexer = Lexer {
-        chars: input.chars().peekable(),
-        line: 1,
-    };
+    let mut lexer = Lexer { chars: input.chars().peekable(), line: 1 };
     let mut statements = Vec::new();
     let mut words = Vec::new();
     let mut word: Option<Word> = None;
@@ -95,10 +92,7 @@ pub fn split(input: &str) -> Result<Vec<Statement>, LexError> {
                 if words.is_empty() && word.is_none() {
                     start_line = lexer.line;
                 }
-                let target = word.get_or_insert_with(|| Word {
-                    bytes: Vec::new(),
-                    quoted: true,
-                });
+                let target = word.get_or_insert_with(|| Word { bytes: Vec::new(), quoted: true });
                 target.quoted = true;
                 if c == '"' {
                     lexer.double_quoted(&mut target.bytes)?;
@@ -110,10 +104,7 @@ pub fn split(input: &str) -> Result<Vec<Statement>, LexError> {
                 if words.is_empty() && word.is_none() {
                     start_line = lexer.line;
                 }
-                let target = word.get_or_insert_with(|| Word {
-                    bytes: Vec::new(),
-                    quoted: false,
-                });
+                let target = word.get_or_insert_with(|| Word { bytes: Vec::new(), quoted: false });
                 push_char(&mut target.bytes, c);
             }
         }
@@ -133,9 +124,7 @@ pub fn is_incomplete(input: &str) -> bool {
 pub fn quote(text: &str) -> String {
     let plain = !text.is_empty()
         && !text.starts_with('#')
-        && text
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '\'' | ';'));
+        && text.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '\'' | ';'));
     if plain {
         return text.to_owned();
     }
@@ -195,15 +184,11 @@ impl Lexer<'_> {
             '0' => out.push(0),
             '\\' | '"' | '\'' => push_char(out, c),
             'x' => {
-                let digits: String = (0..2)
-                    .filter_map(|_| self.chars.next_if(char::is_ascii_hexdigit))
-                    .collect();
+                let digits: String = (0..2).filter_map(|_| self.chars.next_if(char::is_ascii_hexdigit)).collect();
                 let byte = u8::from_str_radix(&digits, 16)
                     .ok()
                     .filter(|_| digits.len() == 2)
-                    .ok_or_else(|| {
-                        self.bad_escape("\\x needs two hex digits, e.g. \\x0a".into())
-                    })?;
+                    .ok_or_else(|| self.bad_escape("\\x needs two hex digits, e.g. \\x0a".into()))?;
                 out.push(byte);
             }
             'u' => {
@@ -218,15 +203,11 @@ impl Lexer<'_> {
                     .then(|| u32::from_str_radix(&digits, 16).ok())
                     .flatten()
                     .and_then(char::from_u32)
-                    .ok_or_else(|| {
-                        self.bad_escape(format!("\\u{{{digits}}} is not a character"))
-                    })?;
+                    .ok_or_else(|| self.bad_escape(format!("\\u{{{digits}}} is not a character")))?;
                 push_char(out, c);
             }
             other => {
-                return Err(self.bad_escape(format!(
-                    "unknown escape \\{other}; use \\\\ for a backslash"
-                )));
+                return Err(self.bad_escape(format!("unknown escape \\{other}; use \\\\ for a backslash")));
             }
         }
         Ok(())
@@ -256,10 +237,7 @@ impl Lexer<'_> {
     }
 
     fn bad_escape(&self, detail: String) -> LexError {
-        LexError::BadEscape {
-            line: self.line,
-            detail,
-        }
+        LexError::BadEscape { line: self.line, detail }
     }
 }
 
@@ -276,10 +254,7 @@ fn finish_word(words: &mut Vec<Word>, word: &mut Option<Word>) {
 
 fn finish_statement(statements: &mut Vec<Statement>, words: &mut Vec<Word>, line: usize) {
     if !words.is_empty() {
-        statements.push(Statement {
-            line,
-            words: std::mem::take(words),
-        });
+        statements.push(Statement { line, words: std::mem::take(words) });
     }
 }
 
@@ -288,31 +263,18 @@ mod tests {
     use super::*;
 
     fn texts(input: &str) -> Vec<Vec<String>> {
-        split(input)
-            .expect("valid input")
-            .into_iter()
-            .map(|s| s.words.iter().map(Word::lossy).collect())
-            .collect()
+        split(input).expect("valid input").into_iter().map(|s| s.words.iter().map(Word::lossy).collect()).collect()
     }
 
     #[test]
     fn splits_on_semicolons_and_newlines() {
-        assert_eq!(
-            texts("set a 1; get a\n\n  del a ;;"),
-            [vec!["set", "a", "1"], vec!["get", "a"], vec!["del", "a"]]
-        );
+        assert_eq!(texts("set a 1; get a\n\n  del a ;;"), [vec!["set", "a", "1"], vec!["get", "a"], vec!["del", "a"]]);
     }
 
     #[test]
     fn comments_start_only_at_word_starts() {
-        assert_eq!(
-            texts("# a comment\nset k#1 v # trailing"),
-            [vec!["set", "k#1", "v"]]
-        );
-        assert_eq!(
-            texts("set k \"#not a comment\""),
-            [vec!["set", "k", "#not a comment"]]
-        );
+        assert_eq!(texts("# a comment\nset k#1 v # trailing"), [vec!["set", "k#1", "v"]]);
+        assert_eq!(texts("set k \"#not a comment\""), [vec!["set", "k", "#not a comment"]]);
     }
 
     #[test]
@@ -320,28 +282,10 @@ mod tests {
         let statements = split("set 'a b' \"x;y\" nx").expect("valid input");
         assert_eq!(statements.len(), 1);
         let words = &statements[0].words;
-        assert_eq!(
-            words[1],
-            Word {
-                bytes: b"a b".to_vec(),
-                quoted: true
-            }
-        );
-        assert_eq!(
-            words[2],
-            Word {
-                bytes: b"x;y".to_vec(),
-                quoted: true
-            }
-        );
+        assert_eq!(words[1], Word { bytes: b"a b".to_vec(), quoted: true });
+        assert_eq!(words[2], Word { bytes: b"x;y".to_vec(), quoted: true });
         assert!(words[3].is_keyword("NX"));
-        assert!(
-            !Word {
-                bytes: b"nx".to_vec(),
-                quoted: true
-            }
-            .is_keyword("nx")
-        );
+        assert!(!Word { bytes: b"nx".to_vec(), quoted: true }.is_keyword("nx"));
     }
 
     #[test]
@@ -353,10 +297,7 @@ mod tests {
     #[test]
     fn double_quote_escapes() {
         let statements = split(r#"set k "a\n\t\"\\\x00\xff\u{e9}\0""#).expect("valid input");
-        assert_eq!(
-            statements[0].words[2].bytes,
-            b"a\n\t\"\\\x00\xff\xc3\xa9\x00".to_vec()
-        );
+        assert_eq!(statements[0].words[2].bytes, b"a\n\t\"\\\x00\xff\xc3\xa9\x00".to_vec());
     }
 
     #[test]
@@ -367,35 +308,16 @@ mod tests {
 
     #[test]
     fn bad_escapes_are_errors() {
-        for bad in [
-            r#""\q""#,
-            r#""\x4""#,
-            r#""\xzz""#,
-            r#""\u00e9""#,
-            r#""\u{110000}""#,
-            r#""\u{}""#,
-        ] {
-            assert!(
-                matches!(split(bad), Err(LexError::BadEscape { .. })),
-                "{bad}"
-            );
+        for bad in [r#""\q""#, r#""\x4""#, r#""\xzz""#, r#""\u00e9""#, r#""\u{110000}""#, r#""\u{}""#] {
+            assert!(matches!(split(bad), Err(LexError::BadEscape { .. })), "{bad}");
         }
     }
 
     #[test]
     fn unterminated_quotes_name_their_line() {
-        assert_eq!(
-            split("get a\nset k \"v"),
-            Err(LexError::UnterminatedQuote { line: 2 })
-        );
-        assert_eq!(
-            split("set k 'v"),
-            Err(LexError::UnterminatedQuote { line: 1 })
-        );
-        assert_eq!(
-            split("set k \"v\\"),
-            Err(LexError::UnterminatedQuote { line: 1 })
-        );
+        assert_eq!(split("get a\nset k \"v"), Err(LexError::UnterminatedQuote { line: 2 }));
+        assert_eq!(split("set k 'v"), Err(LexError::UnterminatedQuote { line: 1 }));
+        assert_eq!(split("set k \"v\\"), Err(LexError::UnterminatedQuote { line: 1 }));
         assert!(is_incomplete("set k \"multi"));
         assert!(!is_incomplete("set k \"done\""));
     }
@@ -403,10 +325,7 @@ mod tests {
     #[test]
     fn quoted_values_span_lines_and_statements_keep_their_line() {
         let statements = split("get a\nset k \"x\ny\"\nget b").expect("valid input");
-        assert_eq!(
-            statements.iter().map(|s| s.line).collect::<Vec<_>>(),
-            [1, 2, 4]
-        );
+        assert_eq!(statements.iter().map(|s| s.line).collect::<Vec<_>>(), [1, 2, 4]);
         assert_eq!(statements[1].words[2].bytes, b"x\ny".to_vec());
     }
 
@@ -417,19 +336,8 @@ mod tests {
 
     #[test]
     fn quote_round_trips() {
-        for text in [
-            "plain",
-            "",
-            "a b",
-            "x;y",
-            "#hash",
-            "say \"hi\"",
-            "tab\there",
-            "nl\n",
-            "é",
-            "back\\slash",
-            "it's",
-        ] {
+        for text in ["plain", "", "a b", "x;y", "#hash", "say \"hi\"", "tab\there", "nl\n", "é", "back\\slash", "it's"]
+        {
             let statements = split(&format!("get {}", quote(text))).expect("quoted text lexes");
             assert_eq!(statements[0].words[1].bytes, text.as_bytes(), "{text:?}");
         }

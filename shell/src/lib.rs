@@ -54,15 +54,8 @@ pub const SCRIPT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// have been applied) and runs nothing after it. The interactive REPL runs on a blocking
 /// thread, which a dropped future cannot stop: it ends at the next Ctrl-D or `exit`.
 pub async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
-    let endpoints = args
-        .endpoints
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty());
-    let client = match Client::builder(endpoints)
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .build()
-    {
+    let endpoints = args.endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
+    let client = match Client::builder(endpoints).timeout(Duration::from_millis(args.timeout_ms)).build() {
         Ok(client) => client,
         Err(e) => {
             eprintln!("kahuna shell: {e}");
@@ -98,22 +91,17 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
 fn read_script(path: Option<&Path>) -> Result<String, String> {
     let (name, reader): (String, Box<dyn Read>) = match path {
         Some(path) if path != Path::new("-") => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             (path.display().to_string(), Box::new(file))
         }
         _ => ("stdin".to_owned(), Box::new(std::io::stdin())),
     };
     let mut bytes = Vec::new();
-    reader
-        .take(SCRIPT_BYTES_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    reader.take(SCRIPT_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {name}: {e}"))?;
     if bytes.len() as u64 > SCRIPT_BYTES_MAX {
         return Err(format!("{name} is larger than {SCRIPT_BYTES_MAX} bytes"));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| format!("{name} is not UTF-8 (use \\xHH escapes for binary values)"))
+    String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8 (use \\xHH escapes for binary values)"))
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 
 use std::fmt;
 
-use kahuna_client::{
-    Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SetOptions, hlc_end_of_ms,
-};
+use kahuna_client::{Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SetOptions, hlc_end_of_ms};
 
 use crate::help;
 use crate::lex::Word;
@@ -131,25 +129,18 @@ impl std::error::Error for ParseError {}
 /// empty slice is an error, not a panic.
 pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
     let Some((head, rest)) = words.split_first() else {
-        return Err(ParseError {
-            message: "empty command".into(),
-        });
+        return Err(ParseError { message: "empty command".into() });
     };
     let name = String::from_utf8_lossy(&head.bytes).to_ascii_lowercase();
     if head.quoted {
         return Err(ParseError {
-            message: format!(
-                "unknown command {:?}: command names are never quoted",
-                head.lossy()
-            ),
+            message: format!("unknown command {:?}: command names are never quoted", head.lossy()),
         });
     }
     match name.as_str() {
         "help" | "?" => {
             let topic = rest.iter().map(Word::lossy).collect::<Vec<_>>().join(" ");
-            return Ok(Command::Help {
-                topic: Some(topic).filter(|t| !t.is_empty()),
-            });
+            return Ok(Command::Help { topic: Some(topic).filter(|t| !t.is_empty()) });
         }
         "exit" | "quit" => return no_arguments(Command::Exit, "exit", rest),
         "status" => return no_arguments(Command::Status, "status", rest),
@@ -161,22 +152,15 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
             (name.as_str(), Durability::Persistent)
         }
         ephemeral => match ephemeral.strip_prefix('e') {
-            Some(
-                base @ ("set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget"
-                | "mdel"),
-            ) => (base, Durability::Ephemeral),
+            Some(base @ ("set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget" | "mdel")) => {
+                (base, Durability::Ephemeral)
+            }
             _ => {
-                return Err(ParseError {
-                    message: format!("unknown command {:?}; try help", head.lossy()),
-                });
+                return Err(ParseError { message: format!("unknown command {:?}; try help", head.lossy()) });
             }
         },
     };
-    let mut args = Args {
-        words: rest,
-        position: 0,
-        command: String::from(&name[..]),
-    };
+    let mut args = Args { words: rest, position: 0, command: String::from(&name[..]) };
     match base {
         "set" => parse_set(&mut args, durability),
         "get" if is_by(rest, "bucket") => {
@@ -210,9 +194,7 @@ fn is_by(words: &[Word], what: &str) -> bool {
 fn no_arguments(command: Command, name: &str, rest: &[Word]) -> Result<Command, ParseError> {
     match rest.first() {
         None => Ok(command),
-        Some(word) => Err(ParseError {
-            message: format!("{name} takes no arguments, got {:?}", word.lossy()),
-        }),
+        Some(word) => Err(ParseError { message: format!("{name} takes no arguments, got {:?}", word.lossy()) }),
     }
 }
 
@@ -255,8 +237,7 @@ impl Args<'_> {
         let Some(word) = self.next() else {
             return Err(self.error(&format!("missing {what}")));
         };
-        let text = String::from_utf8(word.bytes.clone())
-            .map_err(|_| self.error(&format!("{what} must be UTF-8")))?;
+        let text = String::from_utf8(word.bytes.clone()).map_err(|_| self.error(&format!("{what} must be UTF-8")))?;
         if text.is_empty() && !may_be_empty {
             return Err(self.error(&format!("{what} must not be empty")));
         }
@@ -283,9 +264,7 @@ impl Args<'_> {
         match text.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
             Ok(_) => Err(self.error(&format!("{what} {text} is above the maximum {max}"))),
-            Err(_) if text.starts_with('-') => {
-                Err(self.error(&format!("{what} must not be negative, got {text}")))
-            }
+            Err(_) if text.starts_with('-') => Err(self.error(&format!("{what} must not be negative, got {text}"))),
             Err(_) => Err(self.error(&format!("{what} must be a whole number, got {text:?}"))),
         }
     }
@@ -356,11 +335,7 @@ fn parse_set(args: &mut Args<'_>, durability: Durability) -> Result<Command, Par
     if options.nx && (options.compare_value.is_some() || options.compare_revision.is_some()) {
         return Err(args.error("nx excludes cmp and cmprev (the key must be absent)"));
     }
-    Ok(Command::Set {
-        key,
-        value,
-        options,
-    })
+    Ok(Command::Set { key, value, options })
 }
 
 fn parse_get(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
@@ -402,9 +377,7 @@ fn parse_time(args: &mut Args<'_>) -> Result<u64, ParseError> {
         None => (text.as_str(), false),
     };
     let value: u64 = digits.parse().map_err(|_| {
-        args.error(&format!(
-            "TIME must be an HLC timestamp or unix milliseconds like 1732580000000ms, got {text:?}"
-        ))
+        args.error(&format!("TIME must be an HLC timestamp or unix milliseconds like 1732580000000ms, got {text:?}"))
     })?;
     Ok(if unix_ms { hlc_end_of_ms(value) } else { value })
 }
@@ -420,10 +393,7 @@ fn parse_delete(args: &mut Args<'_>, durability: Durability) -> Result<Command, 
             once(&options.compare_revision, args, "cmprev")?;
             options.compare_revision = Some(args.revision("cmprev N")?);
         } else if !word.quoted && args.position == 2 {
-            return Err(args.error(&format!(
-                "unexpected {:?}; del takes one key, use mdel for several",
-                word.lossy()
-            )));
+            return Err(args.error(&format!("unexpected {:?}; del takes one key, use mdel for several", word.lossy())));
         } else {
             return Err(args.unexpected(&word));
         }
@@ -458,11 +428,7 @@ fn parse_extend(args: &mut Args<'_>, durability: Durability) -> Result<Command, 
     if let Some(word) = args.next().cloned() {
         return Err(args.unexpected(&word));
     }
-    Ok(Command::Extend {
-        key,
-        ttl_ms,
-        durability,
-    })
+    Ok(Command::Extend { key, ttl_ms, durability })
 }
 
 fn parse_get_by_bucket(args: &mut Args<'_>, durability: Durability) -> Result<Command, ParseError> {
@@ -495,12 +461,7 @@ fn parse_scan(args: &mut Args<'_>, durability: Durability) -> Result<Command, Pa
             return Err(args.unexpected(&word));
         }
     }
-    Ok(Command::Scan {
-        prefix,
-        options,
-        limit: limit.unwrap_or(SCAN_ITEMS_DEFAULT),
-        cursor,
-    })
+    Ok(Command::Scan { prefix, options, limit: limit.unwrap_or(SCAN_ITEMS_DEFAULT), cursor })
 }
 
 /// Checks a batch's size: at least one item, at most `BATCH_ITEMS_MAX`.
@@ -509,9 +470,7 @@ fn batch_size(args: &Args<'_>, items: usize) -> Result<(), ParseError> {
         return Err(args.error("missing KEY"));
     }
     if items > BATCH_ITEMS_MAX {
-        return Err(args.error(&format!(
-            "{items} keys given, at most {BATCH_ITEMS_MAX} allowed"
-        )));
+        return Err(args.error(&format!("{items} keys given, at most {BATCH_ITEMS_MAX} allowed")));
     }
     Ok(())
 }
@@ -533,11 +492,7 @@ fn parse_set_many(args: &mut Args<'_>, durability: Durability) -> Result<Command
 /// Takes the remaining words as keys. For reads, a bare final `serializable` is the
 /// option (quote it to name a key).
 fn keys(args: &mut Args<'_>, allow_serializable: bool) -> Result<(Vec<String>, bool), ParseError> {
-    let serializable = allow_serializable
-        && args
-            .words
-            .last()
-            .is_some_and(|w| w.is_keyword("serializable"));
+    let serializable = allow_serializable && args.words.last().is_some_and(|w| w.is_keyword("serializable"));
     let count = args.remaining() - usize::from(serializable);
     batch_size(args, count)?;
     let mut keys = Vec::with_capacity(count);
@@ -567,9 +522,7 @@ mod tests {
     use crate::lex::split;
 
     fn parse_line(line: &str) -> Result<Command, ParseError> {
-        let statements = split(line).map_err(|e| ParseError {
-            message: e.to_string(),
-        })?;
+        let statements = split(line).map_err(|e| ParseError { message: e.to_string() })?;
         assert_eq!(statements.len(), 1, "{line}");
         parse(&statements[0].words)
     }
@@ -590,20 +543,8 @@ mod tests {
 
     #[test]
     fn set_plain_and_with_every_option() {
-        assert_eq!(
-            ok("set k v"),
-            Command::Set {
-                key: "k".into(),
-                value: b"v".to_vec(),
-                options: SetOptions::new()
-            }
-        );
-        let Command::Set {
-            key,
-            value,
-            options,
-        } = ok("SET 'a key' \"x\\x00\" XX ex 1500 cmp old cmprev 7")
-        else {
+        assert_eq!(ok("set k v"), Command::Set { key: "k".into(), value: b"v".to_vec(), options: SetOptions::new() });
+        let Command::Set { key, value, options } = ok("SET 'a key' \"x\\x00\" XX ex 1500 cmp old cmprev 7") else {
             panic!("not a set");
         };
         assert_eq!(key, "a key");
@@ -617,59 +558,32 @@ mod tests {
 
     #[test]
     fn ephemeral_forms_set_durability() {
-        let Command::Set { options, .. } = ok("eset k v nx") else {
-            panic!("not a set")
-        };
+        let Command::Set { options, .. } = ok("eset k v nx") else { panic!("not a set") };
         assert_eq!(options.durability, Durability::Ephemeral);
         assert!(options.nx);
-        let Command::Get { options, .. } = ok("eget k") else {
-            panic!("not a get")
-        };
+        let Command::Get { options, .. } = ok("eget k") else { panic!("not a get") };
         assert_eq!(options.durability, Durability::Ephemeral);
-        assert!(
-            matches!(ok("edel k"), Command::Delete { options, .. } if options.durability == Durability::Ephemeral)
-        );
+        assert!(matches!(ok("edel k"), Command::Delete { options, .. } if options.durability == Durability::Ephemeral));
         assert!(
             matches!(ok("eexists k"), Command::Exists { options, .. } if options.durability == Durability::Ephemeral)
         );
-        assert!(matches!(
-            ok("eextend k 5"),
-            Command::Extend {
-                durability: Durability::Ephemeral,
-                ttl_ms: 5,
-                ..
-            }
-        ));
+        assert!(matches!(ok("eextend k 5"), Command::Extend { durability: Durability::Ephemeral, ttl_ms: 5, .. }));
         assert!(
             matches!(ok("eget by bucket b"), Command::GetByBucket { options, .. } if options.durability == Durability::Ephemeral)
         );
         assert!(
             matches!(ok("escan by prefix p"), Command::Scan { options, .. } if options.durability == Durability::Ephemeral)
         );
-        assert!(matches!(
-            ok("emset a 1"),
-            Command::SetMany {
-                durability: Durability::Ephemeral,
-                ..
-            }
-        ));
+        assert!(matches!(ok("emset a 1"), Command::SetMany { durability: Durability::Ephemeral, .. }));
         assert!(
             matches!(ok("emget a"), Command::GetMany { options, .. } if options.durability == Durability::Ephemeral)
         );
-        assert!(matches!(
-            ok("emdel a"),
-            Command::DeleteMany {
-                durability: Durability::Ephemeral,
-                ..
-            }
-        ));
+        assert!(matches!(ok("emdel a"), Command::DeleteMany { durability: Durability::Ephemeral, .. }));
     }
 
     #[test]
     fn value_may_look_like_a_keyword() {
-        let Command::Set { value, options, .. } = ok("set k nx") else {
-            panic!("not a set")
-        };
+        let Command::Set { value, options, .. } = ok("set k nx") else { panic!("not a set") };
         assert_eq!(value, b"nx".to_vec());
         assert!(!options.nx);
         assert_eq!(
@@ -702,19 +616,13 @@ mod tests {
 
     #[test]
     fn get_history_points_and_consistency() {
-        let Command::Get { key, options } = ok("get k at 3 serializable") else {
-            panic!("not a get")
-        };
+        let Command::Get { key, options } = ok("get k at 3 serializable") else { panic!("not a get") };
         assert_eq!(key, "k");
         assert_eq!(options.at_revision, Some(3));
         assert_eq!(options.consistency, Consistency::Serializable);
-        let Command::Get { options, .. } = ok("get k as of 123456") else {
-            panic!("not a get")
-        };
+        let Command::Get { options, .. } = ok("get k as of 123456") else { panic!("not a get") };
         assert_eq!(options.as_of, Some(123_456));
-        let Command::Get { options, .. } = ok("get k AS OF 1732580000000ms") else {
-            panic!("not a get")
-        };
+        let Command::Get { options, .. } = ok("get k AS OF 1732580000000ms") else { panic!("not a get") };
         assert_eq!(options.as_of, Some(hlc_end_of_ms(1_732_580_000_000)));
         assert!(err("get k at 1 as of 2").contains("exclude"));
         assert!(err("get k as 5").contains("expected as of TIME"));
@@ -730,18 +638,9 @@ mod tests {
     fn get_by_bucket_versus_a_key_named_by() {
         assert_eq!(
             ok("get by bucket config serializable"),
-            Command::GetByBucket {
-                bucket: "config".into(),
-                options: ReadOptions::new().serializable()
-            }
+            Command::GetByBucket { bucket: "config".into(), options: ReadOptions::new().serializable() }
         );
-        assert_eq!(
-            ok("get by bucket ''"),
-            Command::GetByBucket {
-                bucket: String::new(),
-                options: ReadOptions::new()
-            }
-        );
+        assert_eq!(ok("get by bucket ''"), Command::GetByBucket { bucket: String::new(), options: ReadOptions::new() });
         assert!(matches!(ok("get by"), Command::Get { key, .. } if key == "by"));
         assert!(err("get 'by' bucket").contains("unexpected \"bucket\""));
         assert!(err("get by bucket").contains("missing BUCKET"));
@@ -752,12 +651,7 @@ mod tests {
     fn scan_options() {
         assert_eq!(
             ok("scan by prefix p"),
-            Command::Scan {
-                prefix: "p".into(),
-                options: ReadOptions::new(),
-                limit: SCAN_ITEMS_DEFAULT,
-                cursor: None
-            }
+            Command::Scan { prefix: "p".into(), options: ReadOptions::new(), limit: SCAN_ITEMS_DEFAULT, cursor: None }
         );
         assert_eq!(
             ok("scan by prefix '' limit 10 cursor abc serializable"),
@@ -778,29 +672,17 @@ mod tests {
 
     #[test]
     fn delete_exists_extend() {
-        let Command::Delete { key, options } = ok("del k cmp v cmprev 2") else {
-            panic!("not a del")
-        };
+        let Command::Delete { key, options } = ok("del k cmp v cmprev 2") else { panic!("not a del") };
         assert_eq!(key, "k");
         assert_eq!(options.compare_value, Some(b"v".to_vec()));
         assert_eq!(options.compare_revision, Some(2));
         assert!(err("del a b").contains("use mdel"));
         assert!(err("del").contains("missing KEY"));
-        assert_eq!(
-            ok("exists k"),
-            Command::Exists {
-                key: "k".into(),
-                options: ReadOptions::new()
-            }
-        );
+        assert_eq!(ok("exists k"), Command::Exists { key: "k".into(), options: ReadOptions::new() });
         assert!(err("exists k v").contains("unexpected"));
         assert_eq!(
             ok("extend k 0"),
-            Command::Extend {
-                key: "k".into(),
-                ttl_ms: 0,
-                durability: Durability::Persistent
-            }
+            Command::Extend { key: "k".into(), ttl_ms: 0, durability: Durability::Persistent }
         );
         assert!(err("extend k").contains("missing MS"));
         assert!(err("extend k -3").contains("must not be negative"));
@@ -820,26 +702,17 @@ mod tests {
         assert!(err("mset").contains("missing KEY"));
         assert_eq!(
             ok("mget a b serializable"),
-            Command::GetMany {
-                keys: vec!["a".into(), "b".into()],
-                options: ReadOptions::new().serializable()
-            }
+            Command::GetMany { keys: vec!["a".into(), "b".into()], options: ReadOptions::new().serializable() }
         );
         assert_eq!(
             ok("mget a 'serializable'"),
-            Command::GetMany {
-                keys: vec!["a".into(), "serializable".into()],
-                options: ReadOptions::new()
-            }
+            Command::GetMany { keys: vec!["a".into(), "serializable".into()], options: ReadOptions::new() }
         );
         assert!(err("mget serializable").contains("missing KEY"));
         assert!(err("mget").contains("missing KEY"));
         assert_eq!(
             ok("mdel a serializable"),
-            Command::DeleteMany {
-                keys: vec!["a".into(), "serializable".into()],
-                durability: Durability::Persistent
-            }
+            Command::DeleteMany { keys: vec!["a".into(), "serializable".into()], durability: Durability::Persistent }
         );
         let many = format!("mget {}", "k ".repeat(BATCH_ITEMS_MAX + 1));
         assert!(err(&many).contains("at most"));
@@ -852,12 +725,7 @@ mod tests {
         assert_eq!(ok("quit"), Command::Exit);
         assert_eq!(ok("exit"), Command::Exit);
         assert_eq!(ok("help"), Command::Help { topic: None });
-        assert_eq!(
-            ok("help get by bucket"),
-            Command::Help {
-                topic: Some("get by bucket".into())
-            }
-        );
+        assert_eq!(ok("help get by bucket"), Command::Help { topic: Some("get by bucket".into()) });
         assert!(err("status now").contains("takes no arguments"));
         assert!(err("ping x").contains("takes no arguments"));
     }

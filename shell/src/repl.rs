@@ -47,10 +47,7 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         .completion_type(CompletionType::List)
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
-    editor.set_helper(Some(ShellHelper {
-        client: client.clone(),
-        handle: handle.clone(),
-    }));
+    editor.set_helper(Some(ShellHelper { client: client.clone(), handle: handle.clone() }));
     let history = history_path();
     if let Some(path) = &history {
         // A missing file is the normal first run; anything else is worth a word.
@@ -62,12 +59,7 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
     }
     println!(
         "Kahuna shell, endpoints {}. Type help for commands, Ctrl-D to leave.",
-        client
-            .endpoints()
-            .iter()
-            .map(|e| endpoint_text(e))
-            .collect::<Vec<_>>()
-            .join(", ")
+        client.endpoints().iter().map(|e| endpoint_text(e)).collect::<Vec<_>>().join(", ")
     );
     loop {
         let prompt = format!("kahuna {}> ", endpoint_text(client.current_endpoint()));
@@ -155,9 +147,7 @@ fn print_error(error: &ShellError, format: Format) {
 
 /// Returns `~/.kahuna_history`, or `None` without a home directory (no history then).
 fn history_path() -> Option<PathBuf> {
-    std::env::home_dir()
-        .filter(|home| !home.as_os_str().is_empty())
-        .map(|home| home.join(HISTORY_FILE))
+    std::env::home_dir().filter(|home| !home.as_os_str().is_empty()).map(|home| home.join(HISTORY_FILE))
 }
 
 fn endpoint_text(endpoint: &str) -> &str {
@@ -173,17 +163,11 @@ struct ShellHelper {
 impl ShellHelper {
     /// Asks the server for keys starting with `prefix`; empty on any error or delay.
     fn keys(&self, prefix: &str, durability: Durability) -> Vec<String> {
-        let read = ReadOptions {
-            durability,
-            consistency: Consistency::Serializable,
-        };
-        let scan = self.client.scan(
-            prefix,
-            ScanOptions::new().read(read).limit(COMPLETION_KEYS_MAX),
-        );
-        let result = self.handle.block_on(async {
-            tokio::time::timeout(Duration::from_millis(COMPLETION_TIMEOUT_MS), scan).await
-        });
+        let read = ReadOptions { durability, consistency: Consistency::Serializable };
+        let scan = self.client.scan(prefix, ScanOptions::new().read(read).limit(COMPLETION_KEYS_MAX));
+        let result = self
+            .handle
+            .block_on(async { tokio::time::timeout(Duration::from_millis(COMPLETION_TIMEOUT_MS), scan).await });
         match result {
             Ok(Ok(items)) => items.items.into_iter().map(|kv| kv.key).collect(),
             _ => Vec::new(),
@@ -211,11 +195,7 @@ fn slot(before: &[&str]) -> Slot {
     };
     let first = first.to_ascii_lowercase();
     if first == "help" || first == "?" {
-        return if before.len() == 1 {
-            Slot::Command
-        } else {
-            Slot::Nothing
-        };
+        return if before.len() == 1 { Slot::Command } else { Slot::Nothing };
     }
     let (base, durability) = match help::find(&first) {
         // Only an `e`-prefixed form finds an entry under another name (`quit` finds
@@ -246,12 +226,7 @@ fn slot(before: &[&str]) -> Slot {
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _ctx: &Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = line.get(..pos).unwrap_or(line);
         let statement_start = before.rfind(';').map_or(0, |i| i + 1);
         let word_start = before
@@ -260,13 +235,8 @@ impl Completer for ShellHelper {
             .find(|(_, c)| c.is_whitespace() || *c == ';')
             .map_or(0, |(i, c)| i + c.len_utf8());
         let partial = &before[word_start..];
-        let earlier: Vec<&str> = before[statement_start..word_start.max(statement_start)]
-            .split_whitespace()
-            .collect();
-        let pair = |text: String| Pair {
-            display: text.clone(),
-            replacement: format!("{text} "),
-        };
+        let earlier: Vec<&str> = before[statement_start..word_start.max(statement_start)].split_whitespace().collect();
+        let pair = |text: String| Pair { display: text.clone(), replacement: format!("{text} ") };
         let candidates: Vec<Pair> = match slot(&earlier) {
             Slot::Command => help::first_words()
                 .into_iter()
@@ -283,14 +253,10 @@ impl Completer for ShellHelper {
                 let mut keys: Vec<Pair> = self
                     .keys(partial, durability)
                     .into_iter()
-                    .map(|key| Pair {
-                        display: key.clone(),
-                        replacement: lex::quote(&key),
-                    })
+                    .map(|key| Pair { display: key.clone(), replacement: lex::quote(&key) })
                     .collect();
-                let is_get = earlier.first().is_some_and(|w| {
-                    w.eq_ignore_ascii_case("get") || w.eq_ignore_ascii_case("eget")
-                });
+                let is_get =
+                    earlier.first().is_some_and(|w| w.eq_ignore_ascii_case("get") || w.eq_ignore_ascii_case("eget"));
                 if is_get && !partial.is_empty() && "by".starts_with(partial) {
                     keys.push(pair("by".to_owned()));
                 }
@@ -333,10 +299,7 @@ mod tests {
         assert_eq!(slot(&["get", "by"]), Slot::Words(&["bucket"]));
         assert_eq!(slot(&["scan"]), Slot::Words(&["by"]));
         assert_eq!(slot(&["escan", "by"]), Slot::Words(&["prefix"]));
-        assert_eq!(
-            slot(&["escan", "by", "prefix"]),
-            Slot::Key(Durability::Ephemeral)
-        );
+        assert_eq!(slot(&["escan", "by", "prefix"]), Slot::Key(Durability::Ephemeral));
         assert_eq!(slot(&["exists"]), Slot::Key(Durability::Persistent));
         assert_eq!(slot(&["eexists"]), Slot::Key(Durability::Ephemeral));
         assert_eq!(slot(&["extend"]), Slot::Key(Durability::Persistent));

@@ -35,11 +35,7 @@ pub fn parse_script(source: &str) -> Result<Vec<(usize, Command)>, Vec<ShellErro
             Err(e) => errors.push(at_line(ShellError::from(e), statement.line, multi_line)),
         }
     }
-    if errors.is_empty() {
-        Ok(commands)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(commands) } else { Err(errors) }
 }
 
 /// Runs `source` as a script and returns the process exit code.
@@ -111,35 +107,19 @@ mod tests {
 
     #[test]
     fn scripts_parse_whole_before_running() {
-        let commands =
-            parse_script("# setup\nset a 1; set b 2\n\nget a # check\n").expect("valid script");
-        assert_eq!(
-            commands.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
-            [2, 2, 4]
-        );
+        let commands = parse_script("# setup\nset a 1; set b 2\n\nget a # check\n").expect("valid script");
+        assert_eq!(commands.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [2, 2, 4]);
         let errors = parse_script("set a 1\nbogus\nset b\n").expect_err("two bad lines");
         assert_eq!(errors.len(), 2);
-        assert!(
-            errors[0].message.starts_with("line 2: unknown command"),
-            "{}",
-            errors[0].message
-        );
-        assert!(
-            errors[1].message.starts_with("line 3: set: missing VALUE"),
-            "{}",
-            errors[1].message
-        );
+        assert!(errors[0].message.starts_with("line 2: unknown command"), "{}", errors[0].message);
+        assert!(errors[1].message.starts_with("line 3: set: missing VALUE"), "{}", errors[1].message);
         assert!(errors.iter().all(|e| e.code == "InvalidInput"));
     }
 
     #[test]
     fn one_line_scripts_have_no_line_prefix() {
         let errors = parse_script("get").expect_err("missing key");
-        assert!(
-            errors[0].message.starts_with("get: missing KEY"),
-            "{}",
-            errors[0].message
-        );
+        assert!(errors[0].message.starts_with("get: missing KEY"), "{}", errors[0].message);
         let errors = parse_script("set k \"open").expect_err("unterminated");
         assert!(errors[0].message.contains("never closed"));
     }
@@ -147,29 +127,14 @@ mod tests {
     #[test]
     fn empty_scripts_do_nothing() {
         assert_eq!(parse_script("").map(|c| c.len()), Ok(0));
-        assert_eq!(
-            parse_script("  # only a comment\n;;\n").map(|c| c.len()),
-            Ok(0)
-        );
+        assert_eq!(parse_script("  # only a comment\n;;\n").map(|c| c.len()), Ok(0));
     }
 
     #[tokio::test]
     async fn bad_scripts_exit_2_without_a_server_and_exit_stops() {
-        let client = Client::builder(["127.0.0.1:9"])
-            .retries(0)
-            .build()
-            .expect("valid endpoint");
-        assert_eq!(
-            run(&client, "set a 1; nx", Format::Json).await,
-            ExitCode::from(EXIT_USAGE)
-        );
-        assert_eq!(
-            run(&client, "help set; exit; get a", Format::Raw).await,
-            ExitCode::from(EXIT_OK)
-        );
-        assert_eq!(
-            run(&client, "help nosuch", Format::Raw).await,
-            ExitCode::from(EXIT_FAILED)
-        );
+        let client = Client::builder(["127.0.0.1:9"]).retries(0).build().expect("valid endpoint");
+        assert_eq!(run(&client, "set a 1; nx", Format::Json).await, ExitCode::from(EXIT_USAGE));
+        assert_eq!(run(&client, "help set; exit; get a", Format::Raw).await, ExitCode::from(EXIT_OK));
+        assert_eq!(run(&client, "help nosuch", Format::Raw).await, ExitCode::from(EXIT_FAILED));
     }
 }

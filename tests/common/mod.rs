@@ -120,7 +120,8 @@ impl Cluster {
     pub async fn start(n: usize, partitions: u32, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let peers: BTreeMap<u64, String> = ports.iter().enumerate().map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}"))).collect();
+        let peers: BTreeMap<u64, String> =
+            ports.iter().enumerate().map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}"))).collect();
         let peers_flag = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let mut nodes = Vec::new();
         for (id, address) in &peers {
@@ -160,8 +161,11 @@ impl Cluster {
             let mut ready = true;
             for node in self.nodes.iter().filter(|n| n.is_running()) {
                 match node.status().await {
-                    Some(s) if s.partitions.len() == self.partitions as usize
-                        && s.partitions.iter().all(|p| p.leader != 0 && self.nodes.iter().any(|n| n.id == p.leader && n.is_running())) => {}
+                    Some(s)
+                        if s.partitions.len() == self.partitions as usize
+                            && s.partitions.iter().all(|p| {
+                                p.leader != 0 && self.nodes.iter().any(|n| n.id == p.leader && n.is_running())
+                            }) => {}
                     _ => ready = false,
                 }
             }
@@ -169,7 +173,8 @@ impl Cluster {
                 return;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log())).collect();
+                let logs: Vec<String> =
+                    self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log())).collect();
                 panic!("cluster not ready within {timeout:?}\n{}", logs.join("\n"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -179,12 +184,11 @@ impl Cluster {
     /// The leader of `partition` as seen by the first running node.
     pub async fn leader_of(&self, partition: u32) -> u64 {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            if let Some(s) = node.status().await {
-                if let Some(p) = s.partitions.iter().find(|p| p.partition == partition) {
-                    if p.leader != 0 {
-                        return p.leader;
-                    }
-                }
+            if let Some(s) = node.status().await
+                && let Some(p) = s.partitions.iter().find(|p| p.partition == partition)
+                && p.leader != 0
+            {
+                return p.leader;
             }
         }
         0
