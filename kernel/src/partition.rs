@@ -34,6 +34,10 @@ use crate::types::{
     WriteResult,
 };
 
+/// How long a node that is not a partition's preferred leader waits before forming
+/// the partition itself.
+const INITIALIZE_DELAY: Duration = Duration::from_millis(2000);
+
 /// How far ahead of this node's clock an `as of` timestamp may be.
 const AS_OF_FUTURE_MS_MAX: u64 = 60_000;
 
@@ -129,13 +133,22 @@ impl Partition {
                 .map_err(|e| OpenError::Raft(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))?;
         if !initialized {
-            // Every node initializes a fresh partition with the same members: openraft
-            // allows that, and the first election picks one leader.
+            // The preferred leader initializes a fresh partition at once and so wins its
+            // first election; the others do the same (openraft allows several nodes to
+            // initialize with identical members) only if it has not reached them after
+            // a while, so a cluster still forms when the preferred node is down.
             let members: BTreeMap<NodeId, BasicNode> =
                 settings.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(partition = id, "initialize: {e}");
-            }
+            let delay = if settings.preferred_leader { Duration::ZERO } else { INITIALIZE_DELAY };
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if raft.is_initialized().await.is_ok_and(|done| !done)
+                    && let Err(e) = raft.initialize(members).await
+                {
+                    tracing::debug!(partition = id, "initialize: {e}");
+                }
+            });
         }
         let (reads, waiters) = mpsc::unbounded_channel();
         tokio::spawn(read_rounds(raft.clone(), id, settings.request_timeout, waiters));
