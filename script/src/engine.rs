@@ -1,0 +1,246 @@
+//! The script engine: loads scripts into the cache and runs them, one transaction per
+//! attempt, committing when the script returns and rolling back when it fails.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use mlua::MultiValue;
+use tokio::sync::Mutex;
+
+use crate::api::{self, RunCtx};
+use crate::cache::{ScriptCache, ScriptHash};
+use crate::error::ScriptError;
+use crate::limits::{Budget, CACHE_BYTES_MAX, CACHE_SCRIPTS_MAX, Limits, RetryPolicy, SCRIPT_BYTES_MAX, splitmix64};
+use crate::sandbox::{self, Sandbox};
+use crate::txn::{ScriptTxn, TxnSource};
+use crate::value::{self, ScriptArgs, ScriptValue};
+
+/// Settings of a [`ScriptEngine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    /// Most scripts kept in the cache.
+    pub cache_scripts_max: usize,
+    /// Most bytes of script text kept in the cache.
+    pub cache_bytes_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            cache_scripts_max: CACHE_SCRIPTS_MAX,
+            cache_bytes_max: CACHE_BYTES_MAX,
+        }
+    }
+}
+
+/// Which script to run: its text, or the hash of a text loaded before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script<'a> {
+    Text(&'a str),
+    Hash(ScriptHash),
+}
+
+/// What a script run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptOutput {
+    /// What the script returned.
+    pub value: ScriptValue,
+    /// The hash of the script that ran.
+    pub hash: ScriptHash,
+    /// When its writes committed; `None` when it wrote nothing.
+    pub commit_ts: Option<u64>,
+    /// Runs it took, 1 when the first did not conflict.
+    pub attempts: u32,
+}
+
+/// Runs Lua scripts as transactions. One engine serves a node: it is `Sync`, and each
+/// run gets its own sandboxed Lua state.
+pub struct ScriptEngine {
+    config: EngineConfig,
+    cache: ScriptCache,
+    /// Counts runs with retries, to seed each one's backoff jitter differently.
+    runs: AtomicU64,
+}
+
+impl Default for ScriptEngine {
+    fn default() -> Self {
+        Self::new(EngineConfig::default())
+    }
+}
+
+impl ScriptEngine {
+    pub fn new(config: EngineConfig) -> Self {
+        let scripts_max = NonZeroUsize::new(config.cache_scripts_max).unwrap_or(NonZeroUsize::MIN);
+        Self { cache: ScriptCache::new(scripts_max, config.cache_bytes_max), config, runs: AtomicU64::new(0) }
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Checks that `text` compiles and caches it; returns its SHA-256 for
+    /// [`ScriptEngine::run_hash`].
+    pub fn load(&self, text: &str) -> Result<ScriptHash, ScriptError> {
+        check_size(text)?;
+        sandbox::check_syntax(text, self.config.limits.memory_bytes_max)?;
+        let hash = ScriptHash::of(text);
+        self.cache.insert(hash, text);
+        Ok(hash)
+    }
+
+    /// Whether a script with `hash` is cached on this node.
+    pub fn is_loaded(&self, hash: &ScriptHash) -> bool {
+        self.cache.get(hash).is_some()
+    }
+
+    /// Runs `text` once in `txn`, and caches it. On success the transaction is committed
+    /// and the output carries the commit timestamp; on any error it is rolled back, so
+    /// nothing the script wrote is kept. A [`ScriptError::Conflict`] from the commit is
+    /// returned as is: [`ScriptEngine::run_with_retries`] runs again instead.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the transaction without committing it (and without
+    /// awaiting [`ScriptTxn::rollback`]); once the commit has started, whether it
+    /// completed is the transaction engine's to say.
+    pub async fn run<T: ScriptTxn>(&self, text: &str, args: &ScriptArgs, txn: T) -> Result<ScriptOutput, ScriptError> {
+        check_size(text)?;
+        let hash = ScriptHash::of(text);
+        let text = self.cache.insert(hash, text);
+        self.attempt(&text, hash, args, txn, 1).await
+    }
+
+    /// Runs the cached script with `hash` once, as [`ScriptEngine::run`] does; a hash not
+    /// in the cache is [`ScriptError::NotFound`] (the client loads the text and retries).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ScriptEngine::run`].
+    pub async fn run_hash<T: ScriptTxn>(
+        &self,
+        hash: &ScriptHash,
+        args: &ScriptArgs,
+        txn: T,
+    ) -> Result<ScriptOutput, ScriptError> {
+        let text = self.cache.get(hash).ok_or(ScriptError::NotFound(*hash))?;
+        self.attempt(&text, *hash, args, txn, 1).await
+    }
+
+    /// Runs `script` in a fresh transaction from `source` until it commits, re-running
+    /// it after a [`ScriptError::Conflict`] with exponential backoff, at most
+    /// [`RetryPolicy::attempts_max`] times in all. Any other error ends it at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the current attempt's transaction uncommitted; earlier
+    /// attempts committed nothing. If the commit of the current attempt had started, the
+    /// transaction engine decides whether it landed.
+    pub async fn run_with_retries<S: TxnSource>(
+        &self,
+        script: Script<'_>,
+        args: &ScriptArgs,
+        source: &S,
+    ) -> Result<ScriptOutput, ScriptError> {
+        let (hash, text) = match script {
+            Script::Text(text) => {
+                check_size(text)?;
+                let hash = ScriptHash::of(text);
+                (hash, self.cache.insert(hash, text))
+            }
+            Script::Hash(hash) => (hash, self.cache.get(&hash).ok_or(ScriptError::NotFound(hash))?),
+        };
+        let retry = self.config.retry;
+        let seed = splitmix64(self.runs.fetch_add(1, Ordering::Relaxed));
+        let mut attempt = 1;
+        loop {
+            let txn = source.begin().await?;
+            match self.attempt(&text, hash, args, txn, attempt).await {
+                Err(e) if e.is_conflict() && attempt < retry.attempts_max => {
+                    tokio::time::sleep(retry.backoff(attempt, seed)).await;
+                    attempt += 1;
+                }
+                Err(ScriptError::Conflict { line, message }) => {
+                    let message = format!("{message} (gave up after {attempt} attempts)");
+                    return Err(ScriptError::Conflict { line, message });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt: runs the script, then commits or rolls back `txn`.
+    async fn attempt<T: ScriptTxn>(
+        &self,
+        text: &str,
+        hash: ScriptHash,
+        args: &ScriptArgs,
+        txn: T,
+        attempts: u32,
+    ) -> Result<ScriptOutput, ScriptError> {
+        let snapshot_ts = txn.snapshot_ts();
+        let slot = Arc::new(Mutex::new(Some(txn)));
+        let result = self.execute(text, args, slot.clone(), snapshot_ts).await;
+        // The Lua state is gone and with it every call that could hold the slot.
+        let Some(txn) = slot.lock().await.take() else {
+            return Err(ScriptError::Internal("the script's transaction went missing".into()));
+        };
+        match result {
+            Ok(value) => {
+                let commit_ts = txn.commit().await?;
+                Ok(ScriptOutput { value, hash, commit_ts, attempts })
+            }
+            Err(e) => {
+                txn.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the script to its end in a fresh sandbox and converts what it returned.
+    async fn execute<T: ScriptTxn>(
+        &self,
+        text: &str,
+        args: &ScriptArgs,
+        txn: Arc<Mutex<Option<T>>>,
+        snapshot_ts: u64,
+    ) -> Result<ScriptValue, ScriptError> {
+        let limits = self.config.limits;
+        let budget = Arc::new(Budget::start(limits));
+        let sb = Sandbox::new(&limits, budget.clone())?;
+        let ctx = Arc::new(RunCtx { txn, snapshot_ts, budget: budget.clone(), main_thread: AtomicUsize::new(0) });
+        api::install(&sb, ctx.clone(), args)?;
+        let main = sb.compile(text)?;
+        let thread = sb.lua.create_thread(main).map_err(|e| ScriptError::from_lua(&e))?;
+        ctx.main_thread.store(thread.to_pointer() as usize, Ordering::Relaxed);
+        let run = thread.into_async::<MultiValue>(()).map_err(|e| ScriptError::from_lua(&e))?;
+        let outcome = tokio::time::timeout_at(budget.deadline, run).await;
+        // A limit the script caught is still the limit that ended it.
+        if let Some(e) = budget.killed() {
+            return Err(e);
+        }
+        match outcome {
+            Err(_elapsed) => Err(budget.kill(budget.time_limit(None))),
+            Ok(Err(e)) if sandbox::is_memory_lua_error(&e) => Err(budget.kill(budget.memory_limit())),
+            Ok(Err(e)) => Err(ScriptError::from_lua(&e)),
+            Ok(Ok(values)) => value::from_lua_multi(values),
+        }
+    }
+
+    /// Number of scripts in the cache.
+    pub fn cached_scripts(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+fn check_size(text: &str) -> Result<(), ScriptError> {
+    if text.len() > SCRIPT_BYTES_MAX {
+        return Err(ScriptError::invalid(format!("script is {} bytes, the limit is {SCRIPT_BYTES_MAX}", text.len())));
+    }
+    Ok(())
+}
