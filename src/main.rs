@@ -17,6 +17,10 @@ enum Command {
     Serve(kahuna_server::ServeArgs),
     /// Open the shell, or run commands with -c / -f / stdin.
     Shell(kahuna_shell::ShellArgs),
+    /// Measure throughput and latency of a workload against a cluster.
+    Bench(kahuna_bench::BenchArgs),
+    /// Run a workload against a live cluster and check the recorded history.
+    Check(kahuna_check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,26 @@ fn main() -> ExitCode {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("kahuna shell: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check(args) => {
+            init_logging("warn");
+            match runtime.block_on(kahuna_check::run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("kahuna check: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            match runtime.block_on(kahuna_bench::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kahuna bench: {e:#}");
                     ExitCode::FAILURE
                 }
             }

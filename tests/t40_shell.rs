@@ -34,7 +34,8 @@ async fn runbooks_formats_and_exit_codes() {
     let cluster = Cluster::start(1, 2, &[]).await;
     let endpoint = cluster.nodes[0].address.clone();
 
-    let out = shell(&endpoint, &["--format", "json", "-c", "set cfg/a 'hello world' nx; get cfg/a; exists cfg/zz"], None);
+    let out =
+        shell(&endpoint, &["--format", "json", "-c", "set cfg/a 'hello world' nx; get cfg/a; exists cfg/zz"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let docs: Vec<serde_json::Value> =
         text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON document per line")).collect();

@@ -32,6 +32,11 @@
 //! | [`check_bank`] | `read` {value: {account: balance} (result)}, `transfer` {from, to, amount} |
 //!
 //! The module behind each checker explains what it infers and why that is sound.
+//!
+//! [`run_workload`] drives a live cluster with concurrent clients and records the history
+//! for one of these checkers ([`WorkloadKind`]); [`check_workload`] judges it, and [`run`]
+//! does both for `kahuna check` ([`CheckArgs`]). Only the register workload runs today;
+//! the others say which API they wait for.
 
 // The event model: JSONL parsing and writing, pairing invokes with completions.
 mod history;
@@ -51,6 +56,8 @@ mod append;
 mod bank;
 #[cfg(test)]
 mod testkit;
+// Workload runners against a live cluster, and `kahuna check`.
+mod workload;
 
 pub use append::{AppendOptions, AppendReport, check_append};
 pub use bank::{BankOptions, BankReport, check_bank};
@@ -60,3 +67,7 @@ pub use recorder::{Pending, Recorder};
 pub use register::{RegisterOptions, RegisterReport, check_register};
 pub use report::{OpRef, Report, Verdict, Violation, ViolationKind};
 pub use sequence::{SequenceReport, check_sequence};
+pub use workload::{
+    CLIENTS_MAX, CheckArgs, DURATION_SECS_MAX, EXIT_UNDECIDED, EXIT_VIOLATIONS, KEYS_MAX, Tally, WorkloadError,
+    WorkloadKind, WorkloadOptions, WorkloadRun, check_workload, history_time, run, run_workload, violations_in,
+};

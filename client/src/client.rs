@@ -89,7 +89,7 @@ impl ClientBuilder {
 /// with failover and safe retries. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct Client {
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
 }
 
 impl Client {

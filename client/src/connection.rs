@@ -176,13 +176,28 @@ impl Pool {
         self: &Arc<Self>,
         method: &'static str,
         retry_safe: bool,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_within(method, retry_safe, self.config.timeout, attempt).await
+    }
+
+    /// As [`Pool::call`], with `timeout` per attempt instead of the configured one (for
+    /// calls that may wait on the server, such as a try-lock with a wait).
+    pub(crate) async fn call_within<T, F, Fut>(
+        self: &Arc<Self>,
+        method: &'static str,
+        retry_safe: bool,
+        timeout: Duration,
         mut attempt: F,
     ) -> Result<T, Error>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let timeout = self.config.timeout;
         let mut retries = 0;
         loop {
             let index = self.current();

@@ -10,6 +10,8 @@ pub const KAHUNA_CODE_METADATA: &str = "kahuna-code";
 
 /// Message prefix tonic uses when a channel failed before the request was sent.
 const NOT_READY_PREFIX: &str = "Service was not ready";
+/// Message prefix tonic uses when the connection broke during a call (the node died).
+const TRANSPORT_PREFIX: &str = "transport error";
 
 /// An error from a Kahuna call.
 ///
@@ -41,6 +43,10 @@ pub enum Error {
     /// The named object does not exist. Not retryable.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A sequence cannot hand out the values asked for without passing its maximum;
+    /// nothing was allocated. Not retryable.
+    #[error("exhausted: {0}")]
+    Exhausted(String),
     /// Any other error, with its stable code name (the server's `kahuna-code`, or the gRPC
     /// code name when the server sent none).
     #[error("{code}: {message}")]
@@ -63,6 +69,7 @@ impl Error {
             Error::Timeout(_) => "Timeout",
             Error::Conflict(_) => "Conflict",
             Error::NotFound(_) => "NotFound",
+            Error::Exhausted(_) => "Exhausted",
             Error::Other { code, .. } => code,
         }
     }
@@ -75,7 +82,8 @@ impl Error {
             | Error::Compacted(m)
             | Error::Timeout(m)
             | Error::Conflict(m)
-            | Error::NotFound(m) => m,
+            | Error::NotFound(m)
+            | Error::Exhausted(m) => m,
             Error::Other { message, .. } => message,
         }
     }
@@ -117,8 +125,11 @@ impl Error {
             Code::NotFound => Error::NotFound(message),
             // tonic reports its own client-side `Endpoint::timeout` as CANCELLED.
             Code::Cancelled if message.contains("Timeout expired") => Error::Timeout(message),
-            // tonic reports a channel that failed before sending as UNKNOWN.
-            Code::Unknown if message.starts_with(NOT_READY_PREFIX) => Error::Unavailable(message),
+            // tonic reports a channel that failed before sending, or a connection that
+            // broke mid-call, as UNKNOWN: either way the node is gone.
+            Code::Unknown if message.starts_with(NOT_READY_PREFIX) || message.starts_with(TRANSPORT_PREFIX) => {
+                Error::Unavailable(message)
+            }
             code => Error::Other { code: kahuna_code.map_or_else(|| format!("{code:?}"), str::to_owned), message },
         }
     }
@@ -133,6 +144,7 @@ impl Error {
             "Timeout" => Error::Timeout(message),
             "Conflict" => Error::Conflict(message),
             "NotFound" => Error::NotFound(message),
+            "Exhausted" => Error::Exhausted(message),
             _ => return None,
         })
     }
@@ -194,6 +206,8 @@ mod tests {
     fn tonic_transport_messages_map_to_failover_errors() {
         let not_ready = Status::unknown("Service was not ready: transport error");
         assert!(Error::from_status(&not_ready).is_failover());
+        let broken = Status::unknown("transport error");
+        assert!(Error::from_status(&broken).is_failover());
         let expired = Status::cancelled("Timeout expired");
         assert!(matches!(Error::from_status(&expired), Error::Timeout(_)));
         let cancelled = Status::cancelled("client went away");
@@ -215,5 +229,6 @@ mod tests {
         assert!(!Error::InvalidInput(String::new()).is_retryable());
         assert!(!Error::Compacted(String::new()).is_retryable());
         assert!(!Error::NotFound(String::new()).is_retryable());
+        assert!(!Error::Exhausted(String::new()).is_retryable());
     }
 }

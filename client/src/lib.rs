@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Modules (private; everything public is re-exported below):
-//! - `client`: [`Client`], [`ClientBuilder`] and the calls.
+//! - `client`: [`Client`], [`ClientBuilder`] and the KeyValue and Cluster calls.
+//! - `locks`, `sequences`: the Locks and Sequences calls of [`Client`].
 //! - `connection`: endpoint normalisation, lazy channels, failover and the retry loop.
 //! - `error`: [`Error`] and its mapping from gRPC statuses.
 //! - `options`: per-call option structs.
@@ -39,7 +40,9 @@ mod client;
 mod connection;
 mod error;
 mod hlc;
+mod locks;
 mod options;
+mod sequences;
 mod types;
 
 pub use client::{Client, ClientBuilder, SCAN_ALL_ITEMS_MAX, SCAN_PAGE_LIMIT_MAX, TIMEOUT_MS_MAX};
@@ -50,10 +53,11 @@ pub use connection::{
 pub use error::{Error, KAHUNA_CODE_METADATA};
 pub use hlc::{HLC_LOGICAL_BITS, hlc_end_of_ms, hlc_logical, hlc_unix_ms};
 pub use options::{
-    Consistency, DeleteItem, DeleteOptions, Durability, ExtendOptions, GetOptions, OperationId, ReadOptions,
-    ScanOptions, SetItem, SetOptions, new_operation_id,
+    Consistency, DeleteItem, DeleteOptions, Durability, ExtendOptions, GetOptions, LockOptions, OperationId,
+    ReadOptions, ScanOptions, SequenceOptions, SetItem, SetOptions, UnlockOptions, new_operation_id,
 };
 pub use types::{
-    Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, KeyValue, NodeId, NodeInfo,
-    PartitionStatus, SetResult,
+    Batch, ClusterStatus, CreateSequenceResult, DeleteResult, DeleteSequenceResult, ExistsResult, ExtendLockResult,
+    ExtendResult, GetResult, GetSequenceResult, Items, KeyValue, LockHolder, LockInfo, LockResult, NextResult, NodeId,
+    NodeInfo, PartitionStatus, ReserveResult, SequenceInfo, SetResult, UnlockResult,
 };

@@ -287,6 +287,88 @@ impl From<Durability> for ExtendOptions {
     }
 }
 
+/// Options of [`Client::unlock`](crate::Client::unlock) and
+/// [`Client::extend_lock`](crate::Client::extend_lock): the lock's keyspace and the
+/// de-duplication id. A bare [`Durability`] converts into it.
+pub type UnlockOptions = ExtendOptions;
+
+/// Options of [`Client::try_lock`](crate::Client::try_lock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockOptions {
+    /// Keyspace of the lock: persistent locks survive leader changes and restarts,
+    /// ephemeral ones live on the partition leader only.
+    pub durability: Durability,
+    /// How long the server may wait for the lock, in ms (0: answer at once). Waiters
+    /// are served in arrival order and woken on release or expiry.
+    pub wait_ms: u64,
+}
+
+impl LockOptions {
+    /// Returns the default options: persistent, no waiting.
+    pub fn new() -> LockOptions {
+        LockOptions::default()
+    }
+    /// Sets the keyspace.
+    pub fn durability(mut self, durability: Durability) -> LockOptions {
+        self.durability = durability;
+        self
+    }
+    /// Uses the ephemeral keyspace.
+    pub fn ephemeral(self) -> LockOptions {
+        self.durability(Durability::Ephemeral)
+    }
+    /// Waits up to `wait_ms` for the lock.
+    pub fn wait_ms(mut self, wait_ms: u64) -> LockOptions {
+        self.wait_ms = wait_ms;
+        self
+    }
+}
+
+impl From<Durability> for LockOptions {
+    fn from(durability: Durability) -> LockOptions {
+        LockOptions::new().durability(durability)
+    }
+}
+
+/// Settings of [`Client::create_sequence`](crate::Client::create_sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SequenceOptions {
+    /// The first value (default 1).
+    pub start: i64,
+    /// The step between values, at least 1 (default 1).
+    pub increment: i64,
+    /// The largest value handed out; `None` for up to `i64::MAX`.
+    pub max: Option<i64>,
+}
+
+impl Default for SequenceOptions {
+    fn default() -> SequenceOptions {
+        SequenceOptions { start: 1, increment: 1, max: None }
+    }
+}
+
+impl SequenceOptions {
+    /// Returns the default settings: 1, 2, 3...
+    pub fn new() -> SequenceOptions {
+        SequenceOptions::default()
+    }
+    /// Sets the first value.
+    pub fn start(mut self, start: i64) -> SequenceOptions {
+        self.start = start;
+        self
+    }
+    /// Sets the step.
+    pub fn increment(mut self, increment: i64) -> SequenceOptions {
+        self.increment = increment;
+        self
+    }
+    /// Sets the largest value.
+    pub fn max(mut self, max: i64) -> SequenceOptions {
+        self.max = Some(max);
+        self
+    }
+}
+
 /// Options of [`Client::scan`](crate::Client::scan) and
 /// [`Client::scan_all`](crate::Client::scan_all).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

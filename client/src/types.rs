@@ -124,6 +124,158 @@ pub struct Batch<T> {
     pub served_by: NodeId,
 }
 
+/// The holder of a lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Who holds it.
+    pub owner: String,
+    /// The fencing token: larger for every new holder of the same name. Pass it to the
+    /// resources the lock guards, which refuse tokens older than one they have seen.
+    pub token: u64,
+    /// Unix milliseconds at which the lease ends.
+    pub expires_at_ms: u64,
+}
+
+/// Outcome of a try-lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockResult {
+    /// Whether the caller holds the lock now.
+    pub acquired: bool,
+    /// The holder now: the caller when acquired, else whoever held it when the wait ran
+    /// out (`None` if it was free by then).
+    pub holder: Option<LockHolder>,
+    /// HLC timestamp at which the lock was judged.
+    pub commit_ts: u64,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+impl LockResult {
+    /// The caller's fencing token, when acquired.
+    pub fn token(&self) -> Option<u64> {
+        self.holder.as_ref().filter(|_| self.acquired).map(|h| h.token)
+    }
+}
+
+/// Outcome of an unlock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnlockResult {
+    /// False when the lock was not held any more (free, or the lease ended).
+    pub released: bool,
+    /// HLC commit timestamp.
+    pub commit_ts: u64,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// Outcome of a lock extend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtendLockResult {
+    /// False when the lease had already ended; re-acquire the lock (new token).
+    pub extended: bool,
+    /// The holder now.
+    pub holder: Option<LockHolder>,
+    /// HLC commit timestamp.
+    pub commit_ts: u64,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// Outcome of a get-lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The live holder; `None` when the lock is free.
+    pub holder: Option<LockHolder>,
+    /// The largest token ever granted for the name; 0 when never.
+    pub last_token: u64,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// A sequence's settings and progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequenceInfo {
+    /// The sequence's name.
+    pub name: String,
+    /// Its first value.
+    pub start: i64,
+    /// The step between values.
+    pub increment: i64,
+    /// The largest value it hands out; `None` for `i64::MAX`.
+    pub max: Option<i64>,
+    /// Values handed out so far.
+    pub allocated: u64,
+    /// The high-water mark: the last value handed out; `None` before the first.
+    pub last: Option<i64>,
+    /// The value the next call gets; `None` when exhausted.
+    pub next: Option<i64>,
+}
+
+/// Outcome of a create-sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateSequenceResult {
+    /// False when the sequence existed already; `sequence` shows it unchanged.
+    pub created: bool,
+    /// The sequence.
+    pub sequence: SequenceInfo,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// Outcome of a next-sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextResult {
+    /// The value handed out.
+    pub value: i64,
+    /// True when answered from an earlier call with the same idempotency key.
+    pub replayed: bool,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// Outcome of a reserve-sequence: the values `first`, `first + increment`, ..., `last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReserveResult {
+    /// The first value.
+    pub first: i64,
+    /// The last value.
+    pub last: i64,
+    /// How many values.
+    pub count: u64,
+    /// The step between them.
+    pub increment: i64,
+    /// True when answered from an earlier call with the same idempotency key.
+    pub replayed: bool,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+impl ReserveResult {
+    /// Every value of the range, in order.
+    pub fn values(&self) -> impl Iterator<Item = i64> + use<> {
+        let (first, increment) = (self.first, self.increment);
+        (0..self.count).map(move |i| first.saturating_add((i as i64).saturating_mul(increment)))
+    }
+}
+
+/// Outcome of a get-sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetSequenceResult {
+    /// The sequence; `None` when it does not exist.
+    pub sequence: Option<SequenceInfo>,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
+/// Outcome of a delete-sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeleteSequenceResult {
+    /// False when there was no such sequence.
+    pub deleted: bool,
+    /// Node that served the call.
+    pub served_by: NodeId,
+}
+
 /// A node of the cluster configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {

@@ -29,6 +29,13 @@ pub enum KvError {
     /// The node failed internally (disk, corrupt data); the message says what.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The named object (a sequence) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A sequence cannot hand out the values asked for without passing its maximum;
+    /// nothing was allocated.
+    #[error("exhausted: {0}")]
+    Exhausted(String),
 }
 
 impl KvError {
@@ -41,6 +48,8 @@ impl KvError {
             Self::Compacted(_) => "Compacted",
             Self::Timeout(_) => "Timeout",
             Self::Internal(_) => "Internal",
+            Self::NotFound(_) => "NotFound",
+            Self::Exhausted(_) => "Exhausted",
         }
     }
 

@@ -3,10 +3,17 @@
 //!
 //! openraft and redb types stay inside this crate: the API below speaks only Kahuna's
 //! own vocabulary, so an upgrade of either stays local.
+//!
+//! Locks and sequences: `locks` and `sequences` hold their pure semantics (time passed
+//! in), applied from Raft entries in `state_machine` and, for ephemeral locks, in the
+//! leader's memory (`partition::coord`); `lock_waits` queues try-locks that wait on the
+//! leader. Their tables are listed in `schema`.
 
 mod error;
 mod hlc;
 mod limits;
+mod lock_waits;
+mod locks;
 mod log_store;
 mod memspace;
 mod mvcc;
@@ -17,6 +24,7 @@ mod raft_types;
 mod redb_space;
 mod routing;
 mod schema;
+mod sequences;
 mod state_machine;
 mod storage;
 mod types;

@@ -21,6 +21,105 @@ pub const BATCH_OPS_MAX: usize = 1_000;
 /// Longest operation id, in bytes.
 pub const OPERATION_ID_BYTES_MAX: usize = 128;
 
+/// Longest lock or sequence name, in bytes of UTF-8.
+pub const NAME_BYTES_MAX: usize = 1024;
+/// Longest lock owner, in bytes.
+pub const OWNER_BYTES_MAX: usize = 256;
+/// Default longest lock lease (configurable per node): one day.
+pub const LOCK_LEASE_MS_MAX_DEFAULT: u64 = 24 * 3600 * 1000;
+/// Longest a try-lock may wait for the lock on the server.
+pub const LOCK_WAIT_MS_MAX: u64 = 300_000;
+/// Most waiters queued on one lock of one partition leader; more are refused.
+pub const LOCK_WAITERS_MAX: usize = 1024;
+/// Most values one sequence reserve may hand out.
+pub const RESERVE_COUNT_MAX: u64 = 1_000_000;
+/// Longest sequence idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// Checks a lock or sequence name (`what` says which): non-empty, at most
+/// [`NAME_BYTES_MAX`], not reserved.
+pub fn check_name(what: &str, name: &str) -> Result<(), KvError> {
+    if name.is_empty() {
+        return Err(KvError::InvalidInput(format!("{what} name is empty")));
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "{what} name is {} bytes, the limit is {NAME_BYTES_MAX}",
+            name.len()
+        )));
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(KvError::InvalidInput(format!("{what} names beginning {RESERVED_PREFIX:?} are reserved")));
+    }
+    Ok(())
+}
+
+/// Checks a lock owner: non-empty, at most [`OWNER_BYTES_MAX`].
+pub fn check_owner(owner: &str) -> Result<(), KvError> {
+    if owner.is_empty() {
+        return Err(KvError::InvalidInput("lock owner is empty".into()));
+    }
+    if owner.len() > OWNER_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "lock owner is {} bytes, the limit is {OWNER_BYTES_MAX}",
+            owner.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a lock lease in ms: at least 1, at most `lease_ms_max`; returns it unsigned.
+pub fn check_lease(lease_ms: i64, lease_ms_max: u64) -> Result<u64, KvError> {
+    if lease_ms <= 0 {
+        return Err(KvError::InvalidInput(format!("lock lease must be at least 1 ms (got {lease_ms} ms)")));
+    }
+    let lease = lease_ms as u64;
+    if lease > lease_ms_max {
+        return Err(KvError::InvalidInput(format!("lock lease {lease_ms} ms is above the limit of {lease_ms_max} ms")));
+    }
+    Ok(lease)
+}
+
+/// Checks how long a try-lock may wait, in ms (0 = not at all); returns it unsigned.
+pub fn check_wait(wait_ms: i64) -> Result<u64, KvError> {
+    if wait_ms < 0 {
+        return Err(KvError::InvalidInput(format!("lock wait must not be negative (got {wait_ms} ms)")));
+    }
+    let wait = wait_ms as u64;
+    if wait > LOCK_WAIT_MS_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "lock wait {wait_ms} ms is above the limit of {LOCK_WAIT_MS_MAX} ms"
+        )));
+    }
+    Ok(wait)
+}
+
+/// Checks a reserve count: 1 to [`RESERVE_COUNT_MAX`].
+pub fn check_count(count: u64) -> Result<(), KvError> {
+    if count == 0 {
+        return Err(KvError::InvalidInput("reserve count must be at least 1".into()));
+    }
+    if count > RESERVE_COUNT_MAX {
+        return Err(KvError::InvalidInput(format!("reserve count {count} is above the limit of {RESERVE_COUNT_MAX}")));
+    }
+    Ok(())
+}
+
+/// Checks a sequence idempotency key: non-empty (absent keys are `None`), at most
+/// [`IDEMPOTENCY_KEY_BYTES_MAX`].
+pub fn check_idempotency_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::InvalidInput("idempotency key is empty".into()));
+    }
+    if key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "idempotency key is {} bytes, the limit is {IDEMPOTENCY_KEY_BYTES_MAX}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a key: non-empty, at most [`KEY_BYTES_MAX`], not reserved.
 pub fn check_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() {
@@ -111,5 +210,25 @@ mod tests {
         assert_eq!(scan_limit(0), Ok(SCAN_LIMIT_DEFAULT));
         assert!(scan_limit(SCAN_LIMIT_MAX + 1).is_err());
         assert!(check_batch(0).is_err());
+    }
+
+    #[test]
+    fn lock_and_sequence_inputs() {
+        assert!(check_name("lock", "").is_err_and(|e| e.to_string().contains("lock name is empty")));
+        assert!(check_name("sequence", &"s".repeat(NAME_BYTES_MAX + 1)).is_err());
+        assert!(check_name("lock", "__kahuna:x").is_err());
+        assert!(check_owner("").is_err());
+        assert!(check_owner(&"o".repeat(OWNER_BYTES_MAX + 1)).is_err());
+        assert!(check_lease(0, 10).is_err_and(|e| e.to_string().contains("at least 1 ms")));
+        assert!(check_lease(-5, 10).is_err());
+        assert!(check_lease(11, 10).is_err_and(|e| e.to_string().contains("above the limit of 10 ms")));
+        assert_eq!(check_lease(10, 10), Ok(10));
+        assert!(check_wait(-1).is_err());
+        assert!(check_wait(LOCK_WAIT_MS_MAX as i64 + 1).is_err());
+        assert_eq!(check_wait(0), Ok(0));
+        assert!(check_count(0).is_err());
+        assert!(check_count(RESERVE_COUNT_MAX + 1).is_err());
+        assert!(check_idempotency_key("").is_err());
+        assert!(check_idempotency_key(&"k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1)).is_err());
     }
 }

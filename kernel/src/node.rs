@@ -10,12 +10,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{KvError, OpenError};
 use crate::hlc::Hlc;
-use crate::limits::{VALUE_BYTES_MAX_DEFAULT, check_batch, check_key, check_operation_id, check_value, scan_limit};
+use crate::limits::{
+    LOCK_LEASE_MS_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT, check_batch, check_count, check_idempotency_key, check_key,
+    check_lease, check_name, check_operation_id, check_owner, check_value, check_wait, scan_limit,
+};
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
 use crate::routing::{PARTITIONS_MAX, partition_of, partition_of_bucket};
 use crate::storage::{Storage, setting_or_init};
-use crate::types::{NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, WriteOp};
+use crate::types::{
+    LockOp, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, SequenceOp, WriteOp,
+};
 
 /// How a node's kernel is set up.
 #[derive(Debug, Clone)]
@@ -35,6 +40,8 @@ pub struct KernelConfig {
     pub snapshot_logs: u64,
     pub request_timeout: Duration,
     pub compaction_interval: Duration,
+    /// Longest lock lease a client may ask for, in ms.
+    pub lock_lease_ms_max: u64,
 }
 
 impl Default for KernelConfig {
@@ -50,6 +57,7 @@ impl Default for KernelConfig {
             snapshot_logs: 10_000,
             request_timeout: Duration::from_secs(5),
             compaction_interval: Duration::from_secs(60),
+            lock_lease_ms_max: LOCK_LEASE_MS_MAX_DEFAULT,
         }
     }
 }
@@ -195,6 +203,16 @@ impl Kernel {
         }
     }
 
+    /// The partition holding lock or sequence `name` (names route like keys).
+    pub fn partition_of_name(&self, name: &str) -> PartitionId {
+        partition_of(name, self.partitions())
+    }
+
+    /// The longest lock lease this node accepts, in ms.
+    pub fn lock_lease_ms_max(&self) -> u64 {
+        self.inner.config.lock_lease_ms_max
+    }
+
     async fn forward(
         &self,
         leader: NodeId,
@@ -208,10 +226,12 @@ impl Kernel {
             from: self.node_id(),
             payload: encode_payload(request),
         };
+        // A try-lock may wait on the leader before its request timeout even starts.
+        let timeout = self.inner.config.request_timeout + Duration::from_millis(request.wait_ms());
         let reply = self
             .inner
             .transport
-            .call(leader, message, self.inner.config.request_timeout)
+            .call(leader, message, timeout)
             .await
             .map_err(|e| KvError::Unavailable(format!("partition {p}: leader unreachable: {e}")))?;
         self.inner.hlc.observe(reply.hlc);
@@ -270,6 +290,14 @@ impl Kernel {
 
     fn validate(&self, p: PartitionId, request: &PartitionRequest) -> Result<(), KvError> {
         let partitions = self.partitions();
+        let named = |what: &str, name: &str| -> Result<(), KvError> {
+            check_name(what, name)?;
+            let home = partition_of(name, partitions);
+            if home != p {
+                return Err(KvError::InvalidInput(format!("{what} {name:?} belongs to partition {home}, not {p}")));
+            }
+            Ok(())
+        };
         let routed = |key: &str| -> Result<(), KvError> {
             check_key(key)?;
             let home = partition_of(key, partitions);
@@ -315,6 +343,37 @@ impl Kernel {
                 Ok(())
             }
             PartitionRequest::Scan { limit, .. } => scan_limit(*limit).map(|_| ()),
+            PartitionRequest::Lock { op, operation_id, wait_ms, .. } => {
+                named("lock", op.name())?;
+                check_owner(op.owner())?;
+                if let Some(id) = operation_id {
+                    check_operation_id(id)?;
+                }
+                check_wait(i64::try_from(*wait_ms).unwrap_or(i64::MAX))?;
+                match op {
+                    LockOp::Acquire { lease_ms, .. } | LockOp::Extend { lease_ms, .. } => {
+                        let lease_ms = i64::try_from(*lease_ms).unwrap_or(i64::MAX);
+                        check_lease(lease_ms, self.lock_lease_ms_max()).map(|_| ())
+                    }
+                    LockOp::Release { .. } => Ok(()),
+                }
+            }
+            PartitionRequest::GetLock { name, .. } => named("lock", name),
+            PartitionRequest::GetSequence { name, .. } => named("sequence", name),
+            PartitionRequest::Sequence { op } => {
+                named("sequence", op.name())?;
+                match op {
+                    SequenceOp::Reserve { count, idempotency_key, .. } => {
+                        check_count(*count)?;
+                        idempotency_key.as_deref().map_or(Ok(()), check_idempotency_key)
+                    }
+                    // Checked again where applied; checking here proposes nothing doomed.
+                    SequenceOp::Create { start, increment, max, .. } => {
+                        crate::sequences::create(None, *start, *increment, *max).map(|_| ())
+                    }
+                    SequenceOp::Delete { .. } => Ok(()),
+                }
+            }
         }
     }
 }

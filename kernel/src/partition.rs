@@ -7,6 +7,8 @@
 //! proposals are stamped above T), then waits for every in-flight proposal stamped at
 //! or below T to finish before it takes its read index.
 
+mod coord;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,6 +21,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::error::{KvError, OpenError};
 use crate::hlc::{Hlc, from_physical_ms, physical_ms};
 use crate::limits::BUCKET_KEYS_MAX;
+use crate::lock_waits::LockWaits;
+use crate::locks::LockRecord;
 use crate::log_store::LogStore;
 use crate::memspace::MemSpace;
 use crate::mvcc::{KeyReader, KeySpace, apply_write, read_point, scan_prefix};
@@ -27,7 +31,7 @@ use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
 use crate::redb_space::RedbSpace;
 use crate::routing::bucket_of;
 use crate::schema::VERSIONS;
-use crate::state_machine::{OperationRecord, StateMachine, compacted_before};
+use crate::state_machine::{LockOperationRecord, OperationRecord, StateMachine, compacted_before};
 use crate::storage::Storage;
 use crate::types::{
     Consistency, Durability, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, WriteOp,
@@ -59,6 +63,9 @@ struct Ephemeral {
     space: MemSpace,
     operations: HashMap<String, OperationRecord>,
     compacted_before: u64,
+    /// Ephemeral locks; their tokens carry `term` in the high bits.
+    locks: HashMap<String, LockRecord>,
+    lock_operations: HashMap<String, LockOperationRecord>,
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), KvError>>;
@@ -74,6 +81,8 @@ pub(crate) struct Partition {
     settled: Notify,
     reads: mpsc::UnboundedSender<ReadWaiter>,
     ephemeral: Mutex<Ephemeral>,
+    /// Try-lock requests waiting for a lock held by someone else.
+    waits: Arc<LockWaits>,
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -162,6 +171,7 @@ impl Partition {
             settled: Notify::new(),
             reads,
             ephemeral: Mutex::default(),
+            waits: Arc::default(),
             snapshots_installed,
         }))
     }
@@ -208,20 +218,40 @@ impl Partition {
             PartitionRequest::Write { ops, operation_id, durability: Durability::Ephemeral } => {
                 self.ephemeral_write(ops, operation_id.as_deref()).await.map(PartitionResponse::Write)
             }
+            PartitionRequest::Lock { op, durability, operation_id, wait_ms } => {
+                self.lock_op(op, *durability, operation_id.as_deref(), *wait_ms).await.map(PartitionResponse::Lock)
+            }
+            PartitionRequest::GetLock { name, durability, consistency } => {
+                self.get_lock(name, *durability, *consistency).await.map(PartitionResponse::Lock)
+            }
+            PartitionRequest::Sequence { op } => self.sequence_op(op.clone()).await.map(PartitionResponse::Sequence),
+            PartitionRequest::GetSequence { name, consistency } => {
+                self.get_sequence(name, *consistency).await.map(PartitionResponse::Sequence)
+            }
             read => self.read(read).await,
         }
     }
 
     async fn write(&self, ops: Vec<WriteOp>, operation_id: Option<String>) -> Result<Vec<WriteResult>, KvError> {
+        match self.propose(Command::Write { ops, operation_id }).await? {
+            ApplyResult::Write(results) => Ok(results),
+            other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    /// Stamps `command` with the HLC, proposes it and returns what applying it produced.
+    async fn propose(&self, command: Command) -> Result<ApplyResult, KvError> {
         let ts = {
             let mut in_flight = lock(&self.in_flight);
             let ts = self.hlc.now();
             *in_flight.entry(ts).or_default() += 1;
             ts
         };
-        let proposal = Proposal { ts, command: Command::Write { ops, operation_id } };
+        let proposal = Proposal { ts, command };
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.timeout, self.raft.client_write(proposal)).await;
         self.settle(ts);
+        tracing::trace!(partition = self.id, commit_us = started.elapsed().as_micros() as u64, "proposal answered");
         match outcome {
             Err(_) => Err(KvError::Timeout(format!(
                 "partition {}: not committed within {} ms; the write may still apply",
@@ -229,10 +259,7 @@ impl Partition {
                 self.timeout.as_millis()
             ))),
             Ok(Err(e)) => Err(write_error(self.id, e)),
-            Ok(Ok(response)) => match response.data {
-                ApplyResult::Write(results) => Ok(results),
-                other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
-            },
+            Ok(Ok(response)) => Ok(response.data),
         }
     }
 
@@ -273,6 +300,29 @@ impl Partition {
     }
 
     async fn ephemeral_write(&self, ops: &[WriteOp], operation_id: Option<&str>) -> Result<Vec<WriteResult>, KvError> {
+        self.with_ephemeral(|eph, ts| {
+            if let Some(record) = operation_id.and_then(|id| eph.operations.get(id)) {
+                return Ok(record.results.clone());
+            }
+            let results = ops
+                .iter()
+                .map(|op| apply_write(&mut eph.space, op, ts))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(KvError::from)?;
+            if let Some(id) = operation_id {
+                eph.operations.insert(id.to_owned(), OperationRecord { ts, results: results.clone() });
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    /// Runs `change` on the ephemeral state of the current term at a fresh HLC
+    /// timestamp, once a quorum confirmed that this node leads.
+    async fn with_ephemeral<T>(
+        &self,
+        change: impl FnOnce(&mut Ephemeral, u64) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
         // Confirm leadership first, so a deposed leader cannot accept ephemeral writes.
         let term = self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
         self.barrier().await?;
@@ -283,19 +333,7 @@ impl Partition {
         if eph.term != term {
             *eph = Ephemeral { term, ..Default::default() };
         }
-        if let Some(record) = operation_id.and_then(|id| eph.operations.get(id)) {
-            return Ok(record.results.clone());
-        }
-        let ts = self.hlc.now();
-        let results = ops
-            .iter()
-            .map(|op| apply_write(&mut eph.space, op, ts))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(KvError::from)?;
-        if let Some(id) = operation_id {
-            eph.operations.insert(id.to_owned(), OperationRecord { ts, results: results.clone() });
-        }
-        Ok(results)
+        change(&mut eph, self.hlc.now())
     }
 
     async fn read(&self, request: &PartitionRequest) -> Result<PartitionResponse, KvError> {
@@ -318,17 +356,26 @@ impl Partition {
                 answer_read(&space, request, self.hlc.now(), horizon)
             }
             Durability::Ephemeral => {
-                let term =
-                    self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
-                if consistency == Consistency::Linearizable {
-                    self.barrier().await?;
-                }
-                let eph = lock(&self.ephemeral);
+                let eph = self.ephemeral_state(consistency).await?;
                 let empty = MemSpace::default();
-                let (space, horizon) = if eph.term == term { (&eph.space, eph.compacted_before) } else { (&empty, 0) };
+                let (space, horizon) = match &eph {
+                    Some(eph) => (&eph.space, eph.compacted_before),
+                    None => (&empty, 0),
+                };
                 answer_read(space, request, self.hlc.now(), horizon)
             }
         }
+    }
+
+    /// Confirms that this node leads (with a quorum when `consistency` asks for it) and
+    /// returns the ephemeral state of the current term, `None` when the term has none.
+    async fn ephemeral_state(&self, consistency: Consistency) -> Result<Option<MutexGuard<'_, Ephemeral>>, KvError> {
+        let term = self.leader_term().ok_or(KvError::NotLeader { partition: self.id, leader: self.leader() })?;
+        if consistency == Consistency::Linearizable {
+            self.barrier().await?;
+        }
+        let eph = lock(&self.ephemeral);
+        Ok((eph.term == term).then_some(eph))
     }
 
     /// Drops history older than `before_ts` and operation records older than
@@ -343,6 +390,7 @@ impl Partition {
                 tracing::warn!(partition = self.id, "ephemeral compaction: {e}");
             }
             eph.operations.retain(|_, r| r.ts >= operations_before_ts);
+            eph.lock_operations.retain(|_, r| r.ts >= operations_before_ts);
             eph.compacted_before = eph.compacted_before.max(before_ts);
         }
         let proposal = Proposal { ts: self.hlc.now(), command: Command::Compact { before_ts, operations_before_ts } };
@@ -382,8 +430,12 @@ fn read_consistency(request: &PartitionRequest) -> Consistency {
     match request {
         PartitionRequest::Read { consistency, .. }
         | PartitionRequest::Bucket { consistency, .. }
-        | PartitionRequest::Scan { consistency, .. } => *consistency,
-        PartitionRequest::Write { .. } => Consistency::Linearizable,
+        | PartitionRequest::Scan { consistency, .. }
+        | PartitionRequest::GetLock { consistency, .. }
+        | PartitionRequest::GetSequence { consistency, .. } => *consistency,
+        PartitionRequest::Write { .. } | PartitionRequest::Lock { .. } | PartitionRequest::Sequence { .. } => {
+            Consistency::Linearizable
+        }
     }
 }
 
@@ -421,7 +473,7 @@ fn answer_read(
             let (items, more) = scan_prefix(space, prefix, after.as_deref(), *limit as usize, None, now)?;
             Ok(PartitionResponse::Items { items, more })
         }
-        PartitionRequest::Write { .. } => Err(KvError::Internal("a write reached the read path".into())),
+        other => Err(KvError::Internal(format!("{other:?} reached the key read path"))),
     }
 }
 

@@ -4,7 +4,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{WriteOp, WriteResult};
+use crate::error::KvError;
+use crate::types::{LockOp, LockReply, SequenceOp, SequenceReply, WriteOp, WriteResult};
 
 openraft::declare_raft_types!(
     /// Kahuna's openraft types: one instance per partition shares them.
@@ -34,6 +35,8 @@ impl std::fmt::Display for Proposal {
         match &self.command {
             Command::Write { ops, .. } => write!(f, "write({} ops)@{}", ops.len(), self.ts),
             Command::Compact { before_ts, .. } => write!(f, "compact(<{before_ts})@{}", self.ts),
+            Command::Lock { op, .. } => write!(f, "lock({:?})@{}", op.name(), self.ts),
+            Command::Sequence { op } => write!(f, "sequence({:?})@{}", op.name(), self.ts),
         }
     }
 }
@@ -47,6 +50,11 @@ pub enum Command {
     /// Drops history older than `before_ts` and operation records older than
     /// `operations_before_ts`.
     Compact { before_ts: u64, operations_before_ts: u64 },
+    /// A lock operation, judged at the entry's commit timestamp. With an operation id,
+    /// a replay answers the first outcome.
+    Lock { op: LockOp, operation_id: Option<String> },
+    /// A sequence operation; reserves de-duplicate by their idempotency key.
+    Sequence { op: SequenceOp },
 }
 
 /// What applying an entry produced.
@@ -58,4 +66,8 @@ pub enum ApplyResult {
     Compacted {
         versions_removed: u64,
     },
+    /// A refusal (not the owner, exhausted...) is an outcome of the entry, the same on
+    /// every replica, so it travels as a value rather than as a storage failure.
+    Lock(Result<LockReply, KvError>),
+    Sequence(Result<SequenceReply, KvError>),
 }

@@ -150,8 +150,8 @@ mod tests {
             0 | 1 => WriteOp::Set(SetArgs {
                 key,
                 value: vec![value],
-                nx: value % 7 == 0,
-                compare_revision: (value % 5 == 0).then_some(i64::from(value % 3)),
+                nx: value.is_multiple_of(7),
+                compare_revision: value.is_multiple_of(5).then_some(i64::from(value % 3)),
                 ttl_ms: u64::from(ttl % 4) * 3,
                 ..Default::default()
             }),

@@ -43,6 +43,27 @@ pub(crate) const VERSIONS: TableDefinition<(u32, &str, u64), &[u8]> = TableDefin
 pub(crate) const OPERATIONS_TABLE: &str = "operations";
 pub(crate) const OPERATIONS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(OPERATIONS_TABLE);
 
+/// `(partition, lock name)` → postcard of a `LockRecord`: the last holder (live or
+/// expired) and the largest fencing token granted. Rows are never deleted, so tokens
+/// keep increasing after unlocks and expiries.
+pub(crate) const LOCKS_TABLE: &str = "locks";
+pub(crate) const LOCKS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(LOCKS_TABLE);
+
+/// `(partition, operation id)` → postcard of a `LockOperationRecord`: the first outcome
+/// of an unlock or extend that carried an operation id. Pruned like `operations`.
+pub(crate) const LOCK_OPERATIONS_TABLE: &str = "lock_operations";
+pub(crate) const LOCK_OPERATIONS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(LOCK_OPERATIONS_TABLE);
+
+/// `(partition, sequence name)` → postcard of a `SequenceInfo`.
+pub(crate) const SEQUENCES_TABLE: &str = "sequences";
+pub(crate) const SEQUENCES: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(SEQUENCES_TABLE);
+
+/// `(partition, sequence name, idempotency key)` → postcard of a `KeyRecord`: the first
+/// allocation made under the key. Pruned by compaction after the operation retention
+/// window; a sequence's rows are contiguous, so deleting it drops them as one range.
+pub(crate) const SEQUENCE_KEYS_TABLE: &str = "sequence_keys";
+pub(crate) const SEQUENCE_KEYS: TableDefinition<(u32, &str, &str), &[u8]> = TableDefinition::new(SEQUENCE_KEYS_TABLE);
+
 /// Encodes a record for storage.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on our types: no maps with non-string keys or unsized

@@ -7,21 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership};
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::StoreError;
+use crate::error::{KvError, StoreError};
 use crate::hlc::Hlc;
+use crate::locks::{LockRecord, TokenSpace, apply_lock};
 use crate::log_store::io_error;
 use crate::mvcc::{KeySpace, apply_write};
 use crate::raft_types::{ApplyResult, Command, Entry, LogId, StorageError, TypeConfig};
 use crate::redb_space::RedbSpace;
 use crate::schema::{
-    META, META_APPLIED, META_COMPACTED_BEFORE, META_LAST_COMMIT_TS, META_MEMBERSHIP, META_TABLE, OPERATIONS,
-    OPERATIONS_TABLE, VERSIONS, VERSIONS_TABLE, decode, encode,
+    LOCK_OPERATIONS, LOCK_OPERATIONS_TABLE, LOCKS, LOCKS_TABLE, META, META_APPLIED, META_COMPACTED_BEFORE,
+    META_LAST_COMMIT_TS, META_MEMBERSHIP, META_TABLE, OPERATIONS, OPERATIONS_TABLE, SEQUENCE_KEYS, SEQUENCE_KEYS_TABLE,
+    SEQUENCES, SEQUENCES_TABLE, VERSIONS, VERSIONS_TABLE, decode, encode,
 };
+use crate::sequences::{self, KeyRecord};
 use crate::storage::{Storage, Tables};
-use crate::types::{PartitionId, Version, WriteResult};
+use crate::types::{LockOp, LockReply, PartitionId, SequenceInfo, SequenceOp, SequenceReply, Version, WriteResult};
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
 
@@ -32,6 +36,13 @@ pub(crate) struct OperationRecord {
     pub(crate) results: Vec<WriteResult>,
 }
 
+/// The first outcome of an unlock or extend that carried an operation id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LockOperationRecord {
+    pub(crate) ts: u64,
+    pub(crate) result: Result<LockReply, KvError>,
+}
+
 /// Everything a partition's state machine holds, as sent to a lagging replica.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PartitionSnapshot {
@@ -39,6 +50,52 @@ struct PartitionSnapshot {
     operations: Vec<(String, OperationRecord)>,
     last_commit_ts: u64,
     compacted_before: u64,
+    locks: Vec<(String, LockRecord)>,
+    lock_operations: Vec<(String, LockOperationRecord)>,
+    sequences: Vec<(String, SequenceInfo)>,
+    sequence_keys: Vec<(String, String, KeyRecord)>,
+}
+
+/// A table keyed `(partition, name)`.
+type NamedTable = TableDefinition<'static, (u32, &'static str), &'static [u8]>;
+
+/// Every row of partition `p` in a `(partition, name)` table.
+fn read_named<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    definition: NamedTable,
+    table: &'static str,
+    p: PartitionId,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut rows = Vec::new();
+    for row in txn.open_table(definition)?.range((p, "")..(p + 1, ""))? {
+        let (k, v) = row?;
+        rows.push((k.value().1.to_owned(), decode(table, v.value())?));
+    }
+    Ok(rows)
+}
+
+/// Replaces partition `p`'s rows of a `(partition, name)` table with `rows`.
+fn install_named<T: Serialize>(
+    table: &mut Table<'_, (u32, &'static str), &'static [u8]>,
+    p: PartitionId,
+    rows: &[(String, T)],
+) -> Result<(), StoreError> {
+    table.retain_in((p, "")..(p + 1, ""), |_, _| false)?;
+    for (name, record) in rows {
+        table.insert((p, name.as_str()), encode(record).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Reads one record of a `(partition, name)` table.
+fn get_named<T: DeserializeOwned>(
+    table: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
+    table_name: &'static str,
+    p: PartitionId,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
+    let found = table.get((p, name))?;
+    found.map(|v| decode(table_name, v.value())).transpose()
 }
 
 /// A partition's state machine; clones share the storage.
@@ -130,15 +187,100 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             }
             Ok(ApplyResult::Write(results))
         }
+        Command::Lock { op, operation_id } => apply_lock_command(t, p, &op, operation_id.as_deref(), ts),
+        Command::Sequence { op } => Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op, ts)?)),
         Command::Compact { before_ts, operations_before_ts } => {
             let mut space = RedbSpace { table: &mut t.versions, partition: p };
             let versions_removed = space.compact(before_ts)?;
             t.operations.retain_in((p, "")..(p + 1, ""), |_, v| {
                 decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
+            t.lock_operations.retain_in((p, "")..(p + 1, ""), |_, v| {
+                decode::<LockOperationRecord>(LOCK_OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
+            })?;
+            t.sequence_keys.retain_in((p, "", "")..(p + 1, "", ""), |_, v| {
+                decode::<KeyRecord>(SEQUENCE_KEYS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
+            })?;
             let horizon = meta_get::<u64>(&t.meta, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
             t.meta.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
             Ok(ApplyResult::Compacted { versions_removed })
+        }
+    }
+}
+
+fn apply_lock_command(
+    t: &mut Tables<'_>,
+    p: PartitionId,
+    op: &LockOp,
+    operation_id: Option<&str>,
+    ts: u64,
+) -> Result<ApplyResult, StoreError> {
+    if let Some(id) = operation_id
+        && let Some(record) = get_named::<LockOperationRecord>(&t.lock_operations, LOCK_OPERATIONS_TABLE, p, id)?
+    {
+        return Ok(ApplyResult::Lock(record.result));
+    }
+    let current: Option<LockRecord> = get_named(&t.locks, LOCKS_TABLE, p, op.name())?;
+    let (next, result) = apply_lock(current.as_ref(), op, ts, TokenSpace::PERSISTENT);
+    if let Some(next) = next {
+        t.locks.insert((p, op.name()), encode(&next).as_slice())?;
+    }
+    if let Some(id) = operation_id {
+        let record = LockOperationRecord { ts, result: result.clone() };
+        t.lock_operations.insert((p, id), encode(&record).as_slice())?;
+    }
+    Ok(ApplyResult::Lock(result))
+}
+
+/// Applies a sequence operation; the inner result is the caller's answer (a refusal
+/// changes nothing), the outer one a storage failure.
+fn apply_sequence_command(
+    t: &mut Tables<'_>,
+    p: PartitionId,
+    op: SequenceOp,
+    ts: u64,
+) -> Result<Result<SequenceReply, KvError>, StoreError> {
+    let existing: Option<SequenceInfo> = get_named(&t.sequences, SEQUENCES_TABLE, p, op.name())?;
+    match op {
+        SequenceOp::Create { name, start, increment, max } => {
+            let (info, created) = match sequences::create(existing.as_ref(), start, increment, max) {
+                Ok(made) => made,
+                Err(e) => return Ok(Err(e)),
+            };
+            if created {
+                t.sequences.insert((p, name.as_str()), encode(&info).as_slice())?;
+            }
+            Ok(Ok(SequenceReply::Created { created, info }))
+        }
+        SequenceOp::Reserve { name, count, idempotency_key } => {
+            let Some(info) = existing else {
+                return Ok(Err(KvError::NotFound(format!("sequence {name:?} does not exist"))));
+            };
+            let key = idempotency_key.as_deref();
+            if let Some(key) = key
+                && let Some(prior) = t.sequence_keys.get((p, name.as_str(), key))?
+            {
+                let prior: KeyRecord = decode(SEQUENCE_KEYS_TABLE, prior.value())?;
+                let replayed = sequences::replay(&name, key, &prior, count);
+                return Ok(replayed.map(|allocation| SequenceReply::Allocated { allocation, replayed: true }));
+            }
+            let (next, allocation) = match sequences::reserve(&name, &info, count) {
+                Ok(reserved) => reserved,
+                Err(e) => return Ok(Err(e)),
+            };
+            t.sequences.insert((p, name.as_str()), encode(&next).as_slice())?;
+            if let Some(key) = key {
+                let record = KeyRecord { ts, allocation };
+                t.sequence_keys.insert((p, name.as_str(), key), encode(&record).as_slice())?;
+            }
+            Ok(Ok(SequenceReply::Allocated { allocation, replayed: false }))
+        }
+        SequenceOp::Delete { name } => {
+            let deleted = t.sequences.remove((p, name.as_str()))?.is_some();
+            // "name\0" is the smallest name after "name": the range holds exactly its keys.
+            let end = format!("{name}\0");
+            t.sequence_keys.retain_in((p, name.as_str(), "")..(p, end.as_str(), ""), |_, _| false)?;
+            Ok(Ok(SequenceReply::Deleted { deleted }))
         }
     }
 }
@@ -159,9 +301,14 @@ fn read_snapshot(
         let (_, key, inverted) = k.value();
         snap.versions.push((key.to_owned(), !inverted, decode(VERSIONS_TABLE, v.value())?));
     }
-    for row in txn.open_table(OPERATIONS)?.range((p, "")..(p + 1, ""))? {
+    snap.operations = read_named(txn, OPERATIONS, OPERATIONS_TABLE, p)?;
+    snap.locks = read_named(txn, LOCKS, LOCKS_TABLE, p)?;
+    snap.lock_operations = read_named(txn, LOCK_OPERATIONS, LOCK_OPERATIONS_TABLE, p)?;
+    snap.sequences = read_named(txn, SEQUENCES, SEQUENCES_TABLE, p)?;
+    for row in txn.open_table(SEQUENCE_KEYS)?.range((p, "", "")..(p + 1, "", ""))? {
         let (k, v) = row?;
-        snap.operations.push((k.value().1.to_owned(), decode(OPERATIONS_TABLE, v.value())?));
+        let (_, name, key) = k.value();
+        snap.sequence_keys.push((name.to_owned(), key.to_owned(), decode(SEQUENCE_KEYS_TABLE, v.value())?));
     }
     Ok((snap, applied, membership))
 }
@@ -174,12 +321,16 @@ fn install(
     membership: &Membership,
 ) -> Result<(), StoreError> {
     t.versions.retain_in((p, "", 0u64)..(p + 1, "", 0u64), |_, _| false)?;
-    t.operations.retain_in((p, "")..(p + 1, ""), |_, _| false)?;
     for (key, ts, version) in &snap.versions {
         t.versions.insert((p, key.as_str(), !ts), encode(version).as_slice())?;
     }
-    for (id, record) in &snap.operations {
-        t.operations.insert((p, id.as_str()), encode(record).as_slice())?;
+    install_named(&mut t.operations, p, &snap.operations)?;
+    install_named(&mut t.locks, p, &snap.locks)?;
+    install_named(&mut t.lock_operations, p, &snap.lock_operations)?;
+    install_named(&mut t.sequences, p, &snap.sequences)?;
+    t.sequence_keys.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
+    for (name, key, record) in &snap.sequence_keys {
+        t.sequence_keys.insert((p, name.as_str(), key.as_str()), encode(record).as_slice())?;
     }
     // Stored as a bare LogId (see `applied_state`), absent when nothing was applied.
     match applied {
@@ -287,6 +438,60 @@ mod tests {
             let hlc = Arc::new(Hlc::system());
             Ok((dir, LogStore::new(3, storage.clone()), StateMachine::new(3, storage, hlc)))
         }
+    }
+
+    fn lock(owner: &str) -> Command {
+        let op = LockOp::Acquire { name: "r".into(), owner: owner.into(), lease_ms: 1_000 };
+        Command::Lock { op, operation_id: None }
+    }
+
+    fn reserve(key: &str) -> Command {
+        Command::Sequence { op: SequenceOp::Reserve { name: "s".into(), count: 2, idempotency_key: Some(key.into()) } }
+    }
+
+    /// Locks, sequences and idempotency records travel in snapshots, and compaction
+    /// drops idempotency records past the window but never a lock's last token.
+    #[tokio::test]
+    async fn coordination_state_in_snapshots_and_compaction() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(&dir.path().join("a.redb"))?;
+        let ts = crate::hlc::from_physical_ms(1_000);
+        let results = storage
+            .run(true, move |t| {
+                let create = SequenceOp::Create { name: "s".into(), start: 1, increment: 1, max: None };
+                let commands = [Command::Sequence { op: create }, lock("a"), reserve("k"), reserve("k")];
+                commands.into_iter().enumerate().map(|(i, c)| apply_command(t, 3, c, ts + i as u64)).collect()
+            })
+            .await?;
+        let results: Vec<ApplyResult> = results;
+        let first = SequenceReply::Allocated {
+            allocation: crate::types::Allocation { first: 1, count: 2, increment: 1 },
+            replayed: false,
+        };
+        assert_eq!(results[2], ApplyResult::Sequence(Ok(first)));
+        assert!(matches!(&results[3], ApplyResult::Sequence(Ok(SequenceReply::Allocated { replayed: true, .. }))));
+
+        let (snap, _, _) = read_snapshot(&storage.db().begin_read()?, 3)?;
+        assert_eq!((snap.locks.len(), snap.sequences.len(), snap.sequence_keys.len()), (1, 1, 1));
+        let other = Storage::open(&dir.path().join("b.redb"))?;
+        other.run(true, move |t| install(t, 3, &snap, None, &Membership::default())).await?;
+        let (copied, _, _) = read_snapshot(&other.db().begin_read()?, 3)?;
+        assert_eq!(copied.locks[0].1.last_token, 1);
+        assert_eq!(copied.sequence_keys[0].2.allocation.first, 1);
+
+        // Past the window: the key goes, the lock's token stays; the lock expired, so
+        // the next owner gets token 2.
+        let later = crate::hlc::from_physical_ms(10_000);
+        let results = other
+            .run(true, move |t| {
+                let compact = Command::Compact { before_ts: 0, operations_before_ts: later };
+                [compact, lock("b"), reserve("k")].into_iter().map(|c| apply_command(t, 3, c, later)).collect()
+            })
+            .await?;
+        let results: Vec<ApplyResult> = results;
+        assert!(matches!(&results[1], ApplyResult::Lock(Ok(r)) if r.holder.as_ref().map(|h| h.token) == Some(2)));
+        assert!(matches!(&results[2], ApplyResult::Sequence(Ok(SequenceReply::Allocated { replayed: false, .. }))));
+        Ok(())
     }
 
     /// openraft's own conformance suite for log and state machine storage.

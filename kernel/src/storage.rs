@@ -16,7 +16,9 @@ use std::thread;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use crate::error::StoreError;
-use crate::schema::{FORMAT, FORMAT_VERSION, LOG, META, OPERATIONS, VERSIONS};
+use crate::schema::{
+    FORMAT, FORMAT_VERSION, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, SEQUENCE_KEYS, SEQUENCES, VERSIONS,
+};
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
@@ -27,6 +29,10 @@ pub(crate) struct Tables<'t> {
     pub(crate) meta: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) versions: Table<'t, (u32, &'static str, u64), &'static [u8]>,
     pub(crate) operations: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) locks: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) lock_operations: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) sequences: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) sequence_keys: Table<'t, (u32, &'static str, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -36,6 +42,10 @@ impl<'t> Tables<'t> {
             meta: txn.open_table(META)?,
             versions: txn.open_table(VERSIONS)?,
             operations: txn.open_table(OPERATIONS)?,
+            locks: txn.open_table(LOCKS)?,
+            lock_operations: txn.open_table(LOCK_OPERATIONS)?,
+            sequences: txn.open_table(SEQUENCES)?,
+            sequence_keys: txn.open_table(SEQUENCE_KEYS)?,
         })
     }
 }
@@ -164,7 +174,14 @@ fn run_batch(db: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
             completions.push((job.work)(&mut tables));
         }
     }
+    let started = std::time::Instant::now();
     let outcome = txn.commit().map_err(|e| e.to_string());
+    tracing::trace!(
+        jobs = completions.len(),
+        durable,
+        commit_us = started.elapsed().as_micros() as u64,
+        "storage batch"
+    );
     if let Err(e) = &outcome {
         tracing::error!("storage commit failed: {e}");
     }

@@ -8,7 +8,7 @@ pub type NodeId = u64;
 pub type PartitionId = u32;
 
 /// How a key is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum Durability {
     /// Committed by a Raft quorum and fsynced before the reply.
     #[default]
@@ -133,6 +133,124 @@ pub struct PointRead {
     pub as_of: Option<u64>,
 }
 
+/// The holder of a lock: who, with which fencing token, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub owner: String,
+    /// Strictly increases per lock name with every grant to a new holder.
+    pub token: u64,
+    /// Unix ms at which the lease ends; the lock is free from then on.
+    pub expires_at_ms: u64,
+}
+
+impl LockHolder {
+    /// Whether the lease still runs at `now_ms`.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms > now_ms
+    }
+}
+
+/// A change to one lock, judged at the commit timestamp of its Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// Takes the lock when it is free or expired; extends it (same token) when `owner`
+    /// already holds it.
+    Acquire { name: String, owner: String, lease_ms: u64 },
+    /// Frees the lock; only its holder may.
+    Release { name: String, owner: String },
+    /// Restarts the holder's lease at `lease_ms` from now, keeping the token.
+    Extend { name: String, owner: String, lease_ms: u64 },
+}
+
+impl LockOp {
+    /// The lock the operation addresses.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Acquire { name, .. } | Self::Release { name, .. } | Self::Extend { name, .. } => name,
+        }
+    }
+
+    /// The owner on whose behalf it runs.
+    pub fn owner(&self) -> &str {
+        match self {
+            Self::Acquire { owner, .. } | Self::Release { owner, .. } | Self::Extend { owner, .. } => owner,
+        }
+    }
+}
+
+/// What a lock operation (or a lock read) found or did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockReply {
+    /// Acquired, released or extended; false for a read or when it did not take effect.
+    pub done: bool,
+    /// The holder afterwards; `None` when the lock is free.
+    pub holder: Option<LockHolder>,
+    /// The largest token ever granted for this name (0 = never).
+    pub last_token: u64,
+    /// When the operation was judged (HLC).
+    pub commit_ts: u64,
+}
+
+/// A sequence's settings and how far it has gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceInfo {
+    pub start: i64,
+    /// Always at least 1.
+    pub increment: i64,
+    /// The largest value it may hand out; `None` = up to `i64::MAX`.
+    pub max: Option<i64>,
+    /// Values handed out so far.
+    pub allocated: u64,
+}
+
+/// Values handed out by one call: `first`, `first + increment`, ... (`count` of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub first: i64,
+    pub count: u64,
+    pub increment: i64,
+}
+
+/// A change to one sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequenceOp {
+    /// Creates the sequence unless it exists (then reports the existing one).
+    Create { name: String, start: i64, increment: i64, max: Option<i64> },
+    /// Hands out `count` values; a replayed idempotency key gets its first allocation.
+    Reserve { name: String, count: u64, idempotency_key: Option<String> },
+    /// Removes the sequence and its idempotency records.
+    Delete { name: String },
+}
+
+impl SequenceOp {
+    /// The sequence the operation addresses.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Create { name, .. } | Self::Reserve { name, .. } | Self::Delete { name } => name,
+        }
+    }
+}
+
+/// What a sequence operation (or read) produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequenceReply {
+    /// `created` is false when the sequence already existed; `info` is its state.
+    Created {
+        created: bool,
+        info: SequenceInfo,
+    },
+    /// `replayed`: answered from the idempotency record of an earlier call.
+    Allocated {
+        allocation: Allocation,
+        replayed: bool,
+    },
+    Deleted {
+        deleted: bool,
+    },
+    /// A read; `None` when the sequence does not exist.
+    Info(Option<SequenceInfo>),
+}
+
 /// A request to one partition. The server splits client requests that span
 /// partitions and forwards each part to that partition's leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +263,15 @@ pub enum PartitionRequest {
     Bucket { bucket: String, durability: Durability, consistency: Consistency },
     /// Live keys starting with `prefix` and greater than `after`, at most `limit`.
     Scan { prefix: String, after: Option<String>, limit: u32, durability: Durability, consistency: Consistency },
+    /// A lock operation. An acquire may wait up to `wait_ms` for the lock, queued in
+    /// FIFO order on the leader; `operation_id` de-duplicates releases and extends.
+    Lock { op: LockOp, durability: Durability, operation_id: Option<String>, wait_ms: u64 },
+    /// A lock's holder.
+    GetLock { name: String, durability: Durability, consistency: Consistency },
+    /// A sequence operation (sequences are persistent).
+    Sequence { op: SequenceOp },
+    /// A sequence's state.
+    GetSequence { name: String, consistency: Consistency },
 }
 
 impl PartitionRequest {
@@ -154,7 +281,18 @@ impl PartitionRequest {
             Self::Write { durability, .. }
             | Self::Read { durability, .. }
             | Self::Bucket { durability, .. }
-            | Self::Scan { durability, .. } => *durability,
+            | Self::Scan { durability, .. }
+            | Self::Lock { durability, .. }
+            | Self::GetLock { durability, .. } => *durability,
+            Self::Sequence { .. } | Self::GetSequence { .. } => Durability::Persistent,
+        }
+    }
+
+    /// How long the request may wait on the leader beyond the normal request timeout.
+    pub fn wait_ms(&self) -> u64 {
+        match self {
+            Self::Lock { wait_ms, .. } => *wait_ms,
+            _ => 0,
         }
     }
 }
@@ -169,6 +307,8 @@ pub enum PartitionResponse {
         items: Vec<KeyValue>,
         more: bool,
     },
+    Lock(LockReply),
+    Sequence(SequenceReply),
 }
 
 /// A replica's view of one partition, for `status`.

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// How long a request may wait for the cluster, in ms.
     #[arg(long, env = "KAHUNA_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
+    /// Longest lock lease a client may ask for, in ms.
+    #[arg(long, env = "KAHUNA_LOCK_LEASE_MS_MAX", default_value_t = kahuna_kernel::LOCK_LEASE_MS_MAX_DEFAULT)]
+    pub lock_lease_ms_max: u64,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -74,6 +77,9 @@ impl ServeArgs {
         if !peers.contains_key(&self.node_id) {
             return Err(format!("--node-id {} is not in --peers", self.node_id));
         }
+        if self.lock_lease_ms_max == 0 || self.lock_lease_ms_max > kahuna_kernel::TTL_MS_MAX as u64 {
+            return Err(format!("--lock-lease-ms-max must be 1 to {} ms", kahuna_kernel::TTL_MS_MAX));
+        }
         if self.snapshot_logs < 2 {
             return Err("--snapshot-logs must be at least 2".into());
         }
@@ -88,6 +94,7 @@ impl ServeArgs {
             snapshot_logs: self.snapshot_logs,
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             compaction_interval: Duration::from_millis(self.compaction_interval_ms.max(100)),
+            lock_lease_ms_max: self.lock_lease_ms_max,
         })
     }
 }

@@ -17,6 +17,8 @@ pub fn to_status(e: KvError) -> Status {
         KvError::NotLeader { .. } | KvError::Unavailable(_) => Code::Unavailable,
         KvError::Compacted(_) => Code::OutOfRange,
         KvError::Timeout(_) => Code::DeadlineExceeded,
+        KvError::NotFound(_) => Code::NotFound,
+        KvError::Exhausted(_) => Code::FailedPrecondition,
         _ => Code::Internal,
     };
     let mut status = Status::new(code, e.to_string());
@@ -41,5 +43,9 @@ mod tests {
         assert_eq!(to_status(KvError::Compacted("x".into())).code(), Code::OutOfRange);
         assert_eq!(to_status(KvError::NotLeader { partition: 1, leader: None }).code(), Code::Unavailable);
         assert_eq!(to_status(KvError::Timeout("x".into())).code(), Code::DeadlineExceeded);
+        assert_eq!(to_status(KvError::NotFound("x".into())).code(), Code::NotFound);
+        let exhausted = to_status(KvError::Exhausted("x".into()));
+        assert_eq!(exhausted.code(), Code::FailedPrecondition);
+        assert_eq!(exhausted.metadata().get(CODE_METADATA).and_then(|v| v.to_str().ok()), Some("Exhausted"));
     }
 }

@@ -1,10 +1,13 @@
 //! Runs a parsed [`Command`] against the cluster and returns an [`Outcome`] to format.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kahuna_client::{
-    Batch, Client, ClusterStatus, Consistency, DeleteItem, DeleteOptions, DeleteResult, Durability, ExistsResult,
-    ExtendResult, GetResult, Items, NodeId, ReadOptions, ScanOptions, SetItem, SetOptions, SetResult,
+    Batch, Client, ClusterStatus, Consistency, CreateSequenceResult, DeleteItem, DeleteOptions, DeleteResult,
+    DeleteSequenceResult, Durability, ExistsResult, ExtendLockResult, ExtendResult, GetResult, GetSequenceResult,
+    Items, LockInfo, LockOptions, LockResult, NextResult, NodeId, OperationId, ReadOptions, ReserveResult, ScanOptions,
+    SetItem, SetOptions, SetResult, UnlockResult, new_operation_id,
 };
 
 use crate::error::ShellError;
@@ -14,6 +17,99 @@ use crate::parse::Command;
 
 /// Keys asked for per scan page while following cursors.
 const SCAN_PAGE_ITEMS: usize = 1_000;
+
+/// Hex digits of the random owner a shell session takes locks as.
+const SESSION_OWNER_HEX_DIGITS: usize = 16;
+
+/// What a shell remembers between commands: the owner it takes locks as, and the owner
+/// of each lock it took (`lock R ... owner O`), so `unlock R` works later.
+#[derive(Clone, Debug)]
+pub struct Session {
+    owner: String,
+    owners: HashMap<(Durability, String), String>,
+}
+
+impl Default for Session {
+    fn default() -> Session {
+        let id = new_operation_id();
+        Session { owner: format!("shell-{}", &id[..SESSION_OWNER_HEX_DIGITS.min(id.len())]), owners: HashMap::new() }
+    }
+}
+
+impl Session {
+    /// Starts a session with a fresh random owner.
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    /// The owner to act as on lock `name`: the one that took it here, else the session's.
+    fn owner_of(&self, durability: Durability, name: &str) -> String {
+        self.owners.get(&(durability, name.to_owned())).cloned().unwrap_or_else(|| self.owner.clone())
+    }
+}
+
+/// What a lock or sequence command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Coordination {
+    /// A lock or elock ran.
+    Lock {
+        /// The lock.
+        name: String,
+        /// The server's answer.
+        result: LockResult,
+    },
+    /// An unlock ran.
+    Unlock {
+        /// The lock.
+        name: String,
+        /// The server's answer.
+        result: UnlockResult,
+    },
+    /// An extend-lock ran.
+    ExtendLock {
+        /// The lock.
+        name: String,
+        /// The server's answer.
+        result: ExtendLockResult,
+    },
+    /// A get-lock ran.
+    GetLock {
+        /// The lock.
+        name: String,
+        /// The server's answer.
+        info: LockInfo,
+    },
+    /// A create-sequence ran.
+    CreateSequence(CreateSequenceResult),
+    /// A next-sequence ran.
+    NextSequence {
+        /// The sequence.
+        name: String,
+        /// The server's answer.
+        result: NextResult,
+    },
+    /// A reserve-sequence ran.
+    ReserveSequence {
+        /// The sequence.
+        name: String,
+        /// The server's answer.
+        result: ReserveResult,
+    },
+    /// A get-sequence ran.
+    GetSequence {
+        /// The sequence.
+        name: String,
+        /// The server's answer.
+        result: GetSequenceResult,
+    },
+    /// A delete-sequence ran.
+    DeleteSequence {
+        /// The sequence.
+        name: String,
+        /// The server's answer.
+        result: DeleteSequenceResult,
+    },
+}
 
 /// What a command produced, ready to format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +186,8 @@ pub enum Outcome {
         /// Per-key answers.
         batch: Batch<DeleteResult>,
     },
+    /// A lock or sequence command ran.
+    Coordination(Coordination),
     /// A status ran.
     Status(ClusterStatus),
     /// A ping got its answer.
@@ -112,8 +210,17 @@ pub enum Outcome {
 /// # Cancel safety
 ///
 /// Dropping the future abandons the call; a write may or may not have been applied.
-pub async fn execute(client: &Client, command: Command) -> Result<Outcome, ShellError> {
+pub async fn execute(client: &Client, session: &mut Session, command: Command) -> Result<Outcome, ShellError> {
     Ok(match command {
+        Command::Lock { .. }
+        | Command::Unlock { .. }
+        | Command::ExtendLock { .. }
+        | Command::GetLock { .. }
+        | Command::CreateSequence { .. }
+        | Command::NextSequence { .. }
+        | Command::ReserveSequence { .. }
+        | Command::GetSequence { .. }
+        | Command::DeleteSequence { .. } => Outcome::Coordination(coordinate(client, session, command).await?),
         Command::Set { key, value, options } => {
             let result = client.set(key.clone(), value, options).await?;
             Outcome::Set { key, result }
@@ -167,6 +274,56 @@ pub async fn execute(client: &Client, command: Command) -> Result<Outcome, Shell
         }
         Command::Help { topic } => Outcome::Help(help::text(topic.as_deref()).map_err(ShellError::invalid)?),
         Command::Exit => Outcome::Exit,
+    })
+}
+
+/// Runs the lock and sequence commands.
+async fn coordinate(client: &Client, session: &mut Session, command: Command) -> Result<Coordination, ShellError> {
+    let key = |key: Option<String>| key.map_or(OperationId::Auto, OperationId::Given);
+    Ok(match command {
+        Command::Lock { name, lease_ms, wait_ms, owner, durability } => {
+            let owner = owner.unwrap_or_else(|| session.owner_of(durability, &name));
+            let options = LockOptions::new().durability(durability).wait_ms(wait_ms);
+            let result = client.try_lock(name.clone(), owner.clone(), lease_ms, options).await?;
+            if result.acquired {
+                session.owners.insert((durability, name.clone()), owner);
+            }
+            Coordination::Lock { name, result }
+        }
+        Command::Unlock { name, durability } => {
+            let result = client.unlock(name.clone(), session.owner_of(durability, &name), durability).await?;
+            session.owners.remove(&(durability, name.clone()));
+            Coordination::Unlock { name, result }
+        }
+        Command::ExtendLock { name, lease_ms, durability } => {
+            let owner = session.owner_of(durability, &name);
+            let result = client.extend_lock(name.clone(), owner, lease_ms, durability).await?;
+            Coordination::ExtendLock { name, result }
+        }
+        Command::GetLock { name, durability } => {
+            let info = client.get_lock(name.clone(), durability).await?;
+            Coordination::GetLock { name, info }
+        }
+        Command::CreateSequence { name, options } => {
+            Coordination::CreateSequence(client.create_sequence(name, options).await?)
+        }
+        Command::NextSequence { name, key: k } => {
+            let result = client.next_sequence(name.clone(), key(k)).await?;
+            Coordination::NextSequence { name, result }
+        }
+        Command::ReserveSequence { name, count, key: k } => {
+            let result = client.reserve_sequence(name.clone(), count, key(k)).await?;
+            Coordination::ReserveSequence { name, result }
+        }
+        Command::GetSequence { name } => {
+            let result = client.get_sequence(name.clone(), Consistency::Linearizable).await?;
+            Coordination::GetSequence { name, result }
+        }
+        Command::DeleteSequence { name } => {
+            let result = client.delete_sequence(name.clone()).await?;
+            Coordination::DeleteSequence { name, result }
+        }
+        other => return Err(ShellError::invalid(format!("not a lock or sequence command: {other:?}"))),
     })
 }
 

@@ -9,6 +9,8 @@
 //! - raw: the bare result for pipes: value bytes as they are, one per line; a missing key
 //!   prints nothing; set, del, extend and exists print 1 or 0. Errors go to stderr.
 
+mod coord;
+
 use std::fmt::Write as _;
 
 use kahuna_client::{ClusterStatus, DeleteResult, GetResult, Items, KeyValue, SetResult, hlc_logical, hlc_unix_ms};
@@ -107,6 +109,7 @@ fn table(outcome: &Outcome) -> String {
             format!("{}({}, node {})\n", grid(&["KEY", "RESULT", "REVISION"], rows), count(keys.len()), batch.served_by)
         }
         Outcome::Status(status) => status_table(status),
+        Outcome::Coordination(outcome) => coord::table(outcome),
         Outcome::Ping { endpoint, node_id, rtt } => {
             format!("PONG from node {node_id} at {} in {:.3} ms\n", endpoint_text(endpoint), rtt.as_secs_f64() * 1e3)
         }
@@ -344,6 +347,7 @@ fn json(outcome: &Outcome) -> Value {
             "served_by": batch.served_by,
         }),
         Outcome::Status(status) => status_json(status),
+        Outcome::Coordination(outcome) => coord::json(outcome),
         Outcome::Ping { endpoint, node_id, rtt } => json!({
             "pong": true,
             "endpoint": endpoint_text(endpoint),
@@ -481,6 +485,7 @@ fn raw(outcome: &Outcome) -> Vec<u8> {
             }
         }
         Outcome::Ping { .. } => out.extend_from_slice(b"PONG\n"),
+        Outcome::Coordination(outcome) => return coord::raw(outcome),
         Outcome::Help(text) => out.extend_from_slice(format!("{}\n", text.trim_end()).as_bytes()),
         Outcome::Exit => {}
     }

@@ -109,6 +109,93 @@ pub const COMMANDS: &[CommandHelp] = &[
         ephemeral_form: true,
     },
     CommandHelp {
+        name: "lock",
+        brief: "take a lock (fencing token, lease)",
+        syntax: "lock NAME MS [wait MS] [owner O]",
+        summary: "Takes lock NAME for a lease of MS milliseconds and prints its fencing token, \
+                  which grows with every new holder: pass it to what the lock guards. wait: \
+                  wait up to MS for the lock (in arrival order). owner: take it for O instead \
+                  of this session's own random owner. The shell remembers the owner of the \
+                  locks it took, so unlock and extend-lock need no owner. Taking a lock you \
+                  hold again keeps its token and restarts the lease.",
+        example: "lock jobs/nightly 30000 wait 5000",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "unlock",
+        brief: "release a lock this session took",
+        syntax: "unlock NAME",
+        summary: "Releases lock NAME, as the owner that took it in this session. Releasing a \
+                  lock someone else holds is an error.",
+        example: "unlock jobs/nightly",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "extend-lock",
+        brief: "restart a held lock's lease",
+        syntax: "extend-lock NAME MS",
+        summary: "Restarts the lease of lock NAME, held by this session, at MS milliseconds \
+                  from now; the token stays. Reports when the lease already ended.",
+        example: "extend-lock jobs/nightly 30000",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "get-lock",
+        brief: "show a lock's holder and token",
+        syntax: "get-lock NAME",
+        summary: "Shows who holds lock NAME, its fencing token and when the lease ends, and \
+                  the largest token ever granted for the name.",
+        example: "get-lock jobs/nightly",
+        ephemeral_form: true,
+    },
+    CommandHelp {
+        name: "create-sequence",
+        brief: "create a sequence of unique numbers",
+        syntax: "create-sequence NAME [start N] [increment N] [max N]",
+        summary: "Creates sequence NAME handing out start, start+increment, ... up to max \
+                  (defaults: start 1, increment 1, no max). An existing sequence is left \
+                  as it is.",
+        example: "create-sequence invoices start 1000",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "next-sequence",
+        brief: "take a sequence's next number",
+        syntax: "next-sequence NAME [key K]",
+        summary: "Hands out the next number of sequence NAME; no number is ever handed out \
+                  twice. key: an idempotency key; repeating it (within 10 minutes) returns \
+                  the same number instead of a new one.",
+        example: "next-sequence invoices key order-42",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "reserve-sequence",
+        brief: "take a range of numbers",
+        syntax: "reserve-sequence NAME COUNT [key K]",
+        summary: "Hands out COUNT numbers of sequence NAME as one range. key: as for \
+                  next-sequence; the same key with another COUNT is an error. Passing the \
+                  sequence's max is an error that hands out nothing.",
+        example: "reserve-sequence invoices 100 key batch-7",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "get-sequence",
+        brief: "show a sequence's settings and progress",
+        syntax: "get-sequence NAME",
+        summary: "Shows sequence NAME: start, increment, max, the last number handed out \
+                  and the next one.",
+        example: "get-sequence invoices",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "delete-sequence",
+        brief: "delete a sequence",
+        syntax: "delete-sequence NAME",
+        summary: "Deletes sequence NAME and its idempotency keys.",
+        example: "delete-sequence invoices",
+        ephemeral_form: false,
+    },
+    CommandHelp {
         name: "status",
         brief: "partitions: leaders, terms, logs",
         syntax: "status",
@@ -145,9 +232,10 @@ pub const COMMANDS: &[CommandHelp] = &[
 
 /// General notes printed under the command list.
 const NOTES: &str = "\
-Ephemeral forms: prefix a key command with e (eset, eget, edel, eexists, eextend, emset,
-emget, emdel, eget by bucket, escan by prefix) to use the ephemeral keyspace: held in memory
-by the partition leader only, lost on leader change or restart.
+Ephemeral forms: prefix a key or lock command with e (eset, eget, edel, eexists, eextend,
+emset, emget, emdel, eget by bucket, escan by prefix, elock, eunlock, eextend-lock,
+eget-lock) to use the ephemeral keyspace: held in memory by the partition leader only, lost
+on leader change or restart. Sequences are always persistent.
 
 Reads are linearizable; add the word serializable to read any replica (possibly stale).
 

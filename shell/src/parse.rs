@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use kahuna_client::{Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SetOptions, hlc_end_of_ms};
+use kahuna_client::{
+    Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SequenceOptions, SetOptions, hlc_end_of_ms,
+};
 
 use crate::help;
 use crate::lex::Word;
@@ -96,6 +98,75 @@ pub enum Command {
         /// Keyspace.
         durability: Durability,
     },
+    /// `lock` / `elock`.
+    Lock {
+        /// Lock name.
+        name: String,
+        /// Lease length.
+        lease_ms: u64,
+        /// How long the server may wait for the lock; 0 = not at all.
+        wait_ms: u64,
+        /// Owner to take it for; `None` = the session's own.
+        owner: Option<String>,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `unlock` / `eunlock`.
+    Unlock {
+        /// Lock name.
+        name: String,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `extend-lock` / `eextend-lock`.
+    ExtendLock {
+        /// Lock name.
+        name: String,
+        /// New lease, from now.
+        lease_ms: u64,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `get-lock` / `eget-lock`.
+    GetLock {
+        /// Lock name.
+        name: String,
+        /// Keyspace.
+        durability: Durability,
+    },
+    /// `create-sequence`.
+    CreateSequence {
+        /// Sequence name.
+        name: String,
+        /// Start, increment and maximum.
+        options: SequenceOptions,
+    },
+    /// `next-sequence`.
+    NextSequence {
+        /// Sequence name.
+        name: String,
+        /// Idempotency key; `None` = a fresh one.
+        key: Option<String>,
+    },
+    /// `reserve-sequence`.
+    ReserveSequence {
+        /// Sequence name.
+        name: String,
+        /// How many values.
+        count: u64,
+        /// Idempotency key; `None` = a fresh one.
+        key: Option<String>,
+    },
+    /// `get-sequence`.
+    GetSequence {
+        /// Sequence name.
+        name: String,
+    },
+    /// `delete-sequence`.
+    DeleteSequence {
+        /// Sequence name.
+        name: String,
+    },
     /// `status`.
     Status,
     /// `ping`.
@@ -145,16 +216,16 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         "exit" | "quit" => return no_arguments(Command::Exit, "exit", rest),
         "status" => return no_arguments(Command::Status, "status", rest),
         "ping" => return no_arguments(Command::Ping, "ping", rest),
+        "create-sequence" | "next-sequence" | "reserve-sequence" | "get-sequence" | "delete-sequence" => {
+            let mut args = Args { words: rest, position: 0, command: name.clone() };
+            return parse_sequence(&mut args, &name);
+        }
         _ => {}
     }
     let (base, durability) = match name.as_str() {
-        "set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget" | "mdel" => {
-            (name.as_str(), Durability::Persistent)
-        }
+        base if WITH_EPHEMERAL_FORM.contains(&base) => (base, Durability::Persistent),
         ephemeral => match ephemeral.strip_prefix('e') {
-            Some(base @ ("set" | "get" | "del" | "exists" | "extend" | "scan" | "mset" | "mget" | "mdel")) => {
-                (base, Durability::Ephemeral)
-            }
+            Some(base) if WITH_EPHEMERAL_FORM.contains(&base) => (base, Durability::Ephemeral),
             _ => {
                 return Err(ParseError { message: format!("unknown command {:?}; try help", head.lossy()) });
             }
@@ -182,7 +253,127 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         }
         "mset" => parse_set_many(&mut args, durability),
         "mget" => parse_get_many(&mut args, durability),
-        _ => parse_delete_many(&mut args, durability),
+        "mdel" => parse_delete_many(&mut args, durability),
+        lock => parse_lock(&mut args, lock, durability),
+    }
+}
+
+/// Commands that have an `e`-prefixed ephemeral form.
+const WITH_EPHEMERAL_FORM: &[&str] = &[
+    "set",
+    "get",
+    "del",
+    "exists",
+    "extend",
+    "scan",
+    "mset",
+    "mget",
+    "mdel",
+    "lock",
+    "unlock",
+    "extend-lock",
+    "get-lock",
+];
+
+/// Parses `lock`, `unlock`, `extend-lock` and `get-lock` (`base`) after their name.
+fn parse_lock(args: &mut Args<'_>, base: &str, durability: Durability) -> Result<Command, ParseError> {
+    let name = args.text("NAME", false)?;
+    let command = match base {
+        "lock" => {
+            let lease_ms = lease(args)?;
+            let (mut wait_ms, mut owner) = (None, None);
+            while let Some(word) = args.next().cloned() {
+                if word.is_keyword("wait") {
+                    once(&wait_ms, args, "wait")?;
+                    wait_ms = Some(args.number("wait MS (milliseconds)", i64::MAX as u64)?);
+                } else if word.is_keyword("owner") {
+                    once(&owner, args, "owner")?;
+                    owner = Some(args.text("owner O", false)?);
+                } else {
+                    return Err(args.unexpected(&word));
+                }
+            }
+            Command::Lock { name, lease_ms, wait_ms: wait_ms.unwrap_or(0), owner, durability }
+        }
+        "extend-lock" => Command::ExtendLock { name, lease_ms: lease(args)?, durability },
+        "unlock" => Command::Unlock { name, durability },
+        _ => Command::GetLock { name, durability },
+    };
+    match args.next().cloned() {
+        Some(word) => Err(args.unexpected(&word)),
+        None => Ok(command),
+    }
+}
+
+/// Takes a lease in ms: at least 1.
+fn lease(args: &mut Args<'_>) -> Result<u64, ParseError> {
+    let lease_ms = args.number("MS (milliseconds)", i64::MAX as u64)?;
+    if lease_ms == 0 {
+        return Err(args.error("the lease must be at least 1 ms"));
+    }
+    Ok(lease_ms)
+}
+
+/// Parses the sequence commands (`command`) after their name.
+fn parse_sequence(args: &mut Args<'_>, command: &str) -> Result<Command, ParseError> {
+    let name = args.text("NAME", false)?;
+    let parsed = match command {
+        "create-sequence" => {
+            let mut options = SequenceOptions::new();
+            let (mut start, mut increment, mut max) = (None, None, None);
+            while let Some(word) = args.next().cloned() {
+                if word.is_keyword("start") {
+                    once(&start, args, "start")?;
+                    start = Some(args.signed("start N")?);
+                } else if word.is_keyword("increment") {
+                    once(&increment, args, "increment")?;
+                    let n = args.signed("increment N")?;
+                    if n < 1 {
+                        return Err(args.error(&format!("increment must be at least 1, got {n}")));
+                    }
+                    increment = Some(n);
+                } else if word.is_keyword("max") {
+                    once(&max, args, "max")?;
+                    max = Some(args.signed("max N")?);
+                } else {
+                    return Err(args.unexpected(&word));
+                }
+            }
+            options.start = start.unwrap_or(options.start);
+            options.increment = increment.unwrap_or(options.increment);
+            options.max = max;
+            if let Some(max) = max
+                && max < options.start
+            {
+                return Err(args.error(&format!("max {max} is below start {}", options.start)));
+            }
+            return Ok(Command::CreateSequence { name, options });
+        }
+        "next-sequence" => Command::NextSequence { name, key: idempotency_key(args)? },
+        "reserve-sequence" => {
+            let count = args.number("COUNT", u64::MAX)?;
+            if count == 0 {
+                return Err(args.error("COUNT must be at least 1"));
+            }
+            Command::ReserveSequence { name, count, key: idempotency_key(args)? }
+        }
+        "get-sequence" => Command::GetSequence { name },
+        _ => Command::DeleteSequence { name },
+    };
+    match args.next().cloned() {
+        Some(word) => Err(args.unexpected(&word)),
+        None => Ok(parsed),
+    }
+}
+
+/// Takes an optional `key K`.
+fn idempotency_key(args: &mut Args<'_>) -> Result<Option<String>, ParseError> {
+    match args.words.get(args.position) {
+        Some(word) if word.is_keyword("key") => {
+            args.position += 1;
+            Ok(Some(args.text("key K", false)?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -267,6 +458,15 @@ impl Args<'_> {
             Err(_) if text.starts_with('-') => Err(self.error(&format!("{what} must not be negative, got {text}"))),
             Err(_) => Err(self.error(&format!("{what} must be a whole number, got {text:?}"))),
         }
+    }
+
+    /// Takes the next word as a whole number, possibly negative.
+    fn signed(&mut self, what: &str) -> Result<i64, ParseError> {
+        let Some(word) = self.next() else {
+            return Err(self.error(&format!("missing {what}")));
+        };
+        let text = word.lossy();
+        text.parse::<i64>().map_err(|_| self.error(&format!("{what} must be a whole number, got {text:?}")))
     }
 
     fn revision(&mut self, what: &str) -> Result<i64, ParseError> {
@@ -716,6 +916,71 @@ mod tests {
         );
         let many = format!("mget {}", "k ".repeat(BATCH_ITEMS_MAX + 1));
         assert!(err(&many).contains("at most"));
+    }
+
+    #[test]
+    fn lock_commands() {
+        assert_eq!(
+            ok("lock jobs/nightly 30000 wait 5000 owner worker-1"),
+            Command::Lock {
+                name: "jobs/nightly".into(),
+                lease_ms: 30_000,
+                wait_ms: 5_000,
+                owner: Some("worker-1".into()),
+                durability: Durability::Persistent
+            }
+        );
+        assert!(matches!(
+            ok("elock r 10"),
+            Command::Lock { wait_ms: 0, owner: None, durability: Durability::Ephemeral, .. }
+        ));
+        assert_eq!(ok("unlock r"), Command::Unlock { name: "r".into(), durability: Durability::Persistent });
+        assert_eq!(ok("eunlock r"), Command::Unlock { name: "r".into(), durability: Durability::Ephemeral });
+        assert_eq!(
+            ok("eextend-lock r 50"),
+            Command::ExtendLock { name: "r".into(), lease_ms: 50, durability: Durability::Ephemeral }
+        );
+        assert_eq!(ok("get-lock r"), Command::GetLock { name: "r".into(), durability: Durability::Persistent });
+        assert!(matches!(ok("eget-lock r"), Command::GetLock { durability: Durability::Ephemeral, .. }));
+        assert!(err("lock r 0").contains("at least 1 ms"));
+        assert!(err("lock r -5").contains("must not be negative"));
+        assert!(err("lock r").contains("missing MS"));
+        assert!(err("lock").contains("missing NAME"));
+        assert!(err("lock r 5 wait 1 wait 2").contains("wait given twice"));
+        assert!(err("lock r 5 owner").contains("missing owner O"));
+        assert!(err("unlock r now").contains("unexpected \"now\""));
+        assert!(err("extend-lock r 0").contains("at least 1 ms"));
+    }
+
+    #[test]
+    fn sequence_commands() {
+        assert_eq!(
+            ok("create-sequence invoices start -10 increment 5 max 1000"),
+            Command::CreateSequence {
+                name: "invoices".into(),
+                options: SequenceOptions::new().start(-10).increment(5).max(1000)
+            }
+        );
+        assert_eq!(
+            ok("create-sequence s"),
+            Command::CreateSequence { name: "s".into(), options: SequenceOptions::new() }
+        );
+        assert_eq!(ok("next-sequence s key k1"), Command::NextSequence { name: "s".into(), key: Some("k1".into()) });
+        assert_eq!(ok("next-sequence s"), Command::NextSequence { name: "s".into(), key: None });
+        assert_eq!(
+            ok("reserve-sequence s 10 key k"),
+            Command::ReserveSequence { name: "s".into(), count: 10, key: Some("k".into()) }
+        );
+        assert_eq!(ok("get-sequence s"), Command::GetSequence { name: "s".into() });
+        assert_eq!(ok("delete-sequence s"), Command::DeleteSequence { name: "s".into() });
+        assert!(err("create-sequence s increment 0").contains("increment must be at least 1"));
+        assert!(err("create-sequence s start 5 max 4").contains("below start"));
+        assert!(err("create-sequence s start x").contains("whole number"));
+        assert!(err("reserve-sequence s 0").contains("at least 1"));
+        assert!(err("reserve-sequence s").contains("missing COUNT"));
+        assert!(err("next-sequence s key").contains("missing key K"));
+        assert!(err("get-sequence s extra").contains("unexpected"));
+        assert!(err("enext-sequence s").contains("unknown command"));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         "Kahuna shell, endpoints {}. Type help for commands, Ctrl-D to leave.",
         client.endpoints().iter().map(|e| endpoint_text(e)).collect::<Vec<_>>().join(", ")
     );
+    let mut session = exec::Session::new();
     loop {
         let prompt = format!("kahuna {}> ", endpoint_text(client.current_endpoint()));
         let line = match editor.readline(&prompt) {
@@ -78,7 +79,7 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         {
             eprintln!("warning: cannot write history {}: {e}", path.display());
         }
-        if run_line(&client, &line, format, &handle) {
+        if run_line(&client, &mut session, &line, format, &handle) {
             break;
         }
     }
@@ -87,7 +88,7 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
 
 /// Runs every statement of one input line; returns true when the user asked to leave.
 /// Errors are printed and do not stop the shell, but stop the rest of the line.
-fn run_line(client: &Client, line: &str, format: Format, handle: &Handle) -> bool {
+fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Format, handle: &Handle) -> bool {
     let statements = match lex::split(line) {
         Ok(statements) => statements,
         Err(e) => {
@@ -105,7 +106,7 @@ fn run_line(client: &Client, line: &str, format: Format, handle: &Handle) -> boo
         };
         let result = handle.block_on(async {
             tokio::select! {
-                result = exec::execute(client, command) => Some(result),
+                result = exec::execute(client, session, command) => Some(result),
                 () = ctrl_c() => None,
             }
         });

@@ -53,8 +53,9 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
         }
     };
     let multi_line = source.trim_end().contains('\n');
+    let mut session = exec::Session::new();
     for (line, command) in commands {
-        let result = exec::execute(client, command).await;
+        let result = exec::execute(client, &mut session, command).await;
         let written = match &result {
             Ok(Outcome::Exit) => return ExitCode::from(EXIT_OK),
             Ok(outcome) => emit(&format::render(outcome, format), Stream::Stdout),
