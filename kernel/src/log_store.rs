@@ -16,8 +16,8 @@ use redb::ReadableDatabase;
 
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
-use crate::schema::{LOG, LOG_TABLE, META, META_PURGED, META_TABLE, META_VOTE, decode, encode};
-use crate::storage::Storage;
+use crate::schema::{LOG, LOG_TABLE, META_PURGED, META_VOTE, RAFT_META, RAFT_META_TABLE, decode, encode};
+use crate::storage::{Flush, Storage};
 use crate::types::PartitionId;
 
 /// Entries kept in memory beyond those needed; older flushed ones are read from disk.
@@ -59,17 +59,17 @@ impl LogStore {
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.storage.db().begin_read()?;
-        let table = txn.open_table(META)?;
+        let txn = self.storage.log_db().begin_read()?;
+        let table = txn.open_table(RAFT_META)?;
         let found = table.get((self.partition, name))?;
-        found.map(|v| decode(META_TABLE, v.value())).transpose()
+        found.map(|v| decode(RAFT_META_TABLE, v.value())).transpose()
     }
 
     fn read_disk(&self, start: u64, end: u64) -> Result<Vec<Entry>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
-        let txn = self.storage.db().begin_read()?;
+        let txn = self.storage.log_db().begin_read()?;
         let table = txn.open_table(LOG)?;
         let mut out = Vec::new();
         for row in table.range((self.partition, start)..(self.partition, end))? {
@@ -80,7 +80,7 @@ impl LogStore {
     }
 
     fn last_on_disk(&self) -> Result<Option<LogId>, StoreError> {
-        let txn = self.storage.db().begin_read()?;
+        let txn = self.storage.log_db().begin_read()?;
         let table = txn.open_table(LOG)?;
         let last = table.range((self.partition, 0)..=(self.partition, u64::MAX))?.next_back();
         match last {
@@ -147,8 +147,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let (p, bytes) = (self.partition, encode(vote));
         self.storage
-            .run(true, move |t| {
-                t.meta.insert((p, META_VOTE), bytes.as_slice())?;
+            .run(Flush::Log, move |t| {
+                t.raft_meta.insert((p, META_VOTE), bytes.as_slice())?;
                 Ok(())
             })
             .await
@@ -186,7 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (p, tail) = (self.partition, self.tail.clone());
         self.storage
             .submit(
-                true,
+                Flush::Log,
                 Box::new(move |t| {
                     let written: Result<(), StoreError> = rows.iter().try_for_each(|(index, bytes)| {
                         t.log.insert((p, *index), bytes.as_slice()).map(|_| ()).map_err(Into::into)
@@ -216,7 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let p = self.partition;
         self.storage
-            .run(false, move |t| {
+            .run(Flush::Nothing, move |t| {
                 t.log.retain_in((p, from)..=(p, u64::MAX), |_, _| false)?;
                 Ok(())
             })
@@ -232,10 +232,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             *tail = keep;
         }
         let (p, bytes) = (self.partition, encode(&log_id));
+        // Make the state file durable first, in a batch of its own: the purged entries
+        // must never be needed to rebuild state after a crash.
+        self.storage.run(Flush::State, |_| Ok(())).await.map_err(io_error)?;
         self.storage
-            .run(false, move |t| {
+            .run(Flush::Nothing, move |t| {
                 t.log.retain_in((p, 0)..=(p, upto), |_, _| false)?;
-                t.meta.insert((p, META_PURGED), bytes.as_slice())?;
+                t.raft_meta.insert((p, META_PURGED), bytes.as_slice())?;
                 Ok(())
             })
             .await

@@ -102,7 +102,7 @@ impl Kernel {
             return Err(OpenError::Config(format!("partitions must be 1..={PARTITIONS_MAX}")));
         }
         std::fs::create_dir_all(&config.data_dir).map_err(crate::error::StoreError::from)?;
-        let storage = Storage::open(&config.data_dir.join("kahuna.redb"))?;
+        let storage = Storage::open(&config.data_dir)?;
         let stored = setting_or_init(storage.db(), "partitions", u64::from(config.partitions))?;
         if stored != u64::from(config.partitions) {
             return Err(OpenError::Config(format!(

@@ -1,8 +1,13 @@
-//! Every redb table of a node's data file, with its key layout, and the format version.
+//! Every redb table of a node's data files, with its key layout, and the format version.
 //!
-//! One file holds all partitions; every key starts with the partition number so a
-//! partition's rows are contiguous. Integers inside keys are encoded by redb's tuple
-//! and integer types (fixed-width little-endian, compared numerically).
+//! A node keeps two files, each holding all partitions: the Raft log file (`LOG`,
+//! `RAFT_META`; fsynced on every batch that appends or votes) and the state file
+//! (everything else; fsynced only before the log is purged or a snapshot installed).
+//! Keeping them apart means a log fsync writes only the few log pages a batch touched,
+//! not every page the state machine dirtied since the last one. Every key starts with
+//! the partition number so a partition's rows are contiguous. Integers inside keys are
+//! encoded by redb's tuple and integer types (fixed-width little-endian, compared
+//! numerically).
 
 use redb::TableDefinition;
 use serde::{Serialize, de::DeserializeOwned};
@@ -10,7 +15,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::StoreError;
 
 /// The layout this build reads and writes. A file with another version is refused.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub(crate) const FORMAT_TABLE: &str = "format";
@@ -20,9 +25,13 @@ pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new(FORMA
 pub(crate) const LOG_TABLE: &str = "raft_log";
 pub(crate) const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new(LOG_TABLE);
 
-/// `(partition, name)` → postcard; names are the `META_*` constants. Raft's own state
-/// (vote, last purged log id) and the state machine's (applied log id, membership,
-/// last commit timestamp, compaction horizon).
+/// In the log file: `(partition, name)` → postcard of Raft's own state (`META_VOTE`,
+/// `META_PURGED`).
+pub(crate) const RAFT_META_TABLE: &str = "raft_meta";
+pub(crate) const RAFT_META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(RAFT_META_TABLE);
+
+/// In the state file: `(partition, name)` → postcard of the state machine's own state
+/// (`META_APPLIED`, `META_MEMBERSHIP`, `META_LAST_COMMIT_TS`, `META_COMPACTED_BEFORE`).
 pub(crate) const META_TABLE: &str = "meta";
 pub(crate) const META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(META_TABLE);
 

@@ -24,7 +24,7 @@ use crate::schema::{
     SEQUENCES, SEQUENCES_TABLE, VERSIONS, VERSIONS_TABLE, decode, encode,
 };
 use crate::sequences::{self, KeyRecord};
-use crate::storage::{Storage, Tables};
+use crate::storage::{Flush, Storage, Tables};
 use crate::types::{LockOp, LockReply, PartitionId, SequenceInfo, SequenceOp, SequenceReply, Version, WriteResult};
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
@@ -385,7 +385,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // from the last applied index that reached disk.
         let (results, last_commit_ts) = self
             .storage
-            .run(false, move |t| apply_entries(t, p, entries))
+            .run(Flush::Nothing, move |t| apply_entries(t, p, entries))
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
         self.hlc.observe(last_commit_ts);
@@ -409,7 +409,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let (p, applied, membership) = (self.partition, meta.last_log_id, meta.last_membership.clone());
         self.hlc.observe(snap.last_commit_ts);
-        self.storage.run(true, move |t| install(t, p, &snap, applied, &membership)).await.map_err(io_error)?;
+        self.storage.run(Flush::State, move |t| install(t, p, &snap, applied, &membership)).await.map_err(io_error)?;
         self.installed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(partition = p, "installed snapshot up to {applied:?}");
         Ok(())
@@ -434,7 +434,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().map_err(io_error)?;
-            let storage = Storage::open(&dir.path().join("kahuna.redb")).map_err(io_error)?;
+            let storage = Storage::open(dir.path()).map_err(io_error)?;
             let hlc = Arc::new(Hlc::system());
             Ok((dir, LogStore::new(3, storage.clone()), StateMachine::new(3, storage, hlc)))
         }
@@ -454,10 +454,10 @@ mod tests {
     #[tokio::test]
     async fn coordination_state_in_snapshots_and_compaction() -> Result<(), StoreError> {
         let dir = tempfile::tempdir()?;
-        let storage = Storage::open(&dir.path().join("a.redb"))?;
+        let storage = Storage::open(&dir.path().join("a"))?;
         let ts = crate::hlc::from_physical_ms(1_000);
         let results = storage
-            .run(true, move |t| {
+            .run(Flush::State, move |t| {
                 let create = SequenceOp::Create { name: "s".into(), start: 1, increment: 1, max: None };
                 let commands = [Command::Sequence { op: create }, lock("a"), reserve("k"), reserve("k")];
                 commands.into_iter().enumerate().map(|(i, c)| apply_command(t, 3, c, ts + i as u64)).collect()
@@ -473,8 +473,8 @@ mod tests {
 
         let (snap, _, _) = read_snapshot(&storage.db().begin_read()?, 3)?;
         assert_eq!((snap.locks.len(), snap.sequences.len(), snap.sequence_keys.len()), (1, 1, 1));
-        let other = Storage::open(&dir.path().join("b.redb"))?;
-        other.run(true, move |t| install(t, 3, &snap, None, &Membership::default())).await?;
+        let other = Storage::open(&dir.path().join("b"))?;
+        other.run(Flush::State, move |t| install(t, 3, &snap, None, &Membership::default())).await?;
         let (copied, _, _) = read_snapshot(&other.db().begin_read()?, 3)?;
         assert_eq!(copied.locks[0].1.last_token, 1);
         assert_eq!(copied.sequence_keys[0].2.allocation.first, 1);
@@ -483,7 +483,7 @@ mod tests {
         // the next owner gets token 2.
         let later = crate::hlc::from_physical_ms(10_000);
         let results = other
-            .run(true, move |t| {
+            .run(Flush::State, move |t| {
                 let compact = Command::Compact { before_ts: 0, operations_before_ts: later };
                 [compact, lock("b"), reserve("k")].into_iter().map(|c| apply_command(t, 3, c, later)).collect()
             })

@@ -1,10 +1,16 @@
-//! The storage thread: the one owner of redb's write transaction.
+//! The storage thread: the one owner of redb's write transactions.
 //!
 //! Work from every partition (log appends, votes, truncations, purges, applies,
-//! snapshot installs) is queued here. The thread drains the queue into one redb write
-//! transaction, commits it — fsynced when any job in it needs durability — and only
-//! then completes each job. That is group commit: many writers share one fsync and
-//! each still waits for exactly one.
+//! snapshot installs) is queued here. The thread drains the queue into one write
+//! transaction on each of the node's two files (see `schema`), commits them — the
+//! state file first, each fsynced when a job in the batch asks for it ([`Flush`]) — and
+//! only then completes each job. That is group commit: many writers share one fsync
+//! and each still waits for exactly one.
+//!
+//! The log file commits before the state file, so state on disk never runs ahead of
+//! the log on disk: an entry is appended (and its append queued here) before it can be
+//! applied. Purging the log is the other direction and is ordered by the log store: it
+//! first flushes the state file in a batch of its own, then purges.
 //!
 //! Reads never come here: they open their own redb read transaction.
 
@@ -17,15 +23,28 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use crate::error::StoreError;
 use crate::schema::{
-    FORMAT, FORMAT_VERSION, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, SEQUENCE_KEYS, SEQUENCES, VERSIONS,
+    FORMAT, FORMAT_VERSION, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, RAFT_META, SEQUENCE_KEYS, SEQUENCES,
+    VERSIONS,
 };
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
 
-/// The tables of one write transaction, opened once per batch.
+/// What a job needs fsynced before it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Nothing: visible at once, on disk with a later flush (applies, truncations).
+    Nothing,
+    /// The log file (appends, votes).
+    Log,
+    /// The state file (before purging the log, installing a snapshot).
+    State,
+}
+
+/// The tables of one batch's write transactions, opened once per batch.
 pub(crate) struct Tables<'t> {
     pub(crate) log: Table<'t, (u32, u64), &'static [u8]>,
+    pub(crate) raft_meta: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) meta: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) versions: Table<'t, (u32, &'static str, u64), &'static [u8]>,
     pub(crate) operations: Table<'t, (u32, &'static str), &'static [u8]>,
@@ -36,9 +55,10 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    fn open(log: &'t WriteTransaction, txn: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
-            log: txn.open_table(LOG)?,
+            log: log.open_table(LOG)?,
+            raft_meta: log.open_table(RAFT_META)?,
             meta: txn.open_table(META)?,
             versions: txn.open_table(VERSIONS)?,
             operations: txn.open_table(OPERATIONS)?,
@@ -56,49 +76,57 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub(crate) type Work = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
 
 struct Job {
-    durable: bool,
+    flush: Flush,
     work: Work,
 }
 
-/// Handle to a node's data file and its storage thread.
+/// Handle to a node's two data files and its storage thread.
 pub(crate) struct Storage {
-    db: Arc<Database>,
+    log: Arc<Database>,
+    state: Arc<Database>,
     jobs: mpsc::Sender<Job>,
 }
 
 impl Storage {
-    /// Opens (or creates) the data file at `path` and starts the storage thread.
-    pub(crate) fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = Arc::new(Database::create(path)?);
-        check_format(&db)?;
+    /// Opens (or creates) the data files in `dir` and starts the storage thread.
+    pub(crate) fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let log = Arc::new(Database::create(dir.join("raft-log.redb"))?);
+        let state = Arc::new(Database::create(dir.join("state.redb"))?);
+        check_format(&log, &state)?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        let thread_db = db.clone();
-        thread::Builder::new().name("kahuna-storage".into()).spawn(move || run(&thread_db, &queue))?;
-        Ok(Arc::new(Self { db, jobs }))
+        let (thread_log, thread_state) = (log.clone(), state.clone());
+        thread::Builder::new().name("kahuna-storage".into()).spawn(move || run(&thread_log, &thread_state, &queue))?;
+        Ok(Arc::new(Self { log, state, jobs }))
     }
 
-    /// The database, for read transactions.
+    /// The state file, for read transactions.
     pub(crate) fn db(&self) -> &Database {
-        &self.db
+        &self.state
+    }
+
+    /// The Raft log file, for read transactions.
+    pub(crate) fn log_db(&self) -> &Database {
+        &self.log
     }
 
     /// Queues `work`; its completion runs after the batch commits.
-    pub(crate) fn submit(&self, durable: bool, work: Work) -> Result<(), StoreError> {
-        self.jobs.send(Job { durable, work }).map_err(|_| StoreError::Stopped)
+    pub(crate) fn submit(&self, flush: Flush, work: Work) -> Result<(), StoreError> {
+        self.jobs.send(Job { flush, work }).map_err(|_| StoreError::Stopped)
     }
 
     /// Runs `f` in the next batch and returns its result once the batch committed.
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw the job: it still runs and commits.
-    pub(crate) async fn run<T, F>(&self, durable: bool, f: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F>(&self, flush: Flush, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&mut Tables<'t>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(
-            durable,
+            flush,
             Box::new(move |tables| {
                 let result = f(tables);
                 Box::new(move |commit: Result<(), String>| {
@@ -114,9 +142,9 @@ impl Storage {
     }
 }
 
-fn check_format(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
+fn check_format(log: &Database, state: &Database) -> Result<(), StoreError> {
+    let (log_txn, state_txn) = (log.begin_write()?, state.begin_write()?);
+    for txn in [&log_txn, &state_txn] {
         let mut format = txn.open_table(FORMAT)?;
         let found = format.get("version")?.map(|v| v.value());
         match found {
@@ -126,10 +154,11 @@ fn check_format(db: &Database) -> Result<(), StoreError> {
             Some(v) if v == FORMAT_VERSION => {}
             Some(found) => return Err(StoreError::Format { found, supported: FORMAT_VERSION }),
         }
-        // Create every table so read transactions never meet a missing one.
-        Tables::open(&txn)?;
     }
-    txn.commit()?;
+    // Create every table so read transactions never meet a missing one.
+    Tables::open(&log_txn, &state_txn)?;
+    state_txn.commit()?;
+    log_txn.commit()?;
     Ok(())
 }
 
@@ -145,7 +174,7 @@ pub(crate) fn setting_or_init(db: &Database, name: &str, value: u64) -> Result<u
     Ok(value)
 }
 
-fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
+fn run(log: &Database, state: &Database, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_JOBS_MAX {
@@ -154,7 +183,7 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = run_batch(db, batch) {
+        if let Err(e) = run_batch(log, state, batch) {
             // The jobs' completions were dropped: their callers see the thread stop.
             tracing::error!("storage batch failed: {e}");
         }
@@ -162,23 +191,31 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
     tracing::debug!("storage thread stopped");
 }
 
-fn run_batch(db: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
-    let durable = batch.iter().any(|job| job.durable);
+fn begin(db: &Database, durable: bool) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
         .map_err(|e| StoreError::Corrupt { table: "durability", reason: e.to_string() })?;
+    Ok(txn)
+}
+
+fn run_batch(log: &Database, state: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
+    let log_durable = batch.iter().any(|job| job.flush == Flush::Log);
+    let state_durable = batch.iter().any(|job| job.flush == Flush::State);
+    let (log_txn, state_txn) = (begin(log, log_durable)?, begin(state, state_durable)?);
     let mut completions = Vec::with_capacity(batch.len());
     {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&log_txn, &state_txn)?;
         for job in batch {
             completions.push((job.work)(&mut tables));
         }
     }
     let started = std::time::Instant::now();
-    let outcome = txn.commit().map_err(|e| e.to_string());
+    // Log first: state on disk must never hold an entry the log on disk lacks.
+    let outcome = log_txn.commit().and_then(|()| state_txn.commit()).map_err(|e| e.to_string());
     tracing::trace!(
         jobs = completions.len(),
-        durable,
+        log_durable,
+        state_durable,
         commit_us = started.elapsed().as_micros() as u64,
         "storage batch"
     );
