@@ -76,7 +76,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => None,
             WorkloadKind::Lock => Some(lock::NEEDS),
-            WorkloadKind::Sequence => Some(sequence::NEEDS),
+            WorkloadKind::Sequence => None,
             WorkloadKind::Append => Some(append::NEEDS),
             WorkloadKind::Bank => Some(bank::NEEDS),
         }
