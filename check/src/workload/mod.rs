@@ -75,7 +75,7 @@ impl WorkloadKind {
     pub fn missing_api(self) -> Option<&'static str> {
         match self {
             WorkloadKind::Register => None,
-            WorkloadKind::Lock => Some(lock::NEEDS),
+            WorkloadKind::Lock => None,
             WorkloadKind::Sequence => None,
             WorkloadKind::Append => Some(append::NEEDS),
             WorkloadKind::Bank => Some(bank::NEEDS),

@@ -75,13 +75,14 @@ fn grace_covers_every_attempt() {
 #[tokio::test]
 async fn workloads_without_their_api_refuse_to_run() {
     let options = WorkloadOptions::new(["127.0.0.1:1"]);
-    for kind in [WorkloadKind::Lock, WorkloadKind::Append, WorkloadKind::Bank] {
+    for kind in [WorkloadKind::Append, WorkloadKind::Bank] {
         let error = run_workload(kind, &options).await.expect_err("not available");
         assert!(matches!(error, WorkloadError::NotAvailable { workload, .. } if workload == kind), "{error}");
         assert!(error.to_string().contains(kind.missing_api().expect("missing")), "{error}");
     }
     assert_eq!(WorkloadKind::Register.missing_api(), None);
     assert_eq!(WorkloadKind::Sequence.missing_api(), None);
+    assert_eq!(WorkloadKind::Lock.missing_api(), None);
 }
 
 #[tokio::test]
