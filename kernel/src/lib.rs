@@ -2,12 +2,24 @@
 //! as openraft groups, and the replicated state machine.
 //!
 //! openraft and redb types stay inside this crate: the API below speaks only Kahuna's
-//! own vocabulary, so an upgrade of either stays local.
+//! own vocabulary, so an upgrade of either stays local. The server drives a node
+//! through [`Kernel`] (`execute` a [`PartitionRequest`], `handle` a [`NodeMessage`]) and
+//! supplies the [`Transport`] it sends node-to-node messages with.
 //!
-//! Locks and sequences: `locks` and `sequences` hold their pure semantics (time passed
-//! in), applied from Raft entries in `state_machine` and, for ephemeral locks, in the
-//! leader's memory (`partition::coord`); `lock_waits` queues try-locks that wait on the
-//! leader. Their tables are listed in `schema`.
+//! Where things live (new code goes beside its kind):
+//! - `hlc`, `routing`, `limits`, `types`, `error`: vocabulary, pure.
+//! - `mvcc` (key semantics over the `KeyReader`/`KeySpace` traits), `memspace` (the
+//!   in-memory keyspace: ephemeral keys, and the model tests compare against),
+//!   `redb_space` (the persistent keyspace): pure or storage-only, time passed in.
+//! - `locks`, `sequences`: lock and sequence semantics, pure; `lock_waits`: the FIFO
+//!   queue of waiting try-locks on a leader.
+//! - `schema`: every redb table and its key layout; `storage`: the storage thread
+//!   (group commit over the log file and the state file).
+//! - `raft_types`, `log_store`, `state_machine`, `network`: openraft's types, storage
+//!   and network traits implemented over the above.
+//! - `partition` (and `partition::coord` for locks and sequences): one partition's
+//!   read and write paths and timestamp ordering; `node`: the node's partitions,
+//!   request validation and forwarding.
 
 mod error;
 mod hlc;
