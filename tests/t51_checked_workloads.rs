@@ -13,18 +13,20 @@ use kahuna_check::{Tally, WorkloadKind, WorkloadOptions, check_workload, run_wor
 
 const PARTITIONS: u32 = 4;
 
-#[tokio::test]
-async fn sequence_history_is_clean_across_a_leader_kill() {
+/// Runs `kind` for 8 s with 4 clients over `keys` keys against three nodes, kills the
+/// leader of the partition holding `victim_key(prefix)` after 3 s and restarts it 2 s
+/// later, then checks the history.
+async fn checked_across_a_leader_kill(kind: WorkloadKind, keys: usize, victim_key: fn(&str) -> String) {
     let mut cluster = Cluster::start(3, PARTITIONS, &[]).await;
     let mut options = WorkloadOptions::new(cluster.nodes.iter().map(|n| n.address.clone()));
     options.duration = Duration::from_secs(8);
     options.clients = 4;
+    options.keys = keys;
     options.timeout = Duration::from_millis(1500);
-    let sequence = format!("{}-sequence", options.key_prefix);
-    let victim = cluster.leader_of(partition_of(&sequence, PARTITIONS)).await;
+    let victim = cluster.leader_of(partition_of(&victim_key(&options.key_prefix), PARTITIONS)).await;
     assert_ne!(victim, 0);
 
-    let workload = tokio::spawn(async move { run_workload(WorkloadKind::Sequence, &options).await });
+    let workload = tokio::spawn(async move { run_workload(kind, &options).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.node(victim).kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -32,34 +34,18 @@ async fn sequence_history_is_clean_across_a_leader_kill() {
 
     let run = workload.await.expect("workload task").expect("workload runs");
     let tally = Tally::of(&run.history.operations().expect("history pairs"));
-    let report = check_workload(WorkloadKind::Sequence, &run.history, 1);
-    eprintln!("sequence workload: {tally:?}\n{report}");
+    let report = check_workload(kind, &run.history, keys);
+    eprintln!("{kind} workload: {tally:?}\n{report}");
     assert!(report.ok(), "{report}");
-    assert!(tally.ok > 20, "too few successful allocations: {tally:?}");
+    assert!(tally.ok > 20, "too few successful operations: {tally:?}");
+}
+
+#[tokio::test]
+async fn sequence_history_is_clean_across_a_leader_kill() {
+    checked_across_a_leader_kill(WorkloadKind::Sequence, 1, |prefix| format!("{prefix}-sequence")).await;
 }
 
 #[tokio::test]
 async fn lock_history_is_clean_across_a_leader_kill() {
-    let mut cluster = Cluster::start(3, PARTITIONS, &[]).await;
-    let mut options = WorkloadOptions::new(cluster.nodes.iter().map(|n| n.address.clone()));
-    options.duration = Duration::from_secs(8);
-    options.clients = 4;
-    options.keys = 2;
-    options.timeout = Duration::from_millis(1500);
-    let first_lock = format!("{}-lock-0", options.key_prefix);
-    let victim = cluster.leader_of(partition_of(&first_lock, PARTITIONS)).await;
-    assert_ne!(victim, 0);
-
-    let workload = tokio::spawn(async move { run_workload(WorkloadKind::Lock, &options).await });
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.node(victim).kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.node(victim).start();
-
-    let run = workload.await.expect("workload task").expect("workload runs");
-    let tally = Tally::of(&run.history.operations().expect("history pairs"));
-    let report = check_workload(WorkloadKind::Lock, &run.history, 2);
-    eprintln!("lock workload: {tally:?}\n{report}");
-    assert!(report.ok(), "{report}");
-    assert!(tally.ok > 20, "too few successful operations: {tally:?}");
+    checked_across_a_leader_kill(WorkloadKind::Lock, 2, |prefix| format!("{prefix}-lock-0")).await;
 }
