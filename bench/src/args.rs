@@ -15,12 +15,17 @@ pub const VALUE_BYTES_MAX: usize = 1 << 20;
 /// Highest open-loop rate, in operations per second.
 pub const RATE_MAX: u64 = 10_000_000;
 
-/// The system under test. Peers (etcd, Redis) will join behind a cargo feature.
+/// The system under test. The peers (etcd, Redis) need a build with the cargo feature
+/// `peers`; without it they parse but the run stops with an error saying so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     /// A Kahuna cluster, through `kahuna-client`.
     #[default]
     Kahuna,
+    /// An etcd cluster, through `etcd-client` (feature `peers`).
+    Etcd,
+    /// One Redis server, through the `redis` crate (feature `peers`); the first endpoint.
+    Redis,
 }
 
 impl Target {
@@ -28,6 +33,8 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Kahuna => "kahuna",
+            Target::Etcd => "etcd",
+            Target::Redis => "redis",
         }
     }
 }
@@ -71,11 +78,12 @@ impl Workload {
 /// every key of the keyspace once.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct BenchArgs {
-    /// System under test.
+    /// System under test; etcd and redis need a build with the cargo feature `peers`.
     #[arg(long, value_enum, default_value_t = Target::Kahuna)]
     pub target: Target,
 
-    /// Nodes to talk to, tried in order when one is down.
+    /// Nodes to talk to, tried in order when one is down (etcd: its client endpoints;
+    /// Redis: the first one is the server).
     #[arg(
         long,
         value_name = "HOST:PORT[,...]",
@@ -219,6 +227,15 @@ mod tests {
             assert_eq!(args.workload.name(), name);
         }
         assert!(parse(&["-w", "lock"]).is_err());
+    }
+
+    #[test]
+    fn target_names_round_trip() {
+        for name in ["kahuna", "etcd", "redis"] {
+            let args = parse(&["--target", name]).unwrap();
+            assert_eq!(args.target.name(), name);
+        }
+        assert!(parse(&["--target", "zookeeper"]).is_err());
     }
 
     #[test]

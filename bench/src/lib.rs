@@ -9,9 +9,11 @@
 //! omission). The summary gives ops, errors, ops/s and p50/p99/p999/max latency in ms, as
 //! text or as one JSON object (`--json`).
 //!
-//! Systems under test plug in through [`Driver`]; only [`KahunaDriver`] exists so far. Peer
-//! drivers (etcd, Redis) will sit beside it behind a cargo feature, so that the same tool
-//! gives every system's figures in one run.
+//! Systems under test plug in through [`Driver`]: [`KahunaDriver`] always, and with the
+//! cargo feature `peers` the etcd driver (`etcd-client`) and the Redis driver (`redis`), so
+//! that the same tool gives every system's figures in one run (`--target`). The feature is
+//! off by default because etcd-client's build script needs a `protoc` (set `PROTOC`;
+//! `scripts/bench-compare.sh` points it at the vendored one).
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -35,6 +37,7 @@
 //! - `keys`: the keyspace: fixed-width key names and the value bytes.
 //! - `driver`: the [`Driver`] seam every system under test implements.
 //! - `kahuna`: [`KahunaDriver`], over `kahuna-client`.
+//! - `etcd`, `redis` (feature `peers`): `EtcdDriver` and `RedisDriver`.
 //! - `stats`: per-client recording and the merged [`Summary`].
 //! - `runner`: preload, the client tasks, warmup and the progress bar.
 //! - `report`: the text and JSON output.
@@ -45,9 +48,13 @@
 
 mod args;
 mod driver;
+#[cfg(feature = "peers")]
+mod etcd;
 mod kahuna;
 mod keys;
 mod plan;
+#[cfg(feature = "peers")]
+mod redis;
 mod report;
 mod runner;
 mod stats;
@@ -57,7 +64,11 @@ pub use args::{
     Workload,
 };
 pub use driver::{Driver, Keyspace, OpError, ReadMode};
+#[cfg(feature = "peers")]
+pub use etcd::EtcdDriver;
 pub use kahuna::KahunaDriver;
+#[cfg(feature = "peers")]
+pub use redis::RedisDriver;
 pub use stats::Summary;
 
 use std::time::Duration;
@@ -77,16 +88,38 @@ use anyhow::Context;
 /// may or may not be applied. Nothing else is left behind besides the keys written.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = plan::Plan::from_args(&args).map_err(anyhow::Error::msg)?;
-    let drivers = match args.target {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let progress = report::Progress::new(args.json);
+    let outcome = match args.target {
         Target::Kahuna => {
-            let timeout = Duration::from_millis(args.timeout_ms);
-            (0..args.conns)
+            let drivers = (0..args.conns)
                 .map(|_| KahunaDriver::connect(&args.endpoints, timeout))
                 .collect::<Result<Vec<_>, _>>()
-                .context("cannot create the Kahuna client")?
+                .context("cannot create the Kahuna client")?;
+            runner::execute(&plan, &drivers, progress).await?
         }
+        #[cfg(feature = "peers")]
+        Target::Etcd => {
+            let mut drivers = Vec::new();
+            for _ in 0..args.conns {
+                drivers.push(EtcdDriver::connect(&args.endpoints, timeout).await.context("cannot connect to etcd")?);
+            }
+            runner::execute(&plan, &drivers, progress).await?
+        }
+        #[cfg(feature = "peers")]
+        Target::Redis => {
+            let mut drivers = Vec::new();
+            for _ in 0..args.conns {
+                drivers.push(RedisDriver::connect(&args.endpoints, timeout).await.context("cannot connect to Redis")?);
+            }
+            runner::execute(&plan, &drivers, progress).await?
+        }
+        #[cfg(not(feature = "peers"))]
+        Target::Etcd | Target::Redis => anyhow::bail!(
+            "--target {} needs kahuna built with the cargo feature `peers` (cargo build --release --features peers)",
+            args.target.name()
+        ),
     };
-    let outcome = runner::execute(&plan, &drivers, report::Progress::new(args.json)).await?;
     report::print(&args, &plan, &outcome.summary)?;
     if outcome.summary.ops == 0 {
         match &outcome.summary.first_error {
