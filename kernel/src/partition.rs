@@ -42,7 +42,8 @@ use crate::types::{
 /// the partition itself.
 const INITIALIZE_DELAY: Duration = Duration::from_millis(2000);
 
-/// How far ahead of this node's clock an `as of` timestamp may be.
+/// How far ahead of this node's time (its HLC, merged from the whole cluster, or its
+/// wall clock, whichever is later) an `as of` timestamp may be.
 const AS_OF_FUTURE_MS_MAX: u64 = 60_000;
 
 /// Settings a partition is started with.
@@ -278,7 +279,10 @@ impl Partition {
     /// Makes a read at `as_of` safe: no proposal at or below it is still in flight,
     /// and every later one is stamped above it.
     async fn fence_time(&self, as_of: u64) -> Result<(), KvError> {
-        if physical_ms(as_of) > self.hlc.wall_ms() + AS_OF_FUTURE_MS_MAX {
+        // Judged against the merged HLC, not only the wall clock: a timestamp another node
+        // issued with a clock ahead of ours is still a time the cluster has reached.
+        let now_ms = physical_ms(self.hlc.peek()).max(self.hlc.wall_ms());
+        if physical_ms(as_of) > now_ms + AS_OF_FUTURE_MS_MAX {
             return Err(KvError::InvalidInput(format!("as-of timestamp {as_of} is in the future")));
         }
         let wait = async {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use kahuna_client::{
     Batch, Client, ClusterStatus, Consistency, CreateSequenceResult, DeleteItem, DeleteOptions, DeleteResult,
     DeleteSequenceResult, Durability, ExistsResult, ExtendLockResult, ExtendResult, GetResult, GetSequenceResult,
-    Items, LockInfo, LockOptions, LockResult, NextResult, NodeId, OperationId, ReadOptions, ReserveResult, ScanOptions,
-    SetItem, SetOptions, SetResult, UnlockResult, new_operation_id,
+    Items, LockInfo, LockOptions, LockResult, NextResult, NodeId, NodeInfo, OperationId, ReadOptions, ReserveResult,
+    ScanOptions, SetItem, SetOptions, SetResult, UnlockResult, new_operation_id,
 };
 
 use crate::error::ShellError;
@@ -27,12 +27,18 @@ const SESSION_OWNER_HEX_DIGITS: usize = 16;
 pub struct Session {
     owner: String,
     owners: HashMap<(Durability, String), String>,
+    /// Whether `timing on` is in effect.
+    timing: bool,
 }
 
 impl Default for Session {
     fn default() -> Session {
         let id = new_operation_id();
-        Session { owner: format!("shell-{}", &id[..SESSION_OWNER_HEX_DIGITS.min(id.len())]), owners: HashMap::new() }
+        Session {
+            owner: format!("shell-{}", &id[..SESSION_OWNER_HEX_DIGITS.min(id.len())]),
+            owners: HashMap::new(),
+            timing: false,
+        }
     }
 }
 
@@ -40,6 +46,11 @@ impl Session {
     /// Starts a session with a fresh random owner.
     pub fn new() -> Session {
         Session::default()
+    }
+
+    /// Whether each command's latency is to be printed (`timing on`).
+    pub fn timing(&self) -> bool {
+        self.timing
     }
 
     /// The owner to act as on lock `name`: the one that took it here, else the session's.
@@ -199,6 +210,15 @@ pub enum Outcome {
         /// Round-trip time.
         rtt: Duration,
     },
+    /// A members ran: the cluster's nodes as the answering node sees them.
+    Members {
+        /// Node that answered.
+        node_id: NodeId,
+        /// The cluster's nodes.
+        nodes: Vec<NodeInfo>,
+    },
+    /// A timing command ran; whether timing is now on.
+    Timing(bool),
     /// Help text.
     Help(String),
     /// The user asked to leave.
@@ -271,6 +291,14 @@ pub async fn execute(client: &Client, session: &mut Session, command: Command) -
             let started = Instant::now();
             let status = client.status().await?;
             Outcome::Ping { endpoint, node_id: status.node_id, rtt: started.elapsed() }
+        }
+        Command::Members => {
+            let status = client.status().await?;
+            Outcome::Members { node_id: status.node_id, nodes: status.nodes }
+        }
+        Command::Timing { on } => {
+            session.timing = on;
+            Outcome::Timing(on)
         }
         Command::Help { topic } => Outcome::Help(help::text(topic.as_deref()).map_err(ShellError::invalid)?),
         Command::Exit => Outcome::Exit,

@@ -12,8 +12,11 @@
 mod coord;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use kahuna_client::{ClusterStatus, DeleteResult, GetResult, Items, KeyValue, SetResult, hlc_logical, hlc_unix_ms};
+use kahuna_client::{
+    ClusterStatus, DeleteResult, GetResult, Items, KeyValue, NodeId, NodeInfo, SetResult, hlc_logical, hlc_unix_ms,
+};
 use serde_json::{Value, json};
 
 use crate::args::Format;
@@ -38,6 +41,16 @@ pub fn render(outcome: &Outcome, format: Format) -> Vec<u8> {
             outcome => format!("{}\n", json(outcome)).into_bytes(),
         },
         Format::Raw => raw(outcome),
+    }
+}
+
+/// Returns the latency line `timing on` prints after a command's output, and where it
+/// goes: stdout for tables, stderr for json and raw so pipes get only results.
+pub fn render_latency(elapsed: Duration, format: Format) -> (Vec<u8>, Stream) {
+    let line = format!("({:.2} ms)\n", elapsed.as_secs_f64() * 1e3).into_bytes();
+    match format {
+        Format::Table => (line, Stream::Stdout),
+        Format::Json | Format::Raw => (line, Stream::Stderr),
     }
 }
 
@@ -113,6 +126,8 @@ fn table(outcome: &Outcome) -> String {
         Outcome::Ping { endpoint, node_id, rtt } => {
             format!("PONG from node {node_id} at {} in {:.3} ms\n", endpoint_text(endpoint), rtt.as_secs_f64() * 1e3)
         }
+        Outcome::Members { node_id, nodes } => members_table(*node_id, nodes),
+        Outcome::Timing(on) => format!("timing {}\n", if *on { "on" } else { "off" }),
         Outcome::Help(text) => format!("{}\n", text.trim_end()),
         Outcome::Exit => String::new(),
     }
@@ -209,6 +224,22 @@ fn status_table(status: &ClusterStatus) -> String {
         .collect();
     out.push_str(&grid(&["PARTITION", "LEADER", "TERM", "ROLE", "LAST_LOG", "APPLIED", "SNAPSHOT", "VOTERS"], rows));
     out
+}
+
+fn members_table(node_id: NodeId, nodes: &[NodeInfo]) -> String {
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let answering = if n.id == node_id { "yes" } else { "" };
+            vec![n.id.to_string(), n.address.clone(), answering.to_owned()]
+        })
+        .collect();
+    let plural = if nodes.len() == 1 { "" } else { "s" };
+    format!(
+        "{}({} node{plural}, answered by node {node_id})\n",
+        grid(&["NODE", "ADDRESS", "ANSWERING"], rows),
+        nodes.len()
+    )
 }
 
 /// Lays out rows in left-aligned columns two spaces apart; `headers` may be empty.
@@ -354,6 +385,15 @@ fn json(outcome: &Outcome) -> Value {
             "rtt_ms": rtt.as_secs_f64() * 1e3,
             "served_by": node_id,
         }),
+        Outcome::Members { node_id, nodes } => json!({
+            "nodes": nodes.iter().map(|n| json!({
+                "id": n.id,
+                "address": n.address,
+                "answering": n.id == *node_id,
+            })).collect::<Vec<_>>(),
+            "served_by": node_id,
+        }),
+        Outcome::Timing(on) => json!({ "timing": on }),
         Outcome::Help(text) => json!({ "help": text }),
         Outcome::Exit => Value::Null,
     }
@@ -485,6 +525,13 @@ fn raw(outcome: &Outcome) -> Vec<u8> {
             }
         }
         Outcome::Ping { .. } => out.extend_from_slice(b"PONG\n"),
+        Outcome::Members { node_id, nodes } => {
+            for n in nodes {
+                let line = format!("{}\t{}\t{}\n", n.id, n.address, u8::from(n.id == *node_id));
+                out.extend_from_slice(line.as_bytes());
+            }
+        }
+        Outcome::Timing(_) => {}
         Outcome::Coordination(outcome) => return coord::raw(outcome),
         Outcome::Help(text) => out.extend_from_slice(format!("{}\n", text.trim_end()).as_bytes()),
         Outcome::Exit => {}
@@ -659,6 +706,32 @@ mod tests {
         let ping = Outcome::Ping { endpoint: "http://a:1".into(), node_id: 4, rtt: Duration::from_micros(1500) };
         assert_eq!(text(&ping, Format::Table), "PONG from node 4 at a:1 in 1.500 ms\n");
         assert_eq!(parsed(&ping)["served_by"], json!(4));
+    }
+
+    #[test]
+    fn members_and_timing() {
+        let nodes = vec![
+            NodeInfo { id: 1, address: "127.0.0.1:2070".into() },
+            NodeInfo { id: 2, address: "127.0.0.1:2071".into() },
+        ];
+        let members = Outcome::Members { node_id: 2, nodes };
+        let table = text(&members, Format::Table);
+        assert_eq!(
+            table,
+            "NODE  ADDRESS         ANSWERING\n1     127.0.0.1:2070\n2     127.0.0.1:2071  yes\n(2 nodes, answered by node 2)\n"
+        );
+        let document = parsed(&members);
+        assert_eq!(document["nodes"][1], json!({ "id": 2, "address": "127.0.0.1:2071", "answering": true }));
+        assert_eq!(document["nodes"][0]["answering"], json!(false));
+        assert_eq!(document["served_by"], json!(2));
+        assert_eq!(text(&members, Format::Raw), "1\t127.0.0.1:2070\t0\n2\t127.0.0.1:2071\t1\n");
+        assert_eq!(text(&Outcome::Timing(true), Format::Table), "timing on\n");
+        assert_eq!(parsed(&Outcome::Timing(false)), json!({ "timing": false }));
+        assert_eq!(text(&Outcome::Timing(true), Format::Raw), "");
+        let elapsed = Duration::from_micros(1234);
+        assert_eq!(render_latency(elapsed, Format::Table), (b"(1.23 ms)\n".to_vec(), Stream::Stdout));
+        assert_eq!(render_latency(elapsed, Format::Json).1, Stream::Stderr);
+        assert_eq!(render_latency(elapsed, Format::Raw).1, Stream::Stderr);
     }
 
     #[test]

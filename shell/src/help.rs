@@ -205,11 +205,30 @@ pub const COMMANDS: &[CommandHelp] = &[
         ephemeral_form: false,
     },
     CommandHelp {
+        name: "members",
+        brief: "the cluster's nodes and addresses",
+        syntax: "members",
+        summary: "Lists the cluster's nodes with their client addresses, marking the node \
+                  that answered.",
+        example: "members",
+        ephemeral_form: false,
+    },
+    CommandHelp {
         name: "ping",
         brief: "check that a node answers",
         syntax: "ping",
         summary: "Checks that a node answers, and how fast.",
         example: "ping",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "timing",
+        brief: "show each command's latency",
+        syntax: "timing on|off",
+        summary: "With timing on, each command's latency is printed after its output, as \
+                  (1.23 ms): on stdout for table output, on stderr for json and raw output \
+                  so that pipes get only the results. Off by default.",
+        example: "timing on",
         ephemeral_form: false,
     },
     CommandHelp {

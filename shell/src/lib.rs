@@ -18,15 +18,19 @@
 //! - `parse`: words to a `Command`, with every check that needs no server.
 //! - `exec`: runs a `Command` with the client, giving an `Outcome`.
 //! - `format`: table, JSON and raw rendering of outcomes and errors.
-//! - `help`: the command reference, shared by `help`, error messages and completion.
+//! - `help`: the command reference, shared by `help`, error messages, completion and hints.
+//! - `hints`: argument hints in the REPL, from the `help` table.
+//! - `colour`: syntax highlighting in the REPL (terminals only).
 //! - `runner`: scripts. `repl`: the interactive loop. `error`: `ShellError`.
 #![warn(missing_docs)]
 
 mod args;
+mod colour;
 mod error;
 mod exec;
 mod format;
 mod help;
+mod hints;
 mod lex;
 mod parse;
 mod repl;

@@ -171,6 +171,13 @@ pub enum Command {
     Status,
     /// `ping`.
     Ping,
+    /// `members`.
+    Members,
+    /// `timing on` / `timing off`.
+    Timing {
+        /// Whether to print each command's latency from now on.
+        on: bool,
+    },
     /// `help [TOPIC]`.
     Help {
         /// Command to explain; `None` lists all.
@@ -216,6 +223,8 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         "exit" | "quit" => return no_arguments(Command::Exit, "exit", rest),
         "status" => return no_arguments(Command::Status, "status", rest),
         "ping" => return no_arguments(Command::Ping, "ping", rest),
+        "members" => return no_arguments(Command::Members, "members", rest),
+        "timing" => return parse_timing(rest),
         "create-sequence" | "next-sequence" | "reserve-sequence" | "get-sequence" | "delete-sequence" => {
             let mut args = Args { words: rest, position: 0, command: name.clone() };
             return parse_sequence(&mut args, &name);
@@ -374,6 +383,25 @@ fn idempotency_key(args: &mut Args<'_>) -> Result<Option<String>, ParseError> {
             Ok(Some(args.text("key K", false)?))
         }
         _ => Ok(None),
+    }
+}
+
+/// Parses `timing on|off` after its name.
+fn parse_timing(rest: &[Word]) -> Result<Command, ParseError> {
+    let error = |problem: String| ParseError { message: format!("timing: {problem} ({})", help::usage("timing")) };
+    let Some((word, extra)) = rest.split_first() else {
+        return Err(error("expected on or off".into()));
+    };
+    let on = if word.is_keyword("on") {
+        true
+    } else if word.is_keyword("off") {
+        false
+    } else {
+        return Err(error(format!("expected on or off, got {:?}", word.lossy())));
+    };
+    match extra.first() {
+        None => Ok(Command::Timing { on }),
+        Some(word) => Err(error(format!("unexpected {:?}", word.lossy()))),
     }
 }
 
@@ -993,6 +1021,21 @@ mod tests {
         assert_eq!(ok("help get by bucket"), Command::Help { topic: Some("get by bucket".into()) });
         assert!(err("status now").contains("takes no arguments"));
         assert!(err("ping x").contains("takes no arguments"));
+    }
+
+    #[test]
+    fn members_and_timing() {
+        assert_eq!(ok("members"), Command::Members);
+        assert_eq!(ok("MEMBERS"), Command::Members);
+        assert!(err("members all").contains("takes no arguments"));
+        assert_eq!(ok("timing on"), Command::Timing { on: true });
+        assert_eq!(ok("Timing OFF"), Command::Timing { on: false });
+        assert!(err("timing").contains("expected on or off"));
+        assert!(err("timing maybe").contains("expected on or off, got \"maybe\""));
+        assert!(err("timing 'on'").contains("expected on or off"));
+        assert!(err("timing on now").contains("unexpected \"now\""));
+        assert!(err("timing").contains("usage: timing on|off"));
+        assert!(err("etiming on").contains("unknown command"));
     }
 
     #[test]

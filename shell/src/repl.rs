@@ -1,18 +1,21 @@
 //! The interactive shell: a rustyline REPL with history in `~/.kahuna_history`, tab
-//! completion of commands and keys, and multi-line input while a quote is open.
+//! completion of commands and keys, argument hints from the help table, syntax
+//! highlighting on a terminal, and multi-line input while a quote is open.
 //!
 //! It runs on a blocking thread (rustyline blocks) and drives each command on the tokio
 //! runtime through a [`Handle`]. Ctrl-C clears the line being edited, or abandons the
 //! command being run; Ctrl-D leaves.
 
+use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kahuna_client::{Client, Consistency, Durability, ReadOptions, ScanOptions};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
-use rustyline::highlight::Highlighter;
+use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
@@ -20,13 +23,15 @@ use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use tokio::runtime::Handle;
 
 use crate::args::Format;
+use crate::colour;
 use crate::error::ShellError;
 use crate::exec::{self, Outcome};
 use crate::format::{self, Stream};
 use crate::help;
+use crate::hints;
 use crate::lex;
 use crate::parse;
-use crate::runner::emit;
+use crate::runner::{emit, emit_latency};
 
 /// File name of the history, in the user's home directory.
 const HISTORY_FILE: &str = ".kahuna_history";
@@ -47,7 +52,11 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         .completion_type(CompletionType::List)
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
-    editor.set_helper(Some(ShellHelper { client: client.clone(), handle: handle.clone() }));
+    editor.set_helper(Some(ShellHelper {
+        client: client.clone(),
+        handle: handle.clone(),
+        colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }));
     let history = history_path();
     if let Some(path) = &history {
         // A missing file is the normal first run; anything else is worth a word.
@@ -104,19 +113,23 @@ fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Fo
                 return false;
             }
         };
+        let started = Instant::now();
         let result = handle.block_on(async {
             tokio::select! {
                 result = exec::execute(client, session, command) => Some(result),
                 () = ctrl_c() => None,
             }
         });
+        let elapsed = started.elapsed();
         match result {
             Some(Ok(Outcome::Exit)) => return true,
             Some(Ok(outcome)) => {
                 let _ = emit(&format::render(&outcome, format), Stream::Stdout);
+                let _ = emit_latency(session, &Ok(outcome), elapsed, format);
             }
             Some(Err(error)) => {
                 print_error(&error, format);
+                let _ = emit_latency(session, &Err(error), elapsed, format);
                 return false;
             }
             None => {
@@ -155,10 +168,12 @@ fn endpoint_text(endpoint: &str) -> &str {
     endpoint.strip_prefix("http://").unwrap_or(endpoint)
 }
 
-/// rustyline helper: completion and multi-line validation.
+/// rustyline helper: completion, argument hints, highlighting and multi-line validation.
 struct ShellHelper {
     client: Client,
     handle: Handle,
+    /// Whether to colour the line and hints: stdout is a terminal and `NO_COLOR` unset.
+    colour: bool,
 }
 
 impl ShellHelper {
@@ -220,6 +235,7 @@ fn slot(before: &[&str]) -> Slot {
         "set" | "del" | "exists" | "extend" if position == 1 => Slot::Key(durability),
         "mget" | "mdel" => Slot::Key(durability),
         "mset" if position % 2 == 1 => Slot::Key(durability),
+        "timing" if position == 1 => Slot::Words(&["on", "off"]),
         _ => Slot::Nothing,
     }
 }
@@ -271,9 +287,29 @@ impl Completer for ShellHelper {
 
 impl Hinter for ShellHelper {
     type Hint = String;
+
+    fn hint(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> Option<String> {
+        if pos < line.len() {
+            return None;
+        }
+        hints::hint(line)
+    }
 }
 
-impl Highlighter for ShellHelper {}
+impl Highlighter for ShellHelper {
+    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
+        // Command words stay plain for now: see the `colour` module docs.
+        if self.colour { Cow::Owned(colour::highlight(line, false)) } else { Cow::Borrowed(line) }
+    }
+
+    fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
+        if self.colour { Cow::Owned(format!("{}{hint}{}", colour::DIM, colour::RESET)) } else { Cow::Borrowed(hint) }
+    }
+
+    fn highlight_char(&self, _line: &str, _pos: usize, _kind: CmdKind) -> bool {
+        self.colour
+    }
+}
 
 impl Validator for ShellHelper {
     fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
@@ -310,6 +346,9 @@ mod tests {
         assert_eq!(slot(&["mset", "a"]), Slot::Nothing);
         assert_eq!(slot(&["mget", "a", "b"]), Slot::Key(Durability::Persistent));
         assert_eq!(slot(&["status"]), Slot::Nothing);
+        assert_eq!(slot(&["timing"]), Slot::Words(&["on", "off"]));
+        assert_eq!(slot(&["timing", "on"]), Slot::Nothing);
+        assert_eq!(slot(&["members"]), Slot::Nothing);
         assert_eq!(slot(&["bogus"]), Slot::Nothing);
     }
 

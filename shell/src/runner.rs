@@ -6,6 +6,7 @@
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use kahuna_client::Client;
 
@@ -55,7 +56,9 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
     let multi_line = source.trim_end().contains('\n');
     let mut session = exec::Session::new();
     for (line, command) in commands {
+        let started = Instant::now();
         let result = exec::execute(client, &mut session, command).await;
+        let elapsed = started.elapsed();
         let written = match &result {
             Ok(Outcome::Exit) => return ExitCode::from(EXIT_OK),
             Ok(outcome) => emit(&format::render(outcome, format), Stream::Stdout),
@@ -65,6 +68,7 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
                 emit(&bytes, stream)
             }
         };
+        let written = written.and_then(|()| emit_latency(&session, &result, elapsed, format));
         match (written, result) {
             // A closed pipe (`| head`) means nobody reads on: stop quietly.
             (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::from(EXIT_OK),
@@ -73,6 +77,20 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
         }
     }
     ExitCode::from(EXIT_OK)
+}
+
+/// Prints the command's latency when `timing on` is in effect (not for `timing` itself).
+pub fn emit_latency(
+    session: &exec::Session,
+    result: &Result<Outcome, ShellError>,
+    elapsed: Duration,
+    format: Format,
+) -> io::Result<()> {
+    if !session.timing() || matches!(result, Ok(Outcome::Timing(_) | Outcome::Exit)) {
+        return Ok(());
+    }
+    let (bytes, stream) = format::render_latency(elapsed, format);
+    emit(&bytes, stream)
 }
 
 /// Prefixes the message with its line when the script has several lines.
