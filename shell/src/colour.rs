@@ -1,9 +1,6 @@
 //! Syntax highlighting for the REPL: command words, quoted strings and numbers in
-//! distinct ANSI colours. The REPL uses it only when stdout is a terminal.
-//!
-//! Command words are coloured only on request: the pseudo-terminal test
-//! (`tests/t42_repl.rs`) matches a recalled line such as `get repl/marker` literally,
-//! which a colour code after `get` would split.
+//! distinct ANSI colours. The REPL uses it only when stdout is a terminal and
+//! `NO_COLOR` is not set.
 
 /// Command words: bold cyan.
 pub const COMMAND: &str = "\x1b[1;36m";

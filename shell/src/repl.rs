@@ -298,8 +298,7 @@ impl Hinter for ShellHelper {
 
 impl Highlighter for ShellHelper {
     fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
-        // Command words stay plain for now: see the `colour` module docs.
-        if self.colour { Cow::Owned(colour::highlight(line, false)) } else { Cow::Borrowed(line) }
+        if self.colour { Cow::Owned(colour::highlight(line, true)) } else { Cow::Borrowed(line) }
     }
 
     fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
