@@ -20,10 +20,10 @@ mod skew;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{get_req, partition_of, set_req};
+use common::{Cluster, get_req, partition_of, set_req};
 use kahuna_check::{Tally, WorkloadKind, WorkloadOptions, check_workload, run_workload};
 use kahuna_proto::v1::GetRequest;
-use skew::{SkewedCluster, libfaketime_or_skip};
+use skew::libfaketime_or_skip;
 
 const PARTITIONS: u32 = 4;
 /// Node 1 is `peers[0 % 3]`, the preferred leader of partitions 0 and 3.
@@ -46,7 +46,7 @@ fn key_in(tag: &str, wanted: impl Fn(u32) -> bool) -> String {
 }
 
 /// Waits until the skewed node leads some partition; returns the leader map.
-async fn skewed_node_leads(cluster: &SkewedCluster) -> std::collections::BTreeMap<u32, u64> {
+async fn skewed_node_leads(cluster: &Cluster) -> std::collections::BTreeMap<u32, u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let leaders = cluster.leaders().await;
@@ -59,8 +59,8 @@ async fn skewed_node_leads(cluster: &SkewedCluster) -> std::collections::BTreeMa
 }
 
 /// Writes through `via`, returns the commit timestamp.
-async fn write(cluster: &SkewedCluster, via: u64, key: &str, value: &str) -> u64 {
-    let response = cluster.node(via).kv().set(set_req(key, value)).await.expect("set").into_inner();
+async fn write(cluster: &Cluster, via: u64, key: &str, value: &str) -> u64 {
+    let response = cluster.node_ref(via).kv().await.set(set_req(key, value)).await.expect("set").into_inner();
     assert!(response.modified, "set {key} not applied: {response:?}");
     response.commit_ts
 }
@@ -68,19 +68,19 @@ async fn write(cluster: &SkewedCluster, via: u64, key: &str, value: &str) -> u64
 /// Reads `key` through `via` and expects `value` at `commit_ts`, both as the latest
 /// version and `as of` its own commit timestamp (a time the cluster reached, even when
 /// `via`'s wall clock is far behind the node that stamped it).
-async fn expect_visible(cluster: &SkewedCluster, via: u64, key: &str, value: &str, commit_ts: u64) {
-    let got = cluster.node(via).kv().get(get_req(key)).await.expect("get").into_inner();
+async fn expect_visible(cluster: &Cluster, via: u64, key: &str, value: &str, commit_ts: u64) {
+    let got = cluster.node_ref(via).kv().await.get(get_req(key)).await.expect("get").into_inner();
     assert!(got.found, "{key} not found through node {via}");
     let entry = got.kv.expect("entry");
     assert_eq!(entry.value, value.as_bytes(), "{key} through node {via}");
     assert_eq!(entry.commit_ts, commit_ts, "{key} through node {via}");
     let as_of = GetRequest { as_of: Some(commit_ts), ..get_req(key) };
-    let got = cluster.node(via).kv().get(as_of).await.expect("get as of its commit ts").into_inner();
+    let got = cluster.node_ref(via).kv().await.get(as_of).await.expect("get as of its commit ts").into_inner();
     assert_eq!(got.kv.map(|e| e.value), Some(value.as_bytes().to_vec()), "{key} as of {commit_ts} via {via}");
 }
 
 /// Causal order of commit timestamps across the skewed leader and a normal one.
-async fn hlc_orders_writes_across_nodes(cluster: &SkewedCluster, skew_ms: i64) {
+async fn hlc_orders_writes_across_nodes(cluster: &Cluster, skew_ms: i64) {
     let leaders = skewed_node_leads(cluster).await;
     eprintln!("leaders with node {SKEWED} skewed by {skew_ms} ms: {leaders:?}");
     let skewed_key = key_in("skewed", |p| leaders.get(&p) == Some(&SKEWED));
@@ -120,7 +120,7 @@ async fn hlc_orders_writes_across_nodes(cluster: &SkewedCluster, skew_ms: i64) {
 }
 
 /// Runs `kind` for 6 s with 4 clients over all nodes and checks the history.
-async fn workload_is_clean(cluster: &SkewedCluster, kind: WorkloadKind, keys: usize) {
+async fn workload_is_clean(cluster: &Cluster, kind: WorkloadKind, keys: usize) {
     let mut options = WorkloadOptions::new(cluster.endpoints());
     options.duration = Duration::from_secs(6);
     options.clients = 4;
@@ -138,7 +138,7 @@ async fn workload_is_clean(cluster: &SkewedCluster, kind: WorkloadKind, keys: us
 async fn clean_with_skew(test: &str, faketime: &str, skew_ms: i64) {
     let Some(lib) = libfaketime_or_skip(test) else { return };
     let started = Instant::now();
-    let cluster = SkewedCluster::start(3, PARTITIONS, SKEWED, faketime, &lib).await;
+    let cluster = skew::start(3, PARTITIONS, SKEWED, faketime, &lib).await;
     eprintln!("{test}: cluster ready in {:?} (node {SKEWED}: FAKETIME={faketime})", started.elapsed());
     hlc_orders_writes_across_nodes(&cluster, skew_ms).await;
     // Node 1 must still lead a partition when the workloads start.

@@ -24,6 +24,8 @@ pub struct Node {
     pub address: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Extra environment of the process (such as libfaketime's).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -35,6 +37,7 @@ impl Node {
             .arg("serve")
             .args(&self.args)
             .env("KAHUNA_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -118,6 +121,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with `partitions` partitions and extra flags.
     pub async fn start(n: usize, partitions: u32, extra: &[&str]) -> Cluster {
+        Self::start_with_env(n, partitions, extra, |_| Vec::new()).await
+    }
+
+    /// As [`Cluster::start`], with extra environment variables for node `id` from `env(id)`.
+    pub async fn start_with_env(
+        n: usize,
+        partitions: u32,
+        extra: &[&str],
+        env: impl Fn(u64) -> Vec<(String, String)>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let peers: BTreeMap<u64, String> =
@@ -141,7 +154,7 @@ impl Cluster {
                 args.push(peers_flag.clone());
             }
             args.extend(extra.iter().map(|s| s.to_string()));
-            let mut node = Node { id: *id, address: address.clone(), data_dir, args, child: None };
+            let mut node = Node { id: *id, address: address.clone(), data_dir, args, env: env(*id), child: None };
             node.start();
             nodes.push(node);
         }
@@ -152,6 +165,33 @@ impl Cluster {
 
     pub fn node(&mut self, id: u64) -> &mut Node {
         self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Node `id`, shared.
+    pub fn node_ref(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Every node's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.address.clone()).collect()
+    }
+
+    /// Partition -> leader, as the first node that answers sees it.
+    pub async fn leaders(&self) -> BTreeMap<u32, u64> {
+        for node in self.running() {
+            if let Some(s) = node.status().await {
+                return s.partitions.iter().map(|p| (p.partition, p.leader)).collect();
+            }
+        }
+        BTreeMap::new()
+    }
+
+    /// Every node's log (and extra environment), for failure messages.
+    pub fn logs(&self) -> String {
+        let logs: Vec<String> =
+            self.nodes.iter().map(|n| format!("--- node {} {:?} ---\n{}", n.id, n.env, n.log())).collect();
+        logs.join("\n")
     }
 
     /// Waits until every running node sees a leader for every partition.
@@ -172,11 +212,7 @@ impl Cluster {
             if ready {
                 return;
             }
-            if Instant::now() > deadline {
-                let logs: Vec<String> =
-                    self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log())).collect();
-                panic!("cluster not ready within {timeout:?}\n{}", logs.join("\n"));
-            }
+            assert!(Instant::now() <= deadline, "cluster not ready within {timeout:?}\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

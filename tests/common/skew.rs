@@ -2,22 +2,13 @@
 //!
 //! The skewed node runs `kahuna serve` with `FAKETIME=<offset>` (for example `+120s`)
 //! and `DONT_FAKE_MONOTONIC=1`, so only `CLOCK_REALTIME` (what the HLC reads) moves;
-//! tokio's timers keep the real monotonic clock. The other nodes run unchanged. Nodes are
-//! plain child processes on loopback, started here because [`crate::common::Node`] keeps
-//! its command private.
+//! tokio's timers keep the real monotonic clock. The other nodes run unchanged, all
+//! through the shared harness ([`Cluster::start_with_env`]).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use kahuna_proto::v1::cluster_client::ClusterClient;
-use kahuna_proto::v1::key_value_client::KeyValueClient;
-use kahuna_proto::v1::{StatusRequest, StatusResponse};
-use tonic::transport::Channel;
-
-use crate::common::free_port;
+use crate::common::Cluster;
 
 /// Set to `1` to turn a skip (libfaketime missing) into a failure.
 pub const REQUIRED_ENV: &str = "KAHUNA_FAULTS_REQUIRED";
@@ -67,133 +58,18 @@ pub fn libfaketime_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// One node process; killed on drop.
-pub struct SkewedNode {
-    pub id: u64,
-    pub address: String,
-    pub data_dir: PathBuf,
-    /// The `FAKETIME` offset this node runs with, if any.
-    pub faketime: Option<String>,
-    child: Child,
-}
-
-impl SkewedNode {
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
-    }
-
-    pub fn kv(&self) -> KeyValueClient<Channel> {
-        KeyValueClient::new(channel(&self.address)).max_decoding_message_size(kahuna_proto::MAX_MESSAGE_BYTES)
-    }
-
-    pub async fn status(&self) -> Option<StatusResponse> {
-        let mut c = ClusterClient::new(channel(&self.address));
-        c.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
-    }
-}
-
-impl Drop for SkewedNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn channel(address: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// `n` nodes on loopback, node `skewed` under libfaketime with `FAKETIME=faketime`.
-pub struct SkewedCluster {
-    pub nodes: Vec<SkewedNode>,
-    pub partitions: u32,
-    pub skewed: u64,
-    _dir: tempfile::TempDir,
-}
-
-impl SkewedCluster {
-    pub async fn start(n: usize, partitions: u32, skewed: u64, faketime: &str, libfaketime: &Path) -> SkewedCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let peers: BTreeMap<u64, String> =
-            (1..=n as u64).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
-        let peers_flag = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
-        let mut nodes = Vec::new();
-        for (id, address) in &peers {
-            let data_dir = dir.path().join(format!("node{id}"));
-            let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_kahuna"));
-            command
-                .arg("serve")
-                .args(["--node-id", &id.to_string(), "--listen", address])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--partitions", &partitions.to_string(), "--peers", &peers_flag])
-                .env("KAHUNA_LOG", "info,openraft=warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            let skew = (*id == skewed).then(|| faketime.to_owned());
-            if let Some(offset) = &skew {
-                command.env("LD_PRELOAD", libfaketime).env("FAKETIME", offset).env("DONT_FAKE_MONOTONIC", "1");
-            }
-            let child = command.spawn().expect("spawn kahuna");
-            nodes.push(SkewedNode { id: *id, address: address.clone(), data_dir, faketime: skew, child });
+/// Starts `n` nodes on loopback with node `skewed` under libfaketime at `faketime`
+/// (for example `+120s`).
+pub async fn start(n: usize, partitions: u32, skewed: u64, faketime: &str, libfaketime: &Path) -> Cluster {
+    Cluster::start_with_env(n, partitions, &[], |id| {
+        if id != skewed {
+            return Vec::new();
         }
-        let cluster = SkewedCluster { nodes, partitions, skewed, _dir: dir };
-        cluster.wait_ready(Duration::from_secs(30)).await;
-        cluster
-    }
-
-    pub fn node(&self, id: u64) -> &SkewedNode {
-        self.nodes.iter().find(|n| n.id == id).expect("node id")
-    }
-
-    pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.address.clone()).collect()
-    }
-
-    /// Waits until every node sees a leader for every partition.
-    pub async fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut ready = true;
-            for node in &self.nodes {
-                match node.status().await {
-                    Some(s)
-                        if s.partitions.len() == self.partitions as usize
-                            && s.partitions.iter().all(|p| p.leader != 0) => {}
-                    _ => ready = false,
-                }
-            }
-            if ready {
-                return;
-            }
-            assert!(Instant::now() < deadline, "cluster not ready within {timeout:?}\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Partition -> leader, as the first node that answers sees it.
-    pub async fn leaders(&self) -> BTreeMap<u32, u64> {
-        for node in &self.nodes {
-            if let Some(s) = node.status().await {
-                return s.partitions.iter().map(|p| (p.partition, p.leader)).collect();
-            }
-        }
-        BTreeMap::new()
-    }
-
-    /// Every node's log, for failure messages.
-    pub fn logs(&self) -> String {
-        let logs: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("--- node {} (FAKETIME={:?}) ---\n{}", n.id, n.faketime, n.log()))
-            .collect();
-        logs.join("\n")
-    }
+        vec![
+            ("LD_PRELOAD".to_owned(), libfaketime.display().to_string()),
+            ("FAKETIME".to_owned(), faketime.to_owned()),
+            ("DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+        ]
+    })
+    .await
 }
