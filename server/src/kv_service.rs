@@ -20,6 +20,26 @@ use crate::status::to_status;
 /// and the group's operation id.
 type WriteGroup = (Vec<usize>, Vec<WriteOp>, Option<String>);
 
+/// One write of a batch: the op, its operation id and its durability.
+type BatchItem = (WriteOp, Option<String>, kahuna_kernel::Durability);
+
+/// Converts a batch's requests with `op`, reading each one's durability and operation id
+/// with `meta`; fails on the first malformed one.
+fn batch_items<R>(
+    requests: Vec<R>,
+    meta: impl Fn(&R) -> (i32, &str),
+    op: impl Fn(R) -> Result<WriteOp, Status>,
+) -> Result<Vec<BatchItem>, Status> {
+    requests
+        .into_iter()
+        .map(|r| {
+            let (raw_durability, id) = meta(&r);
+            let (dur, id) = (durability(raw_durability)?, operation_id(id));
+            Ok((op(r)?, id, dur))
+        })
+        .collect()
+}
+
 pub struct KvService {
     kernel: Kernel,
 }
@@ -50,10 +70,7 @@ impl KvService {
 
     /// Splits writes by partition, runs each group as one entry, and returns the
     /// results in request order.
-    async fn write_many(
-        &self,
-        items: Vec<(WriteOp, Option<String>, kahuna_kernel::Durability)>,
-    ) -> Result<(Vec<WriteResult>, u64), Status> {
+    async fn write_many(&self, items: Vec<BatchItem>) -> Result<(Vec<WriteResult>, u64), Status> {
         check_batch(items.len()).map_err(to_status)?;
         let mut groups: BTreeMap<(PartitionId, bool), WriteGroup> = BTreeMap::new();
         for (index, (op, id, dur)) in items.into_iter().enumerate() {
@@ -226,15 +243,7 @@ impl KeyValueApi for KvService {
     }
 
     async fn set_many(&self, request: Request<SetManyRequest>) -> Result<Response<SetManyResponse>, Status> {
-        let items = request
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|r| {
-                let (dur, id) = (durability(r.durability)?, operation_id(&r.operation_id));
-                Ok((convert::set_op(r)?, id, dur))
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let items = batch_items(request.into_inner().items, |r| (r.durability, &r.operation_id), convert::set_op)?;
         let (results, by) = self.write_many(items).await?;
         let results = results.into_iter().map(|r| convert::set_response(r, by)).collect::<Result<_, _>>()?;
         Ok(Response::new(SetManyResponse { results, served_by: by }))
@@ -250,15 +259,11 @@ impl KeyValueApi for KvService {
     }
 
     async fn delete_many(&self, request: Request<DeleteManyRequest>) -> Result<Response<DeleteManyResponse>, Status> {
-        let items = request
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|r| {
-                let (dur, id) = (durability(r.durability)?, operation_id(&r.operation_id));
-                Ok((convert::delete_op(r), id, dur))
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let items = batch_items(
+            request.into_inner().items,
+            |r| (r.durability, &r.operation_id),
+            |r| Ok(convert::delete_op(r)),
+        )?;
         let (results, by) = self.write_many(items).await?;
         let results = results.into_iter().map(|r| convert::delete_response(r, by)).collect::<Result<_, _>>()?;
         Ok(Response::new(DeleteManyResponse { results, served_by: by }))
