@@ -1,6 +1,8 @@
 //! Every runbook in `scripts/*.kahuna` run with `kahuna shell -f` against a live node:
 //! each exits 0, its JSON output shows the pattern it documents, and it runs again
-//! cleanly (in table format) on the state the first run left.
+//! cleanly (in table format) on the state the first run left. Also the Lua example
+//! `scripts/counter.lua` run with `run`, and what a script does when a transaction in it
+//! fails (rolls back, exit 1) or is left open (refused before anything runs, exit 2).
 
 mod common;
 
@@ -12,19 +14,32 @@ use serde_json::Value;
 
 /// The runbooks this test knows how to check; any other `*.kahuna` file in `scripts/`
 /// is still run and must succeed.
-const KNOWN: [&str; 4] =
-    ["expire-sessions.kahuna", "invoice-numbering.kahuna", "leader-election.kahuna", "singleton-job.kahuna"];
+const KNOWN: [&str; 6] = [
+    "expire-sessions.kahuna",
+    "feature-flag-rollout.kahuna",
+    "invoice-numbering.kahuna",
+    "leader-election.kahuna",
+    "reservation-move.kahuna",
+    "singleton-job.kahuna",
+];
 
 fn run_file(endpoint: &str, format: &str, file: &Path) -> Output {
+    shell(endpoint, &["--format", format, "-f", &file.to_string_lossy()])
+}
+
+/// Runs `kahuna shell` from the repository root (so `scripts/...` paths resolve), with
+/// `args` after the endpoint.
+fn shell(endpoint: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kahuna"))
         .arg("shell")
-        .args(["--endpoints", endpoint, "--format", format, "-f"])
-        .arg(file)
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
-        .expect("run kahuna shell -f")
+        .expect("run kahuna shell")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -164,6 +179,54 @@ fn check_leader_election(docs: &[Value]) {
     assert_eq!(matching(docs, &[("name", name), ("released", true.into())]).len(), 2);
 }
 
+fn check_feature_flag_rollout(docs: &[Value]) {
+    let begun: Vec<&Value> = docs.iter().filter(|d| d.get("snapshot_ts").is_some()).collect();
+    assert_eq!(begun.len(), 2, "a dry run and the rollout: {docs:#?}");
+    let checkout = Value::from("flags/checkout-v2");
+    let dry = matching(docs, &[("key", checkout.clone()), ("found", true.into())]);
+    assert_eq!(dry[0]["value"], "on", "the dry run sees its own write");
+    assert_eq!(dry[0]["commit_ts"], 0, "an uncommitted write has no commit timestamp");
+    assert_eq!(dry[1]["value"], "off", "the rollback discarded it");
+    let rolled_back = matching(docs, &[("rolled_back", true.into())]);
+    assert_eq!(rolled_back.len(), 1);
+    assert_eq!(rolled_back[0]["txn_id"], begun[0]["txn_id"]);
+    let buffered = matching(docs, &[("in_transaction", true.into()), ("modified", true.into())]);
+    assert_eq!(buffered.len(), 4, "one set in the dry run, three in the rollout: {docs:#?}");
+    let commits = matching(docs, &[("committed", true.into())]);
+    assert_eq!(commits.len(), 1);
+    assert_eq!(commits[0]["txn_id"], begun[1]["txn_id"]);
+    let commit_ts = commits[0]["commit_ts"].as_u64().expect("the rollout wrote something");
+    let after = docs.iter().rev().find_map(|d| d.get("results")).expect("the final mget");
+    let after = after.as_array().expect("results");
+    let values: Vec<&str> = after.iter().map(|r| r["value"].as_str().expect("found")).collect();
+    assert_eq!(values, ["on", "on", "10"]);
+    for result in after {
+        assert_eq!(result["commit_ts"].as_u64(), Some(commit_ts), "all three flags commit together: {result}");
+    }
+}
+
+fn check_reservation_move(docs: &[Value]) {
+    let scripts: Vec<&Value> = docs.iter().filter(|d| d.get("hash").is_some()).collect();
+    assert_eq!(scripts.len(), 3, "two runs of the file and a lua block: {docs:#?}");
+    assert_eq!(scripts[0]["value"]["moved"], true);
+    assert_eq!(scripts[0]["value"]["to"], "bob");
+    assert!(scripts[0]["commit_ts"].is_u64(), "the move committed: {}", scripts[0]);
+    assert_eq!(scripts[1]["value"]["moved"], false);
+    assert_eq!(scripts[1]["value"]["reason"], "held by bob");
+    assert_eq!(scripts[1]["commit_ts"], Value::Null, "a refused move writes nothing");
+    let owner = matching(docs, &[("key", "reservations/12A".into()), ("found", true.into())]);
+    assert_eq!(owner.len(), 1);
+    assert_eq!(owner[0]["value"], "bob");
+    assert_eq!(owner[0]["commit_ts"], scripts[0]["commit_ts"], "the reservation moved in the script's commit");
+    let holds = matching(docs, &[("prefix", "holds/".into())]);
+    assert_eq!(scan_keys(holds[0]), ["holds/bob/12A"]);
+    assert_eq!(
+        scripts[2]["value"],
+        serde_json::json!([{ "hold": "holds/bob/12A", "reservation": "reservations/12A" }]),
+        "the lua block returns the holds as records"
+    );
+}
+
 #[tokio::test]
 async fn every_runbook_runs_and_shows_its_pattern() {
     let cluster = Cluster::start(1, 2, &[]).await;
@@ -189,6 +252,8 @@ async fn every_runbook_runs_and_shows_its_pattern() {
             "invoice-numbering.kahuna" => check_invoice_numbering(&docs),
             "expire-sessions.kahuna" => check_expire_sessions(&docs),
             "leader-election.kahuna" => check_leader_election(&docs),
+            "feature-flag-rollout.kahuna" => check_feature_flag_rollout(&docs),
+            "reservation-move.kahuna" => check_reservation_move(&docs),
             _ => {}
         }
     }
@@ -206,10 +271,60 @@ async fn every_runbook_runs_and_shows_its_pattern() {
             "leader-election.kahuna" => {
                 &["acquired: owner node-a", "(not acquired: held by owner node-a", "acquired: owner node-b"]
             }
+            "feature-flag-rollout.kahuna" => {
+                &["begun transaction", "(uncommitted)", "rolled back transaction", "committed transaction", "\"10\""]
+            }
+            "reservation-move.kahuna" => &["\"held by bob\"", "(committed at", "(nothing written", "holds/bob/12A"],
             _ => &[],
         };
         for line in expected {
             assert!(stdout.contains(line), "{}: no {line:?} in\n{stdout}", name(file));
         }
     }
+}
+
+fn raw(endpoint: &str, command: &str) -> String {
+    let out = shell(endpoint, &["--format", "raw", "-c", command]);
+    assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+    text(&out.stdout).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn lua_files_and_transactions_that_fail() {
+    let cluster = Cluster::start(1, 2, &[]).await;
+    let endpoint = cluster.nodes[0].address.clone();
+
+    // The Lua example: typed arguments, and a value that survives between runs.
+    assert_eq!(raw(&endpoint, "run scripts/counter.lua key=t41/hits"), "1");
+    assert_eq!(raw(&endpoint, "run scripts/counter.lua key=t41/hits by=5"), "6");
+    assert_eq!(raw(&endpoint, "get t41/hits"), "6");
+    let out = shell(&endpoint, &["--format", "json", "-c", "run scripts/counter.lua key=t41/hits by=-6"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["value"], 0);
+    assert!(doc["commit_ts"].is_u64(), "{doc}");
+
+    // A script error names the file and line, and shows the line.
+    let out = shell(&endpoint, &["-c", "run scripts/counter.lua key=t41/hits by='5'"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("scripts/counter.lua:") && stderr.contains("by must be a whole number"), "{stderr}");
+    assert!(stderr.contains(" | ") && stderr.contains("error(\"by must be"), "the script line is shown: {stderr}");
+
+    // A command that fails inside a transaction rolls it back: nothing it wrote stays.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("partial.kahuna");
+    let big = "x".repeat(2 * 1024 * 1024);
+    std::fs::write(&script, format!("begin\nset t41/partial 1\nset t41/big {big}\nset t41/after 1\ncommit\n"))
+        .expect("write script");
+    let out = run_file(&endpoint, "table", &script);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 3:") && stderr.contains("rolled back"), "{stderr}");
+    assert_eq!(raw(&endpoint, "exists t41/partial; exists t41/after"), "0\n0");
+
+    // A transaction a script would leave open is refused before anything runs.
+    let out = shell(&endpoint, &["-c", "set t41/open 1; begin; set t41/open 2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no commit or rollback"), "{}", text(&out.stderr));
+    assert_eq!(raw(&endpoint, "exists t41/open"), "0", "nothing ran");
 }

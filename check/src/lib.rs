@@ -35,8 +35,9 @@
 //!
 //! [`run_workload`] drives a live cluster with concurrent clients and records the history
 //! for one of these checkers ([`WorkloadKind`]); [`check_workload`] judges it, and [`run`]
-//! does both for `kahuna check` ([`CheckArgs`]). Only the register workload runs today;
-//! the others say which API they wait for.
+//! does both for `kahuna check` ([`CheckArgs`]). The append and bank workloads run
+//! interactive transactions; a `Conflict` on commit is recorded as `fail` and any other
+//! commit error as `info`.
 
 // The event model: JSONL parsing and writing, pairing invokes with completions.
 mod history;

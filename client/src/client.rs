@@ -460,7 +460,7 @@ fn cluster_client(channel: Channel) -> ClusterClient<Channel> {
 }
 
 /// Converts a ttl to the protocol's signed milliseconds (0 = none).
-fn ttl_to_proto(ttl_ms: Option<u64>) -> Result<i64, Error> {
+pub(crate) fn ttl_to_proto(ttl_ms: Option<u64>) -> Result<i64, Error> {
     let ttl_ms = ttl_ms.unwrap_or(0);
     i64::try_from(ttl_ms).map_err(|_| Error::InvalidInput(format!("ttl {ttl_ms} ms is too large")))
 }
@@ -468,6 +468,23 @@ fn ttl_to_proto(ttl_ms: Option<u64>) -> Result<i64, Error> {
 /// Builds a set request, checking the combinations the server would refuse anyway.
 /// Resolves the operation id once, so retries of this request share it.
 fn set_request(key: String, value: Vec<u8>, options: &SetOptions) -> Result<v1::SetRequest, Error> {
+    let ttl_ms = check_set_options(options)?;
+    Ok(v1::SetRequest {
+        key,
+        value,
+        durability: options.durability.to_proto(),
+        nx: options.nx,
+        xx: options.xx,
+        compare_value: options.compare_value.clone(),
+        compare_revision: options.compare_revision,
+        ttl_ms,
+        operation_id: options.operation_id.resolve(),
+    })
+}
+
+/// Checks the combinations of set options the server would refuse anyway; returns the
+/// ttl in the protocol's form.
+pub(crate) fn check_set_options(options: &SetOptions) -> Result<i64, Error> {
     if options.nx && options.xx {
         return Err(Error::InvalidInput("nx and xx exclude each other".into()));
     }
@@ -479,17 +496,7 @@ fn set_request(key: String, value: Vec<u8>, options: &SetOptions) -> Result<v1::
     if options.ttl_ms == Some(0) {
         return Err(Error::InvalidInput("ttl must be at least 1 ms; omit it for no expiry".into()));
     }
-    Ok(v1::SetRequest {
-        key,
-        value,
-        durability: options.durability.to_proto(),
-        nx: options.nx,
-        xx: options.xx,
-        compare_value: options.compare_value.clone(),
-        compare_revision: options.compare_revision,
-        ttl_ms: ttl_to_proto(options.ttl_ms)?,
-        operation_id: options.operation_id.resolve(),
-    })
+    ttl_to_proto(options.ttl_ms)
 }
 
 fn delete_request(key: String, options: &DeleteOptions) -> v1::DeleteRequest {

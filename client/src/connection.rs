@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::Error;
+use crate::error::{Error, OUTCOME_METADATA};
 
 /// Default budget for one attempt of a call (sent to the server as the gRPC deadline).
 pub const TIMEOUT_MS_DEFAULT: u64 = 5_000;
@@ -192,29 +192,68 @@ impl Pool {
         method: &'static str,
         retry_safe: bool,
         timeout: Duration,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let retry = if retry_safe { Retry::Safe } else { Retry::Never };
+        self.call_on(None, method, retry, timeout, attempt).await.map(|(response, _)| response)
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error `retry` does not allow to
+    /// repeat, or the retry budget is spent; returns the response and the index of the
+    /// endpoint that gave it. With `pinned`, every attempt goes to that endpoint (calls
+    /// of a transaction, which lives on one node); otherwise to the current endpoint,
+    /// which moves on after an endpoint failure.
+    ///
+    /// Each attempt gets `timeout`, on the client side and as the gRPC deadline sent to
+    /// the server.
+    pub(crate) async fn call_on<T, F, Fut>(
+        self: &Arc<Self>,
+        pinned: Option<usize>,
+        method: &'static str,
+        retry: Retry,
+        timeout: Duration,
+        mut attempt: F,
+    ) -> Result<(T, usize), Error>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut retries = 0;
         loop {
-            let index = self.current();
+            let index = pinned.filter(|i| *i < self.nodes.len()).unwrap_or_else(|| self.current());
             let channel = self.nodes[index].channel.clone();
-            let error = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => Error::from_status(&status),
-                Err(_elapsed) => Error::Timeout(format!(
-                    "{method} got no answer from {} within {} ms",
-                    self.nodes[index].uri,
-                    timeout.as_millis()
-                )),
+            let (error, not_committed) = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
+                Ok(Ok(response)) => return Ok((response.into_inner(), index)),
+                Ok(Err(status)) => {
+                    let outcome = status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok());
+                    (Error::from_status(&status), outcome == Some("not-committed"))
+                }
+                Err(_elapsed) => (
+                    Error::Timeout(format!(
+                        "{method} got no answer from {} within {} ms",
+                        self.nodes[index].uri,
+                        timeout.as_millis()
+                    )),
+                    false,
+                ),
             };
             if error.is_failover() {
                 self.fail_over(index);
             }
-            if !(retry_safe && error.is_failover() && retries < self.config.retries) {
+            let repeatable = match retry {
+                Retry::Never => false,
+                Retry::Safe => error.is_failover(),
+                // A conflict is left to the caller: the server already re-ran the call.
+                Retry::NotSent => {
+                    error.is_not_sent()
+                        || (not_committed && error.is_retryable() && !matches!(error, Error::Conflict(_)))
+                }
+            };
+            if !(repeatable && retries < self.config.retries) {
                 return Err(with_context(error, &self.nodes[index].uri, retries + 1));
             }
             retries += 1;
@@ -222,12 +261,33 @@ impl Pool {
                 method,
                 endpoint = %self.nodes[index].uri,
                 retries,
+                pinned = pinned.is_some(),
                 %error,
-                "retrying on the next endpoint"
+                "retrying"
             );
             tokio::time::sleep(backoff(retries)).await;
         }
     }
+
+    /// Returns the URI of endpoint `index` (as returned by [`Pool::call_on`]).
+    pub(crate) fn endpoint(&self, index: usize) -> &str {
+        self.nodes.get(index).map_or("", |node| node.uri.as_str())
+    }
+}
+
+/// Which failed attempts of a call [`Pool::call_on`] repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// None: the call must not run twice and its outcome is unknown after a failure.
+    Never,
+    /// Endpoint failures (`Unavailable`, `Timeout`): for calls that are safe to repeat
+    /// (reads; writes with an operation id; a transaction's commit, whose outcome the
+    /// server keeps).
+    Safe,
+    /// Only failures that prove the request had no effect: it never left the client (the
+    /// channel could not connect), or the server says so (`kahuna-outcome: not-committed`
+    /// on a transient error). For calls that are not idempotent, such as scripts.
+    NotSent,
 }
 
 /// Adds the endpoint and the number of attempts to an endpoint failure, which otherwise
@@ -362,5 +422,51 @@ mod tests {
             .await;
         assert!(matches!(result, Err(Error::InvalidInput(_))));
         assert_eq!(attempts, 1, "bad input is never retried");
+    }
+
+    #[tokio::test]
+    async fn pinned_calls_stay_and_not_sent_retries_only_unsent() {
+        let config = Config { retries: 2, ..Config::default() };
+        let pool = Arc::new(Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config).expect("endpoints"));
+        let mut seen = Vec::new();
+        let result: Result<((), usize), Error> = pool
+            .call_on(Some(1), "test", Retry::Safe, Duration::from_secs(1), |_channel, _timeout| {
+                seen.push(());
+                async { Err(tonic::Status::unavailable("down")) }
+            })
+            .await;
+        assert!(matches!(&result, Err(Error::Unavailable(m)) if m.contains("127.0.0.2")), "pinned: {result:?}");
+        assert_eq!(seen.len(), 3);
+        let mut attempts = 0;
+        let result: Result<((), usize), Error> = pool
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+                attempts += 1;
+                async { Err(tonic::Status::unavailable("no leader")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(attempts, 1, "an answer from a server may hide a run: no retry");
+        let mut attempts = 0;
+        let result: Result<((), usize), Error> = pool
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+                attempts += 1;
+                async { Err(tonic::Status::unknown("Service was not ready: transport error")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(attempts, 3, "a request that never left may be sent again");
+        let mut attempts = 0;
+        let result: Result<((), usize), Error> = pool
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+                attempts += 1;
+                let mut status = tonic::Status::unavailable("script:3: no quorum");
+                status
+                    .metadata_mut()
+                    .insert(OUTCOME_METADATA, tonic::metadata::MetadataValue::from_static("not-committed"));
+                async move { Err(status) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(attempts, 3, "the server said the failed run had no effect");
     }
 }

@@ -26,9 +26,47 @@
 //! }
 //! ```
 //!
+//! Transactions and scripts: a [`Transaction`] stays on the node that began it (no
+//! failover inside it) and fails with [`Error::Conflict`] at commit when something it
+//! read changed, which only running it again from [`Client::begin`] can fix. A script is
+//! one transaction on the node that receives it; [`Client::eval`] never repeats a run
+//! that may have committed.
+//!
+//! ```no_run
+//! use kahuna_client::{Client, Error, GetOptions, ScriptArgs, SetOptions};
+//!
+//! async fn transfer(client: &Client) -> Result<(), Error> {
+//!     loop {
+//!         let txn = client.begin(None).await?;
+//!         let balance = |kv: Option<kahuna_client::KeyValue>| -> i64 {
+//!             kv.and_then(|kv| String::from_utf8(kv.value).ok()?.parse().ok()).unwrap_or(0)
+//!         };
+//!         let a = balance(txn.get("acct/a", GetOptions::new()).await?.kv);
+//!         let b = balance(txn.get("acct/b", GetOptions::new()).await?.kv);
+//!         txn.set("acct/a", (a - 10).to_string(), SetOptions::new()).await?;
+//!         txn.set("acct/b", (b + 10).to_string(), SetOptions::new()).await?;
+//!         match txn.commit().await {
+//!             Err(Error::Conflict(_)) => continue, // nothing committed: run it all again
+//!             other => return other.map(|_| ()),
+//!         }
+//!     }
+//! }
+//!
+//! async fn count(client: &Client) -> Result<i64, Error> {
+//!     let script = "local n = tonumber((kahuna.get(kahuna.args[1]) or {}).value or '0') + 1
+//!                   kahuna.set(kahuna.args[1], n)
+//!                   return n";
+//!     let out = client.eval(script, &ScriptArgs::new().arg("counter")).await?;
+//!     Ok(out.value.as_i64().unwrap_or(0))
+//! }
+//! ```
+//!
 //! Modules (private; everything public is re-exported below):
 //! - `client`: [`Client`], [`ClientBuilder`] and the KeyValue and Cluster calls.
 //! - `locks`, `sequences`: the Locks and Sequences calls of [`Client`].
+//! - `txn`: [`Client::begin`] and [`Transaction`], pinned to the node that began it.
+//! - `scripts`: [`Client::eval`], [`Client::eval_sha`] and [`Client::script_load`].
+//! - `script_value`: [`ScriptValue`] and [`ScriptArgs`], Lua values on the client side.
 //! - `connection`: endpoint normalisation, lazy channels, failover and the retry loop.
 //! - `error`: [`Error`] and its mapping from gRPC statuses.
 //! - `options`: per-call option structs.
@@ -42,7 +80,10 @@ mod error;
 mod hlc;
 mod locks;
 mod options;
+mod script_value;
+mod scripts;
 mod sequences;
+mod txn;
 mod types;
 
 pub use client::{Client, ClientBuilder, SCAN_ALL_ITEMS_MAX, SCAN_PAGE_LIMIT_MAX, TIMEOUT_MS_MAX};
@@ -50,14 +91,17 @@ pub use connection::{
     BACKOFF_MS_BASE, BACKOFF_MS_MAX, CONNECT_TIMEOUT_MS_DEFAULT, ENDPOINTS_MAX, RETRIES_DEFAULT, RETRIES_MAX,
     TIMEOUT_MS_DEFAULT, normalize_endpoint,
 };
-pub use error::{Error, KAHUNA_CODE_METADATA};
+pub use error::{Error, KAHUNA_CODE_METADATA, ScriptErrorKind};
 pub use hlc::{HLC_LOGICAL_BITS, hlc_end_of_ms, hlc_logical, hlc_unix_ms};
 pub use options::{
     Consistency, DeleteItem, DeleteOptions, Durability, ExtendOptions, GetOptions, LockOptions, OperationId,
     ReadOptions, ScanOptions, SequenceOptions, SetItem, SetOptions, UnlockOptions, new_operation_id,
 };
+pub use script_value::{ScriptArgs, ScriptValue};
+pub use scripts::script_hash;
+pub use txn::Transaction;
 pub use types::{
     Batch, ClusterStatus, CreateSequenceResult, DeleteResult, DeleteSequenceResult, ExistsResult, ExtendLockResult,
     ExtendResult, GetResult, GetSequenceResult, Items, KeyValue, LockHolder, LockInfo, LockResult, NextResult, NodeId,
-    NodeInfo, PartitionStatus, ReserveResult, SequenceInfo, SetResult, UnlockResult,
+    NodeInfo, PartitionStatus, ReserveResult, ScriptResult, SequenceInfo, SetResult, UnlockResult,
 };

@@ -321,6 +321,21 @@ pub struct ClusterStatus {
     pub version: String,
 }
 
+/// Outcome of a script run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScriptResult {
+    /// What the script returned (several values: an array of them).
+    pub value: crate::ScriptValue,
+    /// The hash of the script that ran (64 hex digits).
+    pub hash: String,
+    /// When its writes committed; `None` when it wrote nothing.
+    pub commit_ts: Option<u64>,
+    /// Runs it took on the node: more than 1 after conflicts.
+    pub attempts: u32,
+    /// Node that ran it.
+    pub served_by: NodeId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,15 @@ pub enum KvError {
     /// nothing was allocated.
     #[error("exhausted: {0}")]
     Exhausted(String),
+    /// A transaction's validation failed: something it read, scanned or wrote changed
+    /// after its snapshot, or another transaction holds one of its keys. Nothing was
+    /// committed; run the transaction again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A key is held by a prepared transaction that is not resolved yet. Retryable: the
+    /// kernel waits for it, and resolves it from its record once `deadline_ms` passed.
+    #[error("key {key:?} is held by transaction {txn_id} (prepared, not yet resolved)")]
+    Locked { key: String, txn_id: String, record_partition: u32, deadline_ms: u64 },
 }
 
 impl KvError {
@@ -50,13 +59,15 @@ impl KvError {
             Self::Internal(_) => "Internal",
             Self::NotFound(_) => "NotFound",
             Self::Exhausted(_) => "Exhausted",
+            Self::Conflict(_) => "Conflict",
+            Self::Locked { .. } => "Locked",
         }
     }
 
     /// Whether the same request may succeed if sent again (reads, or writes with an
     /// operation id).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::NotLeader { .. } | Self::Unavailable(_) | Self::Timeout(_))
+        matches!(self, Self::NotLeader { .. } | Self::Unavailable(_) | Self::Timeout(_) | Self::Locked { .. })
     }
 }
 

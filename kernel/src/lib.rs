@@ -17,7 +17,9 @@
 //!   (group commit over the log file and the state file).
 //! - `raft_types`, `log_store`, `state_machine`, `network`: openraft's types, storage
 //!   and network traits implemented over the above.
-//! - `partition` (and `partition::coord` for locks and sequences): one partition's
+//! - `txn_state`: transactions inside the state machine: validation, intents, records.
+//! - `partition` (and `partition::coord` for locks and sequences, `partition::txn` for
+//!   transaction steps): one partition's
 //!   read and write paths and timestamp ordering; `node`: the node's partitions,
 //!   request validation and forwarding.
 
@@ -39,14 +41,17 @@ mod schema;
 mod sequences;
 mod state_machine;
 mod storage;
+mod txn_state;
 mod types;
 
 pub use error::{KvError, OpenError, StoreError};
 pub use hlc::{Clock, Hlc, SystemClock, from_physical_ms, logical, physical_ms};
 pub use limits::*;
+pub use locks::{LockRecord, lock_step};
 pub use network::{CallFuture, MessageKind, NodeMessage, Transport, TransportError};
 pub use node::{Kernel, KernelConfig, Served};
 pub use routing::{
     DEFAULT_PARTITIONS, PARTITIONS_MAX, bucket_of, fnv1a64, jump_consistent_hash, partition_of, partition_of_bucket,
 };
+pub use sequences::sequence_step;
 pub use types::*;

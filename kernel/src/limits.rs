@@ -18,6 +18,8 @@ pub const SCAN_LIMIT_MAX: u32 = 10_000;
 pub const BUCKET_KEYS_MAX: usize = 10_000;
 /// Most operations in one batch request.
 pub const BATCH_OPS_MAX: usize = 1_000;
+/// Most keys one transaction may read and write (each key counted once per partition).
+pub const TXN_KEYS_MAX: usize = 10_000;
 /// Longest operation id, in bytes.
 pub const OPERATION_ID_BYTES_MAX: usize = 128;
 
@@ -175,7 +177,17 @@ pub fn scan_limit(limit: u32) -> Result<u32, KvError> {
     }
 }
 
-/// Checks the size of a batch.
+/// Checks how many keys a transaction touches in one partition.
+pub fn check_txn_keys(len: usize) -> Result<(), KvError> {
+    if len > TXN_KEYS_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "a transaction touches {len} keys in one partition, the limit is {TXN_KEYS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the operation count of a batch (at least one, at most [`BATCH_OPS_MAX`]).
 pub fn check_batch(len: usize) -> Result<(), KvError> {
     if len == 0 {
         return Err(KvError::InvalidInput("batch is empty".into()));

@@ -99,6 +99,13 @@ pub fn apply_lock(record: Option<&LockRecord>, op: &LockOp, ts: u64, tokens: Tok
     }
 }
 
+/// Applies a persistent lock operation to the state a transaction read (the default
+/// record when the lock was never used): the state afterwards and the reply.
+pub fn lock_step(record: &LockRecord, op: &LockOp, ts: u64) -> (LockRecord, Result<LockReply, KvError>) {
+    let (next, reply) = apply_lock(Some(record), op, ts, TokenSpace::PERSISTENT);
+    (next.unwrap_or_else(|| record.clone()), reply)
+}
+
 /// Restarts the live holder's lease at `now_ms`, keeping its token.
 fn extended(mut record: LockRecord, now_ms: u64, lease_ms: u64, ts: u64) -> LockEffect {
     if let Some(holder) = record.holder.as_mut() {

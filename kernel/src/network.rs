@@ -32,6 +32,8 @@ pub enum MessageKind {
     InstallSnapshot = 3,
     /// A client request forwarded to the partition leader.
     Forward = 4,
+    /// A request for the receiver's clock (the reply's `hlc`), when a transaction begins.
+    Clock = 5,
 }
 
 impl MessageKind {
@@ -42,6 +44,7 @@ impl MessageKind {
             2 => Some(Self::Vote),
             3 => Some(Self::InstallSnapshot),
             4 => Some(Self::Forward),
+            5 => Some(Self::Clock),
             _ => None,
         }
     }

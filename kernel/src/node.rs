@@ -12,15 +12,24 @@ use crate::error::{KvError, OpenError};
 use crate::hlc::Hlc;
 use crate::limits::{
     LOCK_LEASE_MS_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT, check_batch, check_count, check_idempotency_key, check_key,
-    check_lease, check_name, check_operation_id, check_owner, check_value, check_wait, scan_limit,
+    check_lease, check_name, check_operation_id, check_owner, check_txn_keys, check_value, check_wait, scan_limit,
 };
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
 use crate::routing::{PARTITIONS_MAX, partition_of, partition_of_bucket};
 use crate::storage::{Storage, setting_or_init};
 use crate::types::{
-    LockOp, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, SequenceOp, WriteOp,
+    Consistency, Durability, KeyValue, LockOp, NodeId, PartitionId, PartitionRequest, PartitionResponse,
+    PartitionStatus, SequenceOp, TxnDecision, TxnPart, TxnReply, WriteOp,
 };
+
+/// How often a node looks for prepared transactions past their deadline on the
+/// partitions it leads, and resolves them.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(1000);
+/// How long a node waits for a peer's clock when a transaction begins.
+const CLOCK_SYNC_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a peer whose clock could not be read is left out of clock reads.
+const CLOCK_SYNC_SKIP: Duration = Duration::from_secs(2);
 
 /// How a node's kernel is set up.
 #[derive(Debug, Clone)]
@@ -80,6 +89,8 @@ struct Inner {
     partitions: Vec<Arc<Partition>>,
     transport: Arc<dyn Transport>,
     hlc: Arc<Hlc>,
+    /// Peers whose clock could not be read, and since when.
+    unreachable: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
 }
 
 impl Kernel {
@@ -123,8 +134,10 @@ impl Kernel {
             };
             partitions.push(Partition::open(p, &settings, storage.clone(), hlc.clone(), transport.clone()).await?);
         }
-        let kernel = Self { inner: Arc::new(Inner { config, partitions, transport, hlc }) };
+        let kernel =
+            Self { inner: Arc::new(Inner { config, partitions, transport, hlc, unreachable: Default::default() }) };
         tokio::spawn(compaction_loop(Arc::downgrade(&kernel.inner)));
+        tokio::spawn(sweep_loop(Arc::downgrade(&kernel.inner)));
         Ok(kernel)
     }
 
@@ -185,7 +198,7 @@ impl Kernel {
         let partition = self.partition(p)?;
         let mut attempt = 0;
         loop {
-            let leader = match partition.execute(&request).await {
+            let leader = match self.serve_here(p, partition, &request).await {
                 Ok(value) => return Ok(Served { value, served_by: self.node_id() }),
                 Err(KvError::NotLeader { leader: Some(leader), .. }) => leader,
                 Err(KvError::NotLeader { leader: None, .. }) => partition.await_leader().await?,
@@ -239,6 +252,147 @@ impl Kernel {
             .map_err(|e| KvError::Internal(format!("undecodable reply from node {leader}: {e}")))?
     }
 
+    /// Live keys starting with `prefix` in every partition, merged in key order: at most
+    /// `limit` (checked against the scan limits) greater than `after`, as they were at
+    /// `as_of` when given. The flag says whether more may follow (scan again after the
+    /// last key).
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+        as_of: Option<u64>,
+        durability: Durability,
+        consistency: Consistency,
+    ) -> Result<(Vec<KeyValue>, bool), KvError> {
+        let limit = scan_limit(limit)?;
+        let calls = (0..self.partitions()).map(|p| {
+            let request = PartitionRequest::Scan {
+                prefix: prefix.to_owned(),
+                after: after.map(str::to_owned),
+                limit,
+                as_of,
+                durability,
+                consistency,
+            };
+            self.execute(p, request)
+        });
+        let mut merged = Vec::new();
+        let mut more = false;
+        for served in futures::future::try_join_all(calls).await? {
+            match served.value {
+                PartitionResponse::Items { items, more: m } => {
+                    merged.extend(items);
+                    more |= m;
+                }
+                other => return Err(KvError::Internal(format!("unexpected answer to a scan: {other:?}"))),
+            }
+        }
+        merged.sort_by(|a, b| a.key.cmp(&b.key));
+        if merged.len() > limit as usize {
+            merged.truncate(limit as usize);
+            more = true;
+        }
+        Ok((merged, more))
+    }
+
+    /// Serves a request on this node's replica of partition `p`. A request that meets a
+    /// prepared transaction's intent waits for the transaction to resolve, and resolves
+    /// it from its record once its deadline passed, up to the request timeout.
+    async fn serve_here(
+        &self,
+        p: PartitionId,
+        partition: &Partition,
+        request: &PartitionRequest,
+    ) -> Result<PartitionResponse, KvError> {
+        let give_up = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let (txn_id, record_partition, deadline_ms) = match partition.execute(request).await {
+                Err(KvError::Locked { txn_id, record_partition, deadline_ms, key }) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return Err(KvError::Locked { txn_id, record_partition, deadline_ms, key });
+                    }
+                    (txn_id, record_partition, deadline_ms)
+                }
+                other => return other,
+            };
+            if self.inner.hlc.wall_ms() >= deadline_ms {
+                // Boxed: resolving executes requests, which may meet intents in turn.
+                if let Err(e) = Box::pin(self.resolve(p, &txn_id, record_partition)).await {
+                    tracing::debug!(partition = p, txn = %txn_id, "resolving an overdue transaction: {e}");
+                    tokio::time::sleep(pause).await;
+                }
+            } else {
+                tokio::time::sleep(pause).await;
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Resolves transaction `txn_id` on partition `p` from its record: aborts it there
+    /// unless a decision was written first, then applies the decision on `p`.
+    pub async fn resolve(&self, p: PartitionId, txn_id: &str, record_partition: PartitionId) -> Result<(), KvError> {
+        let decide = PartitionRequest::TxnDecide { txn_id: txn_id.to_owned(), decision: TxnDecision::Abort };
+        let decision = match self.execute(record_partition, decide).await?.value {
+            PartitionResponse::Txn(TxnReply::Decided(decision)) => decision,
+            other => return Err(KvError::Internal(format!("unexpected answer to a decision: {other:?}"))),
+        };
+        tracing::info!(partition = p, txn = %txn_id, ?decision, "resolved a transaction past its deadline");
+        self.execute(p, PartitionRequest::TxnResolve { txn_id: txn_id.to_owned(), decision }).await?;
+        Ok(())
+    }
+
+    /// Advances this node's clock past every other reachable node's, and returns a fresh
+    /// timestamp: a transaction's snapshot taken with it is no earlier than any commit
+    /// a partition leader acknowledged before the call (leaders observe what they apply).
+    ///
+    /// A peer that did not answer is skipped for [`CLOCK_SYNC_SKIP`], so that a dead or
+    /// cut-off node does not slow every transaction down; such a node cannot commit
+    /// either without reaching a quorum, whose members merge its clock.
+    pub async fn sync_clock(&self) -> u64 {
+        let me = self.node_id();
+        let now = std::time::Instant::now();
+        let skipped: Vec<NodeId> = {
+            let unreachable = self.inner.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            unreachable
+                .iter()
+                .filter(|(_, since)| now.duration_since(**since) < CLOCK_SYNC_SKIP)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let calls = self.peers().keys().filter(|id| **id != me && !skipped.contains(id)).map(|&id| {
+            let message = NodeMessage {
+                partition: 0,
+                hlc: self.inner.hlc.now(),
+                kind: MessageKind::Clock,
+                from: me,
+                payload: vec![],
+            };
+            let call = self.inner.transport.call(id, message, CLOCK_SYNC_TIMEOUT);
+            async move {
+                let answered = match call.await {
+                    Ok(reply) => {
+                        self.inner.hlc.observe(reply.hlc);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!("clock of node {id} not read: {e}");
+                        false
+                    }
+                };
+                let mut unreachable = self.inner.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+                if answered {
+                    unreachable.remove(&id);
+                } else {
+                    unreachable.insert(id, std::time::Instant::now());
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+        self.inner.hlc.now()
+    }
+
     /// Handles a message from another node (a Raft RPC or a forwarded request) and
     /// returns the reply. Errors are malformed messages.
     pub async fn handle(&self, message: NodeMessage) -> Result<NodeMessage, KvError> {
@@ -254,12 +408,15 @@ impl Kernel {
             MessageKind::InstallSnapshot => {
                 encode_payload(&raft.install_snapshot(decode_payload(&message.payload).map_err(bad)?).await)
             }
+            // The reply carries this node's clock; that is all the sender wants.
+            MessageKind::Clock => Vec::new(),
             MessageKind::Forward => {
                 let request: PartitionRequest = decode_payload(&message.payload).map_err(bad)?;
                 let outcome = match self.validate(message.partition, &request) {
-                    Ok(()) => {
-                        partition.execute(&request).await.map(|value| Served { value, served_by: self.node_id() })
-                    }
+                    Ok(()) => self
+                        .serve_here(message.partition, partition, &request)
+                        .await
+                        .map(|value| Served { value, served_by: self.node_id() }),
                     Err(e) => Err(e),
                 };
                 encode_payload(&outcome)
@@ -359,6 +516,13 @@ impl Kernel {
                 }
             }
             PartitionRequest::GetLock { name, .. } => named("lock", name),
+            PartitionRequest::TxnCommit { txn_id, part, .. } | PartitionRequest::TxnPrepare { txn_id, part, .. } => {
+                check_operation_id(txn_id)?;
+                self.validate_txn_part(part, &routed)
+            }
+            PartitionRequest::TxnDecide { txn_id, .. } | PartitionRequest::TxnResolve { txn_id, .. } => {
+                check_operation_id(txn_id)
+            }
             PartitionRequest::GetSequence { name, .. } => named("sequence", name),
             PartitionRequest::Sequence { op } => {
                 named("sequence", op.name())?;
@@ -372,6 +536,48 @@ impl Kernel {
                         crate::sequences::create(None, *start, *increment, *max).map(|_| ())
                     }
                     SequenceOp::Delete { .. } => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Kernel {
+    fn validate_txn_part(&self, part: &TxnPart, routed: &dyn Fn(&str) -> Result<(), KvError>) -> Result<(), KvError> {
+        check_txn_keys(part.reads.len() + part.writes.len())?;
+        for key in &part.reads {
+            routed(key)?;
+        }
+        for op in &part.writes {
+            routed(op.key())?;
+            if let WriteOp::Set(set) = op {
+                check_value(&set.value, self.value_bytes_max())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves, every [`SWEEP_INTERVAL`], the prepared transactions past their deadline on
+/// the partitions this node leads, so no key stays held when nobody touches it.
+async fn sweep_loop(kernel: std::sync::Weak<Inner>) {
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = kernel.upgrade() else { return };
+        let kernel = Kernel { inner };
+        let now_ms = kernel.inner.hlc.wall_ms();
+        for (p, partition) in kernel.inner.partitions.iter().enumerate() {
+            let overdue = match partition.overdue_transactions(now_ms) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(partition = p, "listing prepared transactions: {e}");
+                    continue;
+                }
+            };
+            for (txn_id, record_partition) in overdue {
+                if let Err(e) = kernel.resolve(p as PartitionId, &txn_id, record_partition).await {
+                    tracing::debug!(partition = p, txn = %txn_id, "resolving an overdue transaction: {e}");
                 }
             }
         }

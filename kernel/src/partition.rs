@@ -8,6 +8,7 @@
 //! or below T to finish before it takes its read index.
 
 mod coord;
+mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,12 +31,13 @@ use crate::network::{Network, Transport};
 use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
 use crate::redb_space::RedbSpace;
 use crate::routing::bucket_of;
-use crate::schema::VERSIONS;
+use crate::schema::{INTENTS, VERSIONS};
 use crate::state_machine::{LockOperationRecord, OperationRecord, StateMachine, compacted_before};
 use crate::storage::Storage;
+use crate::txn_state;
 use crate::types::{
-    Consistency, Durability, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, WriteOp,
-    WriteResult,
+    Consistency, Durability, NodeId, PartitionId, PartitionRequest, PartitionResponse, PartitionStatus, ScannedRange,
+    WriteOp, WriteResult,
 };
 
 /// How long a node that is not a partition's preferred leader waits before forming
@@ -71,15 +73,35 @@ struct Ephemeral {
 
 type ReadWaiter = oneshot::Sender<Result<(), KvError>>;
 
+/// Proposal timestamps not yet answered by Raft, with their counts.
+#[derive(Default)]
+struct InFlight {
+    stamps: Mutex<BTreeMap<u64, usize>>,
+    settled: Notify,
+}
+
+impl InFlight {
+    fn settle(&self, ts: u64) {
+        let mut stamps = lock(&self.stamps);
+        if let Some(count) = stamps.get_mut(&ts) {
+            *count -= 1;
+            if *count == 0 {
+                stamps.remove(&ts);
+            }
+        }
+        drop(stamps);
+        self.settled.notify_waiters();
+    }
+}
+
 pub(crate) struct Partition {
     id: PartitionId,
     pub(crate) raft: Raft,
     storage: Arc<Storage>,
     hlc: Arc<Hlc>,
     timeout: Duration,
-    /// Proposal timestamps not yet answered, with their counts.
-    in_flight: Mutex<BTreeMap<u64, usize>>,
-    settled: Notify,
+    /// Proposals not yet answered.
+    in_flight: Arc<InFlight>,
     reads: mpsc::UnboundedSender<ReadWaiter>,
     ephemeral: Mutex<Ephemeral>,
     /// Try-lock requests waiting for a lock held by someone else.
@@ -168,8 +190,7 @@ impl Partition {
             storage,
             hlc,
             timeout: settings.request_timeout,
-            in_flight: Mutex::default(),
-            settled: Notify::new(),
+            in_flight: Arc::default(),
             reads,
             ephemeral: Mutex::default(),
             waits: Arc::default(),
@@ -229,6 +250,10 @@ impl Partition {
             PartitionRequest::GetSequence { name, consistency } => {
                 self.get_sequence(name, *consistency).await.map(PartitionResponse::Sequence)
             }
+            PartitionRequest::TxnCommit { .. }
+            | PartitionRequest::TxnPrepare { .. }
+            | PartitionRequest::TxnDecide { .. }
+            | PartitionRequest::TxnResolve { .. } => self.txn_step(request).await.map(PartitionResponse::Txn),
             read => self.read(read).await,
         }
     }
@@ -236,22 +261,33 @@ impl Partition {
     async fn write(&self, ops: Vec<WriteOp>, operation_id: Option<String>) -> Result<Vec<WriteResult>, KvError> {
         match self.propose(Command::Write { ops, operation_id }).await? {
             ApplyResult::Write(results) => Ok(results),
+            ApplyResult::Blocked(e) => Err(e),
             other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
         }
     }
 
     /// Stamps `command` with the HLC, proposes it and returns what applying it produced.
+    ///
+    /// The proposal runs in a task of its own and leaves the in-flight set only when Raft
+    /// answers it, even if this future is dropped or times out first (a forwarding node
+    /// died, the request timed out): until then it may still commit, at its stamp, so a
+    /// read at or above the stamp must keep waiting for it.
     async fn propose(&self, command: Command) -> Result<ApplyResult, KvError> {
         let ts = {
-            let mut in_flight = lock(&self.in_flight);
+            let mut stamps = lock(&self.in_flight.stamps);
             let ts = self.hlc.now();
-            *in_flight.entry(ts).or_default() += 1;
+            *stamps.entry(ts).or_default() += 1;
             ts
         };
         let proposal = Proposal { ts, command };
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.raft.client_write(proposal)).await;
-        self.settle(ts);
+        let (raft, in_flight) = (self.raft.clone(), self.in_flight.clone());
+        let answer = tokio::spawn(async move {
+            let outcome = raft.client_write(proposal).await;
+            in_flight.settle(ts);
+            outcome
+        });
+        let outcome = tokio::time::timeout(self.timeout, answer).await;
         tracing::trace!(partition = self.id, commit_us = started.elapsed().as_micros() as u64, "proposal answered");
         match outcome {
             Err(_) => Err(KvError::Timeout(format!(
@@ -259,21 +295,10 @@ impl Partition {
                 self.id,
                 self.timeout.as_millis()
             ))),
-            Ok(Err(e)) => Err(write_error(self.id, e)),
-            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(join)) => Err(KvError::Internal(format!("partition {}: proposal task failed: {join}", self.id))),
+            Ok(Ok(Err(e))) => Err(write_error(self.id, e)),
+            Ok(Ok(Ok(response))) => Ok(response.data),
         }
-    }
-
-    fn settle(&self, ts: u64) {
-        let mut in_flight = lock(&self.in_flight);
-        if let Some(count) = in_flight.get_mut(&ts) {
-            *count -= 1;
-            if *count == 0 {
-                in_flight.remove(&ts);
-            }
-        }
-        drop(in_flight);
-        self.settled.notify_waiters();
     }
 
     /// Makes a read at `as_of` safe: no proposal at or below it is still in flight,
@@ -287,9 +312,9 @@ impl Partition {
         }
         let wait = async {
             loop {
-                let settled = self.settled.notified();
+                let settled = self.in_flight.settled.notified();
                 {
-                    let in_flight = lock(&self.in_flight);
+                    let in_flight = lock(&self.in_flight.stamps);
                     self.hlc.observe(as_of);
                     if in_flight.keys().next().is_none_or(|first| *first > as_of) {
                         return;
@@ -342,9 +367,13 @@ impl Partition {
 
     async fn read(&self, request: &PartitionRequest) -> Result<PartitionResponse, KvError> {
         let (durability, consistency) = (request.durability(), read_consistency(request));
-        if let PartitionRequest::Read { reads, .. } = request
+        let as_of = match request {
+            PartitionRequest::Read { reads, .. } => reads.iter().filter_map(|r| r.as_of).max(),
+            PartitionRequest::Scan { as_of, .. } => *as_of,
+            _ => None,
+        };
+        if let Some(as_of) = as_of
             && consistency == Consistency::Linearizable
-            && let Some(as_of) = reads.iter().filter_map(|r| r.as_of).max()
         {
             self.fence_time(as_of).await?;
         }
@@ -356,6 +385,8 @@ impl Partition {
                 let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
                 let table = txn.open_table(VERSIONS).map_err(|e| KvError::Internal(e.to_string()))?;
                 let horizon = compacted_before(&txn, self.id)?;
+                let intents = txn.open_table(INTENTS).map_err(|e| KvError::Internal(e.to_string()))?;
+                check_intents(&intents, self.id, request)?;
                 let space = RedbSpace { table: &table, partition: self.id };
                 answer_read(&space, request, self.hlc.now(), horizon)
             }
@@ -437,9 +468,35 @@ fn read_consistency(request: &PartitionRequest) -> Consistency {
         | PartitionRequest::Scan { consistency, .. }
         | PartitionRequest::GetLock { consistency, .. }
         | PartitionRequest::GetSequence { consistency, .. } => *consistency,
-        PartitionRequest::Write { .. } | PartitionRequest::Lock { .. } | PartitionRequest::Sequence { .. } => {
-            Consistency::Linearizable
+        PartitionRequest::Write { .. }
+        | PartitionRequest::Lock { .. }
+        | PartitionRequest::Sequence { .. }
+        | PartitionRequest::TxnCommit { .. }
+        | PartitionRequest::TxnPrepare { .. }
+        | PartitionRequest::TxnDecide { .. }
+        | PartitionRequest::TxnResolve { .. } => Consistency::Linearizable,
+    }
+}
+
+/// Refuses (with `Locked`) a snapshot read that a prepared transaction may still change.
+fn check_intents<T>(intents: &T, p: PartitionId, request: &PartitionRequest) -> Result<(), KvError>
+where
+    T: redb::ReadableTable<(u32, &'static str, &'static str), &'static [u8]>,
+{
+    match request {
+        PartitionRequest::Read { reads, .. } => {
+            for read in reads {
+                if let Some(as_of) = read.as_of {
+                    txn_state::check_read(intents, p, &read.key, as_of)??;
+                }
+            }
+            Ok(())
         }
+        PartitionRequest::Scan { prefix, after, as_of: Some(as_of), .. } => {
+            let range = ScannedRange { prefix: prefix.clone(), after: after.clone(), through: None };
+            txn_state::check_scan(intents, p, &range, *as_of)?
+        }
+        _ => Ok(()),
     }
 }
 
@@ -473,8 +530,15 @@ fn answer_read(
             }
             Ok(PartitionResponse::Items { items, more: false })
         }
-        PartitionRequest::Scan { prefix, after, limit, .. } => {
-            let (items, more) = scan_prefix(space, prefix, after.as_deref(), *limit as usize, None, now)?;
+        PartitionRequest::Scan { prefix, after, limit, as_of, .. } => {
+            if let Some(as_of) = as_of
+                && *as_of < horizon
+            {
+                return Err(KvError::Compacted(format!(
+                    "timestamp {as_of} is older than the retained history (from {horizon})"
+                )));
+            }
+            let (items, more) = scan_prefix(space, prefix, after.as_deref(), *limit as usize, *as_of, now)?;
             Ok(PartitionResponse::Items { items, more })
         }
         other => Err(KvError::Internal(format!("{other:?} reached the key read path"))),

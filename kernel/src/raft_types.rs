@@ -5,7 +5,9 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::KvError;
-use crate::types::{LockOp, LockReply, SequenceOp, SequenceReply, WriteOp, WriteResult};
+use crate::types::{
+    LockOp, LockReply, PartitionId, SequenceOp, SequenceReply, TxnDecision, TxnPart, TxnReply, WriteOp, WriteResult,
+};
 
 openraft::declare_raft_types!(
     /// Kahuna's openraft types: one instance per partition shares them.
@@ -37,6 +39,7 @@ impl std::fmt::Display for Proposal {
             Command::Compact { before_ts, .. } => write!(f, "compact(<{before_ts})@{}", self.ts),
             Command::Lock { op, .. } => write!(f, "lock({:?})@{}", op.name(), self.ts),
             Command::Sequence { op } => write!(f, "sequence({:?})@{}", op.name(), self.ts),
+            Command::Txn(step) => write!(f, "txn({})@{}", step.txn_id(), self.ts),
         }
     }
 }
@@ -55,6 +58,30 @@ pub enum Command {
     Lock { op: LockOp, operation_id: Option<String> },
     /// A sequence operation; reserves de-duplicate by their idempotency key.
     Sequence { op: SequenceOp },
+    /// A step of a transaction's commit.
+    Txn(TxnCommand),
+}
+
+/// The steps of a transaction's commit, as Raft entries (see `PartitionRequest`'s
+/// `Txn*` requests, which they carry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnCommand {
+    Commit { txn_id: String, snapshot_ts: u64, part: TxnPart },
+    Prepare { txn_id: String, snapshot_ts: u64, part: TxnPart, record_partition: PartitionId, timeout_ms: u64 },
+    Decide { txn_id: String, decision: TxnDecision },
+    Resolve { txn_id: String, decision: TxnDecision },
+}
+
+impl TxnCommand {
+    /// The transaction the step belongs to.
+    pub fn txn_id(&self) -> &str {
+        match self {
+            Self::Commit { txn_id, .. }
+            | Self::Prepare { txn_id, .. }
+            | Self::Decide { txn_id, .. }
+            | Self::Resolve { txn_id, .. } => txn_id,
+        }
+    }
 }
 
 /// What applying an entry produced.
@@ -70,4 +97,8 @@ pub enum ApplyResult {
     /// every replica, so it travels as a value rather than as a storage failure.
     Lock(Result<LockReply, KvError>),
     Sequence(Result<SequenceReply, KvError>),
+    /// A conflict is an outcome too, the same on every replica.
+    Txn(Result<TxnReply, KvError>),
+    /// A write met a prepared transaction's intent and changed nothing (`KvError::Locked`).
+    Blocked(KvError),
 }

@@ -73,6 +73,28 @@ pub(crate) const SEQUENCES: TableDefinition<(u32, &str), &[u8]> = TableDefinitio
 pub(crate) const SEQUENCE_KEYS_TABLE: &str = "sequence_keys";
 pub(crate) const SEQUENCE_KEYS: TableDefinition<(u32, &str, &str), &[u8]> = TableDefinition::new(SEQUENCE_KEYS_TABLE);
 
+/// `(partition, key, txn id)` → postcard of an `Intent`: a prepared transaction holds
+/// the key (it read or writes it) until it is resolved. A key's intents are contiguous.
+pub(crate) const INTENTS_TABLE: &str = "intents";
+pub(crate) const INTENTS: TableDefinition<(u32, &str, &str), &[u8]> = TableDefinition::new(INTENTS_TABLE);
+
+/// `(partition, txn id)` → postcard of a `Prepared`: the part a transaction prepared
+/// here and has not resolved yet (its writes wait here for the decision).
+pub(crate) const PREPARED_TABLE: &str = "prepared";
+pub(crate) const PREPARED: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(PREPARED_TABLE);
+
+/// `(partition, txn id)` → postcard of a `Finished`: how a transaction ended on this
+/// partition (a one-partition commit's outcome, or "resolved"), so a replayed commit
+/// answers the first outcome and a late prepare is refused. Pruned after the operation
+/// retention window.
+pub(crate) const FINISHED_TABLE: &str = "finished";
+pub(crate) const FINISHED: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(FINISHED_TABLE);
+
+/// `(partition, txn id)` → postcard of a `Record`: the decision of a multi-partition
+/// transaction, on its first participant. Pruned after the operation retention window.
+pub(crate) const TXN_RECORDS_TABLE: &str = "txn_records";
+pub(crate) const TXN_RECORDS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(TXN_RECORDS_TABLE);
+
 /// Encodes a record for storage.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on our types: no maps with non-string keys or unsized

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::KvError;
-use crate::types::{Allocation, SequenceInfo};
+use crate::types::{Allocation, SequenceInfo, SequenceOp, SequenceReply};
 
 /// The first allocation made under an idempotency key, kept for the retention window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,30 @@ pub fn reserve(name: &str, info: &SequenceInfo, count: u64) -> Result<(SequenceI
     let first = i64::try_from(first).map_err(|_| KvError::Internal(format!("sequence {name:?} overflowed")))?;
     let allocated = info.allocated.saturating_add(count);
     Ok((SequenceInfo { allocated, ..info.clone() }, Allocation { first, count, increment: info.increment }))
+}
+
+/// Applies a sequence operation to the state a transaction read (`None`: no such
+/// sequence): the state afterwards and the reply. Idempotency keys belong to single
+/// calls; inside a transaction the transaction itself is the unit, so they are refused.
+pub fn sequence_step(
+    info: Option<&SequenceInfo>,
+    op: &SequenceOp,
+) -> Result<(Option<SequenceInfo>, SequenceReply), KvError> {
+    match op {
+        SequenceOp::Create { start, increment, max, .. } => {
+            let (info, created) = create(info, *start, *increment, *max)?;
+            Ok((Some(info.clone()), SequenceReply::Created { created, info }))
+        }
+        SequenceOp::Reserve { idempotency_key: Some(_), .. } => Err(KvError::InvalidInput(
+            "idempotency keys are not used inside a transaction: the transaction commits once or not at all".into(),
+        )),
+        SequenceOp::Reserve { name, count, idempotency_key: None } => {
+            let info = info.ok_or_else(|| KvError::NotFound(format!("sequence {name:?} does not exist")))?;
+            let (next, allocation) = reserve(name, info, *count)?;
+            Ok((Some(next), SequenceReply::Allocated { allocation, replayed: false }))
+        }
+        SequenceOp::Delete { .. } => Ok((None, SequenceReply::Deleted { deleted: info.is_some() })),
+    }
 }
 
 /// Answers a replayed idempotency key: the first allocation, when the count matches.

@@ -16,16 +16,21 @@ use crate::hlc::Hlc;
 use crate::locks::{LockRecord, TokenSpace, apply_lock};
 use crate::log_store::io_error;
 use crate::mvcc::{KeySpace, apply_write};
-use crate::raft_types::{ApplyResult, Command, Entry, LogId, StorageError, TypeConfig};
+use crate::raft_types::{ApplyResult, Command, Entry, LogId, StorageError, TxnCommand, TypeConfig};
 use crate::redb_space::RedbSpace;
 use crate::schema::{
-    LOCK_OPERATIONS, LOCK_OPERATIONS_TABLE, LOCKS, LOCKS_TABLE, META, META_APPLIED, META_COMPACTED_BEFORE,
-    META_LAST_COMMIT_TS, META_MEMBERSHIP, META_TABLE, OPERATIONS, OPERATIONS_TABLE, SEQUENCE_KEYS, SEQUENCE_KEYS_TABLE,
-    SEQUENCES, SEQUENCES_TABLE, VERSIONS, VERSIONS_TABLE, decode, encode,
+    FINISHED, FINISHED_TABLE, INTENTS, INTENTS_TABLE, LOCK_OPERATIONS, LOCK_OPERATIONS_TABLE, LOCKS, LOCKS_TABLE, META,
+    META_APPLIED, META_COMPACTED_BEFORE, META_LAST_COMMIT_TS, META_MEMBERSHIP, META_TABLE, OPERATIONS,
+    OPERATIONS_TABLE, PREPARED, PREPARED_TABLE, SEQUENCE_KEYS, SEQUENCE_KEYS_TABLE, SEQUENCES, SEQUENCES_TABLE,
+    TXN_RECORDS, TXN_RECORDS_TABLE, VERSIONS, VERSIONS_TABLE, decode, encode,
 };
 use crate::sequences::{self, KeyRecord};
 use crate::storage::{Flush, Storage, Tables};
-use crate::types::{LockOp, LockReply, PartitionId, SequenceInfo, SequenceOp, SequenceReply, Version, WriteResult};
+use crate::txn_state::{self, Finished, Intent, Prepared, Record};
+use crate::types::{
+    LockOp, LockReply, PartitionId, SequenceInfo, SequenceOp, SequenceReply, Version, WriteResult, lock_intent_key,
+    sequence_intent_key,
+};
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
 
@@ -54,6 +59,11 @@ struct PartitionSnapshot {
     lock_operations: Vec<(String, LockOperationRecord)>,
     sequences: Vec<(String, SequenceInfo)>,
     sequence_keys: Vec<(String, String, KeyRecord)>,
+    /// (key, txn id, intent).
+    intents: Vec<(String, String, Intent)>,
+    prepared: Vec<(String, Prepared)>,
+    finished: Vec<(String, Finished)>,
+    txn_records: Vec<(String, Record)>,
 }
 
 /// A table keyed `(partition, name)`.
@@ -88,7 +98,7 @@ fn install_named<T: Serialize>(
 }
 
 /// Reads one record of a `(partition, name)` table.
-fn get_named<T: DeserializeOwned>(
+pub(crate) fn get_named<T: DeserializeOwned>(
     table: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
     table_name: &'static str,
     p: PartitionId,
@@ -179,6 +189,9 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
                 let record: OperationRecord = decode(OPERATIONS_TABLE, found.value())?;
                 return Ok(ApplyResult::Write(record.results));
             }
+            if let Err(e) = txn_state::check_plain_writes(t, p, ops.iter().map(|op| op.key()))? {
+                return Ok(ApplyResult::Blocked(e));
+            }
             let mut space = RedbSpace { table: &mut t.versions, partition: p };
             let results = ops.iter().map(|op| apply_write(&mut space, op, ts)).collect::<Result<Vec<_>, _>>()?;
             if let Some(id) = &operation_id {
@@ -187,8 +200,30 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             }
             Ok(ApplyResult::Write(results))
         }
-        Command::Lock { op, operation_id } => apply_lock_command(t, p, &op, operation_id.as_deref(), ts),
-        Command::Sequence { op } => Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op, ts)?)),
+        Command::Lock { op, operation_id } => {
+            if let Err(e) = txn_state::check_record(t, p, &lock_intent_key(op.name()))? {
+                return Ok(ApplyResult::Blocked(e));
+            }
+            apply_lock_command(t, p, &op, operation_id.as_deref(), ts)
+        }
+        Command::Sequence { op } => {
+            if let Err(e) = txn_state::check_record(t, p, &sequence_intent_key(op.name()))? {
+                return Ok(ApplyResult::Blocked(e));
+            }
+            Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op, ts)?))
+        }
+        Command::Txn(step) => Ok(ApplyResult::Txn(match step {
+            TxnCommand::Commit { txn_id, snapshot_ts, part } => {
+                txn_state::apply_commit(t, p, &txn_id, snapshot_ts, &part, ts)?
+            }
+            TxnCommand::Prepare { txn_id, snapshot_ts, part, record_partition, timeout_ms } => {
+                let deadline_ms = crate::hlc::physical_ms(ts).saturating_add(timeout_ms);
+                let prepared = Prepared { prepare_ts: ts, deadline_ms, record_partition, part };
+                txn_state::apply_prepare(t, p, &txn_id, snapshot_ts, prepared)?
+            }
+            TxnCommand::Decide { txn_id, decision } => txn_state::apply_decide(t, p, &txn_id, decision, ts)?,
+            TxnCommand::Resolve { txn_id, decision } => txn_state::apply_resolve(t, p, &txn_id, decision, ts)?,
+        })),
         Command::Compact { before_ts, operations_before_ts } => {
             let mut space = RedbSpace { table: &mut t.versions, partition: p };
             let versions_removed = space.compact(before_ts)?;
@@ -201,6 +236,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             t.sequence_keys.retain_in((p, "", "")..(p + 1, "", ""), |_, v| {
                 decode::<KeyRecord>(SEQUENCE_KEYS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
+            txn_state::compact(t, p, operations_before_ts)?;
             let horizon = meta_get::<u64>(&t.meta, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
             t.meta.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
             Ok(ApplyResult::Compacted { versions_removed })
@@ -310,6 +346,14 @@ fn read_snapshot(
         let (_, name, key) = k.value();
         snap.sequence_keys.push((name.to_owned(), key.to_owned(), decode(SEQUENCE_KEYS_TABLE, v.value())?));
     }
+    for row in txn.open_table(INTENTS)?.range((p, "", "")..(p + 1, "", ""))? {
+        let (k, v) = row?;
+        let (_, key, txn_id) = k.value();
+        snap.intents.push((key.to_owned(), txn_id.to_owned(), decode(INTENTS_TABLE, v.value())?));
+    }
+    snap.prepared = read_named(txn, PREPARED, PREPARED_TABLE, p)?;
+    snap.finished = read_named(txn, FINISHED, FINISHED_TABLE, p)?;
+    snap.txn_records = read_named(txn, TXN_RECORDS, TXN_RECORDS_TABLE, p)?;
     Ok((snap, applied, membership))
 }
 
@@ -332,6 +376,13 @@ fn install(
     for (name, key, record) in &snap.sequence_keys {
         t.sequence_keys.insert((p, name.as_str(), key.as_str()), encode(record).as_slice())?;
     }
+    t.intents.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
+    for (key, txn_id, intent) in &snap.intents {
+        t.intents.insert((p, key.as_str(), txn_id.as_str()), encode(intent).as_slice())?;
+    }
+    install_named(&mut t.prepared, p, &snap.prepared)?;
+    install_named(&mut t.finished, p, &snap.finished)?;
+    install_named(&mut t.txn_records, p, &snap.txn_records)?;
     // Stored as a bare LogId (see `applied_state`), absent when nothing was applied.
     match applied {
         Some(applied) => t.meta.insert((p, META_APPLIED), encode(&applied).as_slice())?,
@@ -491,6 +542,48 @@ mod tests {
         let results: Vec<ApplyResult> = results;
         assert!(matches!(&results[1], ApplyResult::Lock(Ok(r)) if r.holder.as_ref().map(|h| h.token) == Some(2)));
         assert!(matches!(&results[2], ApplyResult::Sequence(Ok(SequenceReply::Allocated { replayed: false, .. }))));
+        Ok(())
+    }
+
+    /// A prepared transaction's intents and part travel in snapshots, so a replica that
+    /// catches up through one still holds the keys and can apply the decision.
+    #[tokio::test]
+    async fn prepared_transactions_in_snapshots() -> Result<(), StoreError> {
+        use crate::types::{SetArgs, TxnDecision, TxnPart, WriteOp};
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(&dir.path().join("a"))?;
+        let ts = crate::hlc::from_physical_ms(1_000);
+        let set = WriteOp::Set(SetArgs { key: "k".into(), value: b"v".to_vec(), ..Default::default() });
+        let part = TxnPart { reads: vec!["r".into()], writes: vec![set], ..Default::default() };
+        let prepare = Command::Txn(TxnCommand::Prepare {
+            txn_id: "t1".into(),
+            snapshot_ts: ts,
+            part,
+            record_partition: 3,
+            timeout_ms: 5,
+        });
+        let result = storage.run(Flush::State, move |t| apply_command(t, 3, prepare, ts + 1)).await?;
+        assert!(matches!(result, ApplyResult::Txn(Ok(crate::types::TxnReply::Prepared { .. }))), "{result:?}");
+
+        let (snap, _, _) = read_snapshot(&storage.db().begin_read()?, 3)?;
+        assert_eq!((snap.intents.len(), snap.prepared.len()), (2, 1));
+        let other = Storage::open(&dir.path().join("b"))?;
+        other.run(Flush::State, move |t| install(t, 3, &snap, None, &Membership::default())).await?;
+        // A plain write of the held key is refused until the decision is applied.
+        let write = |value: &str| Command::Write {
+            ops: vec![WriteOp::Set(SetArgs { key: "k".into(), value: value.into(), ..Default::default() })],
+            operation_id: None,
+        };
+        let (blocked, resolve, after) = (write("x"), write("y"), ts + 10);
+        let results: Vec<ApplyResult> = other
+            .run(Flush::State, move |t| {
+                let decision = TxnDecision::Commit { commit_ts: ts + 2 };
+                let resolve_cmd = Command::Txn(TxnCommand::Resolve { txn_id: "t1".into(), decision });
+                [blocked, resolve_cmd, resolve].into_iter().map(|c| apply_command(t, 3, c, after)).collect()
+            })
+            .await?;
+        assert!(matches!(&results[0], ApplyResult::Blocked(KvError::Locked { .. })), "{:?}", results[0]);
+        assert!(matches!(&results[2], ApplyResult::Write(r) if matches!(r[0], WriteResult::Set { revision: 1, .. })));
         Ok(())
     }
 

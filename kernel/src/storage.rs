@@ -23,8 +23,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use crate::error::StoreError;
 use crate::schema::{
-    FORMAT, FORMAT_VERSION, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, RAFT_META, SEQUENCE_KEYS, SEQUENCES,
-    VERSIONS,
+    FINISHED, FORMAT, FORMAT_VERSION, INTENTS, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, PREPARED, RAFT_META,
+    SEQUENCE_KEYS, SEQUENCES, TXN_RECORDS, VERSIONS,
 };
 
 /// Most jobs folded into one write transaction.
@@ -52,6 +52,10 @@ pub(crate) struct Tables<'t> {
     pub(crate) lock_operations: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) sequences: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) sequence_keys: Table<'t, (u32, &'static str, &'static str), &'static [u8]>,
+    pub(crate) intents: Table<'t, (u32, &'static str, &'static str), &'static [u8]>,
+    pub(crate) prepared: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) finished: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) txn_records: Table<'t, (u32, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -66,6 +70,10 @@ impl<'t> Tables<'t> {
             lock_operations: txn.open_table(LOCK_OPERATIONS)?,
             sequences: txn.open_table(SEQUENCES)?,
             sequence_keys: txn.open_table(SEQUENCE_KEYS)?,
+            intents: txn.open_table(INTENTS)?,
+            prepared: txn.open_table(PREPARED)?,
+            finished: txn.open_table(FINISHED)?,
+            txn_records: txn.open_table(TXN_RECORDS)?,
         })
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::locks::LockRecord;
+
 /// A node's id in the cluster (1, 2, 3...).
 pub type NodeId = u64;
 /// A data partition's number, `0..partitions`.
@@ -251,6 +253,121 @@ pub enum SequenceReply {
     Info(Option<SequenceInfo>),
 }
 
+/// Keys a transaction scanned in one partition: those starting with `prefix`, greater
+/// than `after`, up to and including `through` (to the end of the prefix when `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedRange {
+    pub prefix: String,
+    pub after: Option<String>,
+    pub through: Option<String>,
+}
+
+impl ScannedRange {
+    /// Whether `key` lies in the range.
+    pub fn contains(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+            && self.after.as_deref().is_none_or(|a| key > a)
+            && self.through.as_deref().is_none_or(|t| key <= t)
+    }
+}
+
+/// A lock or sequence a transaction used: the state it read (at commit it must be
+/// unchanged, else `Conflict`) and the state it leaves (`None`: only read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnRecord {
+    Lock {
+        name: String,
+        seen: LockRecord,
+        write: Option<LockRecord>,
+    },
+    /// `seen`/`write` of `None`: the sequence does not exist (is deleted).
+    Sequence {
+        name: String,
+        seen: Option<SequenceInfo>,
+        write: Option<Option<SequenceInfo>>,
+    },
+}
+
+impl TxnRecord {
+    /// The lock's or sequence's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Lock { name, .. } | Self::Sequence { name, .. } => name,
+        }
+    }
+
+    /// Whether the transaction changes it.
+    pub fn writes(&self) -> bool {
+        match self {
+            Self::Lock { write, .. } => write.is_some(),
+            Self::Sequence { write, .. } => write.is_some(),
+        }
+    }
+
+    /// The reserved key a prepared transaction's intent on the record is kept under
+    /// (user keys cannot start with `__kahuna:`).
+    pub fn intent_key(&self) -> String {
+        match self {
+            Self::Lock { name, .. } => lock_intent_key(name),
+            Self::Sequence { name, .. } => sequence_intent_key(name),
+        }
+    }
+}
+
+/// The reserved key of intents on lock `name`.
+pub fn lock_intent_key(name: &str) -> String {
+    format!("__kahuna:lock/{name}")
+}
+
+/// The reserved key of intents on sequence `name`.
+pub fn sequence_intent_key(name: &str) -> String {
+    format!("__kahuna:sequence/{name}")
+}
+
+/// What a transaction did in one partition; validated against its snapshot at commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TxnPart {
+    /// Keys read (or whose conditions were judged): none may have changed since the snapshot.
+    pub reads: Vec<String>,
+    /// Ranges scanned: no key in them may have changed since the snapshot.
+    pub scans: Vec<ScannedRange>,
+    /// The final write of each key written (unconditional: conditions were judged in the
+    /// transaction's view and their keys are validated like reads).
+    pub writes: Vec<WriteOp>,
+    /// Locks and sequences read or changed.
+    pub records: Vec<TxnRecord>,
+}
+
+impl TxnPart {
+    /// Every key the part validates: its reads and its writes.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.reads.iter().map(String::as_str).chain(self.writes.iter().map(WriteOp::key))
+    }
+}
+
+/// The outcome of a multi-partition transaction, kept in its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnDecision {
+    /// Every participant prepared; the writes become versions at `commit_ts` everywhere.
+    Commit {
+        commit_ts: u64,
+    },
+    Abort,
+}
+
+/// What a transaction step did on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnReply {
+    /// A one-partition commit applied its writes at `commit_ts`.
+    Committed { commit_ts: u64 },
+    /// The part validated and its intents are placed, at `prepare_ts`.
+    Prepared { prepare_ts: u64 },
+    /// The transaction's record holds this decision (the first one proposed wins).
+    Decided(TxnDecision),
+    /// The partition applied the decision (or had nothing left to apply).
+    Resolved,
+}
+
 /// A request to one partition. The server splits client requests that span
 /// partitions and forwards each part to that partition's leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,8 +378,16 @@ pub enum PartitionRequest {
     Read { reads: Vec<PointRead>, durability: Durability, consistency: Consistency },
     /// Every live key of a bucket.
     Bucket { bucket: String, durability: Durability, consistency: Consistency },
-    /// Live keys starting with `prefix` and greater than `after`, at most `limit`.
-    Scan { prefix: String, after: Option<String>, limit: u32, durability: Durability, consistency: Consistency },
+    /// Live keys starting with `prefix` and greater than `after`, at most `limit`; as they
+    /// were at HLC time `as_of` when given (a transaction's snapshot).
+    Scan {
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+        as_of: Option<u64>,
+        durability: Durability,
+        consistency: Consistency,
+    },
     /// A lock operation. An acquire may wait up to `wait_ms` for the lock, queued in
     /// FIFO order on the leader; `operation_id` de-duplicates releases and extends.
     Lock { op: LockOp, durability: Durability, operation_id: Option<String>, wait_ms: u64 },
@@ -272,6 +397,19 @@ pub enum PartitionRequest {
     Sequence { op: SequenceOp },
     /// A sequence's state.
     GetSequence { name: String, consistency: Consistency },
+    /// A one-partition transaction: validated against `snapshot_ts` and applied as one
+    /// entry. A replay of `txn_id` answers the first outcome.
+    TxnCommit { txn_id: String, snapshot_ts: u64, part: TxnPart },
+    /// Phase one of a multi-partition commit: validate the part and hold its keys with
+    /// intents until the transaction is resolved. `record_partition` keeps the decision;
+    /// after `timeout_ms` anyone may resolve the transaction from it.
+    TxnPrepare { txn_id: String, snapshot_ts: u64, part: TxnPart, record_partition: PartitionId, timeout_ms: u64 },
+    /// Writes the decision into the transaction's record unless one is there already;
+    /// answers the decision the record holds.
+    TxnDecide { txn_id: String, decision: TxnDecision },
+    /// Applies the decision on a participant: the prepared writes at the commit
+    /// timestamp, or nothing; the intents go either way.
+    TxnResolve { txn_id: String, decision: TxnDecision },
 }
 
 impl PartitionRequest {
@@ -284,7 +422,12 @@ impl PartitionRequest {
             | Self::Scan { durability, .. }
             | Self::Lock { durability, .. }
             | Self::GetLock { durability, .. } => *durability,
-            Self::Sequence { .. } | Self::GetSequence { .. } => Durability::Persistent,
+            Self::Sequence { .. }
+            | Self::GetSequence { .. }
+            | Self::TxnCommit { .. }
+            | Self::TxnPrepare { .. }
+            | Self::TxnDecide { .. }
+            | Self::TxnResolve { .. } => Durability::Persistent,
         }
     }
 
@@ -309,6 +452,7 @@ pub enum PartitionResponse {
     },
     Lock(LockReply),
     Sequence(SequenceReply),
+    Txn(TxnReply),
 }
 
 /// A replica's view of one partition, for `status`.

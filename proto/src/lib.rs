@@ -1,6 +1,7 @@
 //! Kahuna's gRPC protocol, generated from `proto/*.proto`.
 //!
-//! - [`v1`]: the client API (KeyValue, Locks, Sequences, Cluster services).
+//! - [`v1`]: the client API (KeyValue, Locks, Sequences, Transactions, Scripts, Cluster
+//!   services).
 //! - [`node`]: the node-to-node API (Raft transport and request forwarding).
 
 /// The client API.

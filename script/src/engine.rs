@@ -65,6 +65,10 @@ pub struct ScriptEngine {
     cache: ScriptCache,
     /// Counts runs with retries, to seed each one's backoff jitter differently.
     runs: AtomicU64,
+    /// Held by every re-run after a conflict (tokio's mutex is fair: FIFO). Scripts that
+    /// fight over one hot key would otherwise mostly re-run into the same conflict; in
+    /// line, each re-run meets at most the first attempts of others.
+    rerun_gate: tokio::sync::Mutex<()>,
 }
 
 impl Default for ScriptEngine {
@@ -76,7 +80,12 @@ impl Default for ScriptEngine {
 impl ScriptEngine {
     pub fn new(config: EngineConfig) -> Self {
         let scripts_max = NonZeroUsize::new(config.cache_scripts_max).unwrap_or(NonZeroUsize::MIN);
-        Self { cache: ScriptCache::new(scripts_max, config.cache_bytes_max), config, runs: AtomicU64::new(0) }
+        Self {
+            cache: ScriptCache::new(scripts_max, config.cache_bytes_max),
+            config,
+            runs: AtomicU64::new(0),
+            rerun_gate: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The engine's settings.
@@ -134,7 +143,8 @@ impl ScriptEngine {
 
     /// Runs `script` in a fresh transaction from `source` until it commits, re-running
     /// it after a [`ScriptError::Conflict`] with exponential backoff, at most
-    /// [`RetryPolicy::attempts_max`] times in all. Any other error ends it at once.
+    /// [`RetryPolicy::attempts_max`] times in all, re-runs one at a time on this node.
+    /// Any other error ends it at once.
     ///
     /// # Cancel safety
     ///
@@ -159,6 +169,7 @@ impl ScriptEngine {
         let seed = splitmix64(self.runs.fetch_add(1, Ordering::Relaxed));
         let mut attempt = 1;
         loop {
+            let _in_line = if attempt > 1 { Some(self.rerun_gate.lock().await) } else { None };
             let txn = source.begin().await?;
             match self.attempt(&text, hash, args, txn, attempt).await {
                 Err(e) if e.is_conflict() && attempt < retry.attempts_max => {

@@ -161,8 +161,14 @@ impl ScriptError {
 }
 
 impl From<KvError> for ScriptError {
+    /// A failed validation stays a conflict (the engine re-runs the script on it) and bad
+    /// input stays bad input; any other kernel error is carried as is.
     fn from(error: KvError) -> Self {
-        Self::Kv { line: None, error }
+        match error {
+            KvError::Conflict(message) => Self::Conflict { line: None, message },
+            KvError::InvalidInput(message) => Self::InvalidInput { line: None, message },
+            error => Self::Kv { line: None, error },
+        }
     }
 }
 

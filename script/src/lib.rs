@@ -37,6 +37,8 @@
 //! Modules (private; everything public is re-exported below):
 //! - `engine`: [`ScriptEngine`]: load, run, run by hash, re-run on conflict.
 //! - `txn`: [`ScriptTxn`], the seam the transaction engine implements, and [`TxnSource`].
+//! - `engine_txn`: [`ScriptTxn`] for `kahuna_txn::Transaction` and [`TxnSource`] for
+//!   `kahuna_txn::TxnEngine` (persistent keys only).
 //! - `api`: the `kahuna` Lua table (its functions are listed there).
 //! - `sandbox`: the per-run Lua state: allowed libraries, read-only globals, the hook.
 //! - `limits`: [`Limits`], [`RetryPolicy`] and every named maximum of the crate.
@@ -47,6 +49,7 @@
 mod api;
 mod cache;
 mod engine;
+mod engine_txn;
 mod error;
 mod limits;
 mod sandbox;

@@ -796,4 +796,13 @@ fn error_codes_are_stable() {
     assert_eq!(ScriptError::MemoryLimit { limit_bytes: 1 }.code(), "ScriptMemoryLimit");
     let e: ScriptError = kahuna_kernel::KvError::Unavailable("no quorum".into()).into();
     assert!(e.is_retryable() && !e.is_conflict());
+    let e: ScriptError = kahuna_kernel::KvError::Conflict("k changed".into()).into();
+    assert!(e.is_conflict() && e.to_string() == "conflict: k changed", "{e}");
+    let e: ScriptError = kahuna_kernel::KvError::InvalidInput("key is empty".into()).into();
+    assert_eq!(e.code(), "InvalidInput");
+    let locked =
+        kahuna_kernel::KvError::Locked { key: "k".into(), txn_id: "1-2-3".into(), record_partition: 0, deadline_ms: 9 };
+    let e: ScriptError = locked.into();
+    assert_eq!(e.code(), "Locked");
+    assert!(e.is_retryable() && !e.is_conflict());
 }

@@ -6,6 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kahuna_kernel::{KernelConfig, NodeId};
+use kahuna_script::{EngineConfig, Limits};
+use kahuna_txn::TxnConfig;
+
+/// Smallest memory limit a script may be given: the Lua libraries alone need a few
+/// hundred KiB.
+pub const SCRIPT_MEMORY_BYTES_MIN: usize = 1024 * 1024;
+/// Time a script's transaction gets beyond the script's own time budget, for its commit.
+pub const SCRIPT_COMMIT_MS_MARGIN: u64 = 5_000;
 
 /// Runs a Kahuna node. With no flags: a single node, data in `./kahuna-data`, gRPC on
 /// 127.0.0.1:2070.
@@ -45,6 +53,29 @@ pub struct ServeArgs {
     /// Longest lock lease a client may ask for, in ms.
     #[arg(long, env = "KAHUNA_LOCK_LEASE_MS_MAX", default_value_t = kahuna_kernel::LOCK_LEASE_MS_MAX_DEFAULT)]
     pub lock_lease_ms_max: u64,
+    /// Timeout of a transaction that asks for none, in ms.
+    #[arg(long, env = "KAHUNA_TXN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub txn_timeout_ms: u64,
+    /// Longest timeout a transaction may ask for, in ms.
+    #[arg(long, env = "KAHUNA_TXN_TIMEOUT_MS_MAX", default_value_t = 60_000)]
+    pub txn_timeout_ms_max: u64,
+    /// Time budget of one run of a script (instructions plus waiting for reads), in ms.
+    #[arg(long, env = "KAHUNA_SCRIPT_TIME_MS_MAX", default_value_t = kahuna_script::TIME_MS_MAX_DEFAULT)]
+    pub script_time_ms_max: u64,
+    /// Memory limit of one run of a script, in bytes.
+    #[arg(long, env = "KAHUNA_SCRIPT_MEMORY_BYTES_MAX", default_value_t = kahuna_script::MEMORY_BYTES_MAX_DEFAULT)]
+    pub script_memory_bytes_max: usize,
+    /// Test hook: `crash-after-prepare` aborts the process right after every participant
+    /// of a multi-partition commit prepared, before the decision is written.
+    #[arg(long, env = "KAHUNA_FAULT", hide = true, value_enum)]
+    pub fault: Option<Fault>,
+}
+
+/// Faults a node injects into itself, for recovery tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// Abort the process after every participant prepared a multi-partition commit.
+    CrashAfterPrepare,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -99,9 +130,84 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The transaction engine's configuration, checked.
+    pub fn txn_config(&self) -> Result<TxnConfig, String> {
+        if self.txn_timeout_ms_max == 0 {
+            return Err("--txn-timeout-ms-max must be at least 1 ms".into());
+        }
+        if self.txn_timeout_ms == 0 || self.txn_timeout_ms > self.txn_timeout_ms_max {
+            return Err(format!("--txn-timeout-ms must be 1 to {} ms (--txn-timeout-ms-max)", self.txn_timeout_ms_max));
+        }
+        Ok(TxnConfig {
+            timeout_default: Duration::from_millis(self.txn_timeout_ms),
+            timeout_max: Duration::from_millis(self.txn_timeout_ms_max),
+            crash_after_prepare: self.fault == Some(Fault::CrashAfterPrepare),
+        })
+    }
+
+    /// The script engine's configuration, checked.
+    pub fn script_config(&self) -> Result<EngineConfig, String> {
+        // A script's transaction must outlive the script and its commit.
+        let script_ms_max = self.txn_timeout_ms_max.saturating_sub(SCRIPT_COMMIT_MS_MARGIN);
+        if self.script_time_ms_max == 0 || self.script_time_ms_max > script_ms_max {
+            return Err(format!(
+                "--script-time-ms-max must be 1 to {script_ms_max} ms (--txn-timeout-ms-max less \
+                 {SCRIPT_COMMIT_MS_MARGIN} ms for the commit)"
+            ));
+        }
+        if self.script_memory_bytes_max < SCRIPT_MEMORY_BYTES_MIN {
+            return Err(format!("--script-memory-bytes-max must be at least {SCRIPT_MEMORY_BYTES_MIN} bytes"));
+        }
+        let limits = Limits {
+            time_ms_max: self.script_time_ms_max,
+            memory_bytes_max: self.script_memory_bytes_max,
+            ..Limits::default()
+        };
+        Ok(EngineConfig { limits, ..EngineConfig::default() })
+    }
+
+    /// The timeout of the transaction each run of a script begins: the script's time
+    /// budget plus room for the commit, at most the transactions' maximum.
+    pub fn script_txn_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.script_time_ms_max.saturating_add(SCRIPT_COMMIT_MS_MARGIN).min(self.txn_timeout_ms_max),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("kahuna").chain(flags.iter().copied())).map(|c| c.serve).unwrap()
+    }
+
+    #[test]
+    fn txn_and_script_settings() {
+        let a = args(&[]);
+        let txn = a.txn_config().unwrap();
+        assert_eq!(txn.timeout_default, Duration::from_secs(5));
+        assert!(!txn.crash_after_prepare);
+        let scripts = a.script_config().unwrap();
+        assert_eq!(scripts.limits.time_ms_max, kahuna_script::TIME_MS_MAX_DEFAULT);
+        assert_eq!(a.script_txn_timeout(), Duration::from_millis(6_000));
+        let a = args(&["--fault", "crash-after-prepare", "--script-time-ms-max", "200"]);
+        assert!(a.txn_config().unwrap().crash_after_prepare);
+        assert_eq!(a.script_config().unwrap().limits.time_ms_max, 200);
+        assert!(args(&["--txn-timeout-ms", "0"]).txn_config().is_err());
+        assert!(args(&["--txn-timeout-ms", "70000"]).txn_config().is_err());
+        assert!(args(&["--script-time-ms-max", "58000"]).script_config().is_err());
+        assert!(args(&["--script-memory-bytes-max", "1000"]).script_config().is_err());
+    }
 
     #[test]
     fn peers() {

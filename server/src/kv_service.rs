@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use futures::future::try_join_all;
 use kahuna_kernel::{
     Kernel, KeyValue, PartitionId, PartitionRequest, PartitionResponse, Served, WriteOp, WriteResult, check_batch,
-    scan_limit,
 };
 use kahuna_proto::v1::key_value_server::KeyValue as KeyValueApi;
 use kahuna_proto::v1::*;
@@ -209,31 +208,9 @@ impl KeyValueApi for KvService {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let r = request.into_inner();
         let (dur, cons) = (durability(r.durability)?, consistency(r.consistency)?);
-        let limit = scan_limit(r.limit).map_err(to_status)?;
         let after = (!r.cursor.is_empty()).then_some(r.cursor);
-        let calls = (0..self.kernel.partitions()).map(|p| {
-            let request = PartitionRequest::Scan {
-                prefix: r.prefix.clone(),
-                after: after.clone(),
-                limit,
-                durability: dur,
-                consistency: cons,
-            };
-            async move { self.run(p, request).await }
-        });
-        let mut merged = Vec::new();
-        let mut more = false;
-        for served in try_join_all(calls).await? {
-            if let PartitionResponse::Items { items, more: m } = served.value {
-                merged.extend(items);
-                more |= m;
-            }
-        }
-        merged.sort_by(|a, b| a.key.cmp(&b.key));
-        if merged.len() > limit as usize {
-            merged.truncate(limit as usize);
-            more = true;
-        }
+        let (merged, more) =
+            self.kernel.scan(&r.prefix, after.as_deref(), r.limit, None, dur, cons).await.map_err(to_status)?;
         let next_cursor = if more { merged.last().map(|kv| kv.key.clone()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(ScanResponse {
             items: merged.into_iter().map(convert::entry).collect(),

@@ -1,6 +1,7 @@
 //! Syntax highlighting for the REPL: command words, quoted strings and numbers in
 //! distinct ANSI colours. The REPL uses it only when stdout is a terminal and
-//! `NO_COLOR` is not set.
+//! `NO_COLOR` is not set. The Lua after `eval` is left as it is: its `#`, `;` and quotes
+//! are not the shell's.
 
 /// Command words: bold cyan.
 pub const COMMAND: &str = "\x1b[1;36m";
@@ -21,6 +22,18 @@ pub fn highlight(line: &str, commands: bool) -> String {
     let mut chars = line.char_indices().peekable();
     let mut statement_start = true;
     while let Some(&(start, c)) = chars.peek() {
+        if statement_start && is_eval(&line[start..]) {
+            let end = line[start..].find('\n').map_or(line.len(), |i| start + i);
+            if commands {
+                paint(&mut out, COMMAND, &line[start..start + 4]);
+            } else {
+                out.push_str(&line[start..start + 4]);
+            }
+            out.push_str(&line[start + 4..end]);
+            while chars.next_if(|&(i, _)| i < end).is_some() {}
+            statement_start = false;
+            continue;
+        }
         match c {
             '\n' | ';' => {
                 statement_start = true;
@@ -95,6 +108,12 @@ pub fn highlight(line: &str, commands: bool) -> String {
         }
     }
     out
+}
+
+/// Returns true when `text` starts with the word `eval` (any case), whose chunk is Lua.
+fn is_eval(text: &str) -> bool {
+    text.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("eval"))
+        && text[4..].chars().next().is_none_or(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
 }
 
 /// Appends `text` in `colour`.
@@ -174,5 +193,15 @@ mod tests {
             assert_eq!(strip(&highlight(line, false)), line, "{line:?}");
         }
         assert_eq!(highlight_all("'set' k"), format!("{STRING}'set'{RESET} k"));
+    }
+
+    #[test]
+    fn lua_after_eval_is_left_alone() {
+        assert_eq!(highlight_all("eval return #t; -- \"x\""), format!("{COMMAND}eval{RESET} return #t; -- \"x\""));
+        assert_eq!(
+            highlight_all("get a; EVAL x 1\nget 'b'"),
+            format!("{COMMAND}get{RESET} a; {COMMAND}EVAL{RESET} x 1\n{COMMAND}get{RESET} {STRING}'b'{RESET}")
+        );
+        assert_eq!(highlight("evaluate 1", false), format!("evaluate {NUMBER}1{RESET}"));
     }
 }

@@ -15,12 +15,19 @@ pub struct ShellError {
     pub code: String,
     /// Human-readable detail.
     pub message: String,
+    /// A second line for people, such as the script line an error names.
+    pub detail: Option<String>,
 }
 
 impl ShellError {
+    /// Returns an error with `code`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ShellError {
+        ShellError { code: code.into(), message: message.into(), detail: None }
+    }
+
     /// Returns an `InvalidInput` error.
     pub fn invalid(message: impl Into<String>) -> ShellError {
-        ShellError { code: INVALID_INPUT.into(), message: message.into() }
+        ShellError::new(INVALID_INPUT, message)
     }
 }
 
@@ -34,13 +41,13 @@ impl std::error::Error for ShellError {}
 
 impl From<kahuna_client::Error> for ShellError {
     fn from(error: kahuna_client::Error) -> ShellError {
-        ShellError { code: error.code().to_owned(), message: error.message().to_owned() }
+        ShellError::new(error.code(), error.message())
     }
 }
 
 impl From<ParseError> for ShellError {
     fn from(error: ParseError) -> ShellError {
-        ShellError::invalid(error.message)
+        ShellError { detail: error.detail, ..ShellError::invalid(error.message) }
     }
 }
 

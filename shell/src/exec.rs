@@ -1,13 +1,20 @@
 //! Runs a parsed [`Command`] against the cluster and returns an [`Outcome`] to format.
+//!
+//! Submodules: `txn` runs `begin`, `commit`, `rollback` and the key commands inside an
+//! open transaction; `script` runs `eval`, `lua` blocks and `run`.
+
+mod script;
+mod txn;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kahuna_client::{
     Batch, Client, ClusterStatus, Consistency, CreateSequenceResult, DeleteItem, DeleteOptions, DeleteResult,
     DeleteSequenceResult, Durability, ExistsResult, ExtendLockResult, ExtendResult, GetResult, GetSequenceResult,
     Items, LockInfo, LockOptions, LockResult, NextResult, NodeId, NodeInfo, OperationId, ReadOptions, ReserveResult,
-    ScanOptions, SetItem, SetOptions, SetResult, UnlockResult, new_operation_id,
+    ScanOptions, ScriptResult, SetItem, SetOptions, SetResult, Transaction, UnlockResult, new_operation_id,
 };
 
 use crate::error::ShellError;
@@ -15,20 +22,32 @@ use crate::help;
 use crate::lex::quote;
 use crate::parse::Command;
 
+pub use txn::{Buffered, Rollback, short_id};
+
 /// Keys asked for per scan page while following cursors.
 const SCAN_PAGE_ITEMS: usize = 1_000;
 
 /// Hex digits of the random owner a shell session takes locks as.
 const SESSION_OWNER_HEX_DIGITS: usize = 16;
 
-/// What a shell remembers between commands: the owner it takes locks as, and the owner
-/// of each lock it took (`lock R ... owner O`), so `unlock R` works later.
-#[derive(Clone, Debug)]
+/// How often a running command checks whether the client moved to another endpoint.
+const FAILOVER_POLL_MS: u64 = 50;
+
+/// What a shell remembers between commands: the owner it takes locks as, the owner of
+/// each lock it took (`lock R ... owner O`), so `unlock R` works later, and the open
+/// transaction.
+#[derive(Debug)]
 pub struct Session {
     owner: String,
     owners: HashMap<(Durability, String), String>,
     /// Whether `timing on` is in effect.
     timing: bool,
+    /// The transaction `begin` opened, until `commit` or `rollback` ends it.
+    txn: Option<Transaction>,
+    /// Timeout of a `begin` without one; `None` = the node's default.
+    txn_timeout_default: Option<Duration>,
+    /// Directory relative `run` paths start from; `None` = the current directory.
+    base_dir: Option<PathBuf>,
 }
 
 impl Default for Session {
@@ -38,6 +57,9 @@ impl Default for Session {
             owner: format!("shell-{}", &id[..SESSION_OWNER_HEX_DIGITS.min(id.len())]),
             owners: HashMap::new(),
             timing: false,
+            txn: None,
+            txn_timeout_default: None,
+            base_dir: None,
         }
     }
 }
@@ -48,9 +70,53 @@ impl Session {
         Session::default()
     }
 
+    /// Sets the timeout of a `begin` without one (the REPL asks for more than the node's
+    /// default, since people type slower than programs).
+    pub fn with_txn_timeout(mut self, timeout: Duration) -> Session {
+        self.txn_timeout_default = Some(timeout);
+        self
+    }
+
+    /// Sets the directory relative `run` paths start from (a `-f` script's own).
+    pub fn with_base_dir(mut self, dir: PathBuf) -> Session {
+        self.base_dir = Some(dir);
+        self
+    }
+
     /// Whether each command's latency is to be printed (`timing on`).
     pub fn timing(&self) -> bool {
         self.timing
+    }
+
+    /// The open transaction's id, if one is open.
+    pub fn txn_id(&self) -> Option<&str> {
+        self.txn.as_ref().map(Transaction::id)
+    }
+
+    /// The endpoint every call of the open transaction goes to, if one is open.
+    pub fn txn_endpoint(&self) -> Option<&str> {
+        self.txn.as_ref().map(Transaction::endpoint)
+    }
+
+    /// Rolls the open transaction back, if any (leaving the shell, a failed script);
+    /// returns its id and what happened, for the caller to tell.
+    ///
+    /// # Cancel safety
+    ///
+    /// The transaction is taken first: a dropped future leaves its rollback to the
+    /// client's background rollback and to the node's timeout.
+    pub async fn abandon_txn(&mut self) -> Option<(String, Rollback)> {
+        let txn = self.txn.take()?;
+        let id = txn.id().to_owned();
+        Some((id, txn::roll_back(txn).await))
+    }
+
+    /// Returns `path` resolved against the base directory when it is relative.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        }
     }
 
     /// The owner to act as on lock `name`: the one that took it here, else the session's.
@@ -123,7 +189,7 @@ pub enum Coordination {
 }
 
 /// What a command produced, ready to format.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// A set ran (whether or not its conditions held).
     Set {
@@ -223,15 +289,108 @@ pub enum Outcome {
     Help(String),
     /// The user asked to leave.
     Exit,
+    /// A begin opened a transaction.
+    Begun {
+        /// Its id.
+        id: String,
+        /// Its snapshot's HLC timestamp.
+        snapshot_ts: u64,
+        /// How long the node keeps it open.
+        timeout: Duration,
+        /// Node holding it.
+        served_by: NodeId,
+    },
+    /// A set, del or extend inside a transaction buffered its write, or found its
+    /// condition false.
+    Buffered {
+        /// Which command.
+        op: Buffered,
+        /// The key.
+        key: String,
+        /// Whether the write was buffered (its conditions held; the key was live).
+        applied: bool,
+        /// Node holding the transaction.
+        served_by: NodeId,
+    },
+    /// A commit succeeded.
+    Committed {
+        /// The transaction's id.
+        id: String,
+        /// When its writes committed; `None` when it wrote nothing.
+        commit_ts: Option<u64>,
+        /// Node that held it.
+        served_by: NodeId,
+    },
+    /// A rollback ended the transaction.
+    RolledBack {
+        /// The transaction's id.
+        id: String,
+        /// What the node said.
+        rollback: Rollback,
+        /// Node that held it.
+        served_by: NodeId,
+    },
+    /// An eval, lua block or run ran a script.
+    Script(ScriptResult),
+}
+
+/// Runs `command` as [`execute`] does, calling `notice(from, to)` whenever the client
+/// moves to another endpoint meanwhile: `from` stopped answering and the call is being
+/// retried on `to` (when it is safe to repeat).
+///
+/// # Cancel safety
+///
+/// As for [`execute`].
+pub async fn execute_noting_failover(
+    client: &Client,
+    session: &mut Session,
+    command: Command,
+    notice: &mut dyn FnMut(&str, &str),
+) -> Result<Outcome, ShellError> {
+    let mut current = client.current_endpoint().to_owned();
+    let mut check = |current: &mut String| {
+        let now = client.current_endpoint();
+        if now != current.as_str() {
+            notice(current, now);
+            *current = now.to_owned();
+        }
+    };
+    let run = execute(client, session, command);
+    tokio::pin!(run);
+    let mut poll = tokio::time::interval(Duration::from_millis(FAILOVER_POLL_MS));
+    loop {
+        tokio::select! {
+            result = &mut run => {
+                check(&mut current);
+                return result;
+            }
+            _ = poll.tick() => check(&mut current),
+        }
+    }
 }
 
 /// Runs `command`.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future abandons the call; a write may or may not have been applied.
+/// Dropping the future abandons the call; a write may or may not have been applied. An
+/// open transaction stays open (its commit may or may not have been sent).
 pub async fn execute(client: &Client, session: &mut Session, command: Command) -> Result<Outcome, ShellError> {
+    if session.txn.is_some() {
+        if let Some(reason) = command.refused_in_transaction() {
+            return Err(ShellError::invalid(reason));
+        }
+        if !matches!(command, Command::Help { .. } | Command::Timing { .. } | Command::Exit) {
+            return txn::execute(session, command).await;
+        }
+    }
     Ok(match command {
+        Command::Begin { timeout_ms } => txn::begin(client, session, timeout_ms).await?,
+        Command::Commit | Command::Rollback => {
+            return Err(ShellError::invalid("no transaction is open; begin one first"));
+        }
+        Command::Eval { chunk, args } => script::eval(client, chunk, args).await?,
+        Command::Run { path, args } => script::run_file(client, &session.resolve(&path), &path, args).await?,
         Command::Lock { .. }
         | Command::Unlock { .. }
         | Command::ExtendLock { .. }
@@ -265,7 +424,9 @@ pub async fn execute(client: &Client, session: &mut Session, command: Command) -
             let items = client.get_by_bucket(bucket.clone(), options).await?;
             Outcome::Bucket { bucket, items }
         }
-        Command::Scan { prefix, options, limit, cursor } => scan(client, prefix, options, limit, cursor).await?,
+        Command::Scan { prefix, options, limit, cursor } => {
+            scan(Reader::Client(client), prefix, options, limit, cursor).await?
+        }
         Command::SetMany { items, durability } => {
             let keys = items.iter().map(|(key, _)| key.clone()).collect();
             let items = items
@@ -355,9 +516,16 @@ async fn coordinate(client: &Client, session: &mut Session, command: Command) ->
     })
 }
 
+/// Where a scan reads: the cluster, or an open transaction's view.
+#[derive(Clone, Copy)]
+enum Reader<'a> {
+    Client(&'a Client),
+    Txn(&'a Transaction),
+}
+
 /// Follows scan cursors until `limit` keys are collected or the scan is complete.
 async fn scan(
-    client: &Client,
+    reader: Reader<'_>,
     prefix: String,
     options: ReadOptions,
     limit: usize,
@@ -369,14 +537,17 @@ async fn scan(
         let page_limit = u32::try_from(page_items).unwrap_or(u32::MAX);
         let mut page_options = ScanOptions::new().read(options).limit(page_limit);
         page_options.cursor = cursor.clone();
-        let page = client.scan(prefix.clone(), page_options).await?;
+        let page = match reader {
+            Reader::Client(client) => client.scan(prefix.clone(), page_options).await?,
+            Reader::Txn(txn) => txn.scan(prefix.clone(), page_options).await?,
+        };
         all.items.extend(page.items);
         all.served_by = page.served_by;
         if page.next_cursor.is_some() && page.next_cursor == cursor {
-            return Err(ShellError {
-                code: "MalformedResponse".into(),
-                message: format!("scan of {prefix:?} returned its own cursor again"),
-            });
+            return Err(ShellError::new(
+                "MalformedResponse",
+                format!("scan of {prefix:?} returned its own cursor again"),
+            ));
         }
         cursor = page.next_cursor;
         // A server may send more than asked; the excess is kept, never dropped silently.

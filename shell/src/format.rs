@@ -10,6 +10,7 @@
 //!   prints nothing; set, del, extend and exists print 1 or 0. Errors go to stderr.
 
 mod coord;
+mod script;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::args::Format;
 use crate::error::ShellError;
-use crate::exec::Outcome;
+use crate::exec::{Buffered, Outcome, Rollback};
 
 /// Where a rendering goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,11 +60,18 @@ pub fn render_latency(elapsed: Duration, format: Format) -> (Vec<u8>, Stream) {
 pub fn render_error(error: &ShellError, format: Format) -> (Vec<u8>, Stream) {
     match format {
         Format::Json => {
-            let document = json!({ "error": { "code": error.code, "message": error.message } });
-            (format!("{document}\n").into_bytes(), Stream::Stdout)
+            let mut document = json!({ "code": error.code, "message": error.message });
+            if let (Some(detail), Value::Object(fields)) = (&error.detail, &mut document) {
+                fields.insert("detail".into(), Value::String(detail.clone()));
+            }
+            (format!("{}\n", json!({ "error": document })).into_bytes(), Stream::Stdout)
         }
         Format::Table | Format::Raw => {
-            (format!("error: {} ({})\n", error.message, error.code).into_bytes(), Stream::Stderr)
+            let mut text = format!("error: {} ({})\n", error.message, error.code);
+            if let Some(detail) = &error.detail {
+                let _ = writeln!(text, "  {detail}");
+            }
+            (text.into_bytes(), Stream::Stderr)
         }
     }
 }
@@ -130,17 +138,54 @@ fn table(outcome: &Outcome) -> String {
         Outcome::Timing(on) => format!("timing {}\n", if *on { "on" } else { "off" }),
         Outcome::Help(text) => format!("{}\n", text.trim_end()),
         Outcome::Exit => String::new(),
+        Outcome::Begun { id, snapshot_ts, timeout, served_by } => format!(
+            "begun transaction {id} (snapshot {}, node {served_by}, rolled back unless committed within {} ms)\n",
+            hlc_text(*snapshot_ts),
+            timeout.as_millis()
+        ),
+        Outcome::Buffered { op, applied, served_by, .. } => buffered_line(*op, *applied, *served_by),
+        Outcome::Committed { id, commit_ts: Some(ts), served_by } => {
+            format!("committed transaction {id} at {} (node {served_by})\n", hlc_text(*ts))
+        }
+        Outcome::Committed { id, commit_ts: None, served_by } => {
+            format!("committed transaction {id}: nothing was written (node {served_by})\n")
+        }
+        Outcome::RolledBack { id, rollback, served_by } => match rollback {
+            Rollback::Done => format!("rolled back transaction {id} (node {served_by})\n"),
+            Rollback::AlreadyEnded => format!(
+                "transaction {id} had already ended on node {served_by} (its timeout passed); nothing was committed\n"
+            ),
+            Rollback::Unreachable(error) => format!(
+                "transaction {id} abandoned: node {served_by} did not answer ({error}); it rolls back when its \
+                 timeout passes\n"
+            ),
+        },
+        Outcome::Script(result) => script::table(result),
+    }
+}
+
+fn buffered_line(op: Buffered, applied: bool, served_by: NodeId) -> String {
+    match (op, applied) {
+        (Buffered::Set, true) => format!("OK (buffered until commit, node {served_by})\n"),
+        (Buffered::Set, false) => format!("(not modified: condition failed, node {served_by})\n"),
+        (Buffered::Delete, true) => format!("deleted (buffered until commit, node {served_by})\n"),
+        (Buffered::Delete, false) => format!("(not deleted: key absent or compare failed, node {served_by})\n"),
+        (Buffered::Extend, true) => format!("extended (buffered until commit, node {served_by})\n"),
+        (Buffered::Extend, false) => format!("(not extended: key absent, node {served_by})\n"),
     }
 }
 
 const KV_HEADERS: [&str; 5] = ["KEY", "VALUE", "REVISION", "COMMITTED", "EXPIRES"];
+
+/// A transaction's own buffered writes read back with commit timestamp 0: not committed.
+const UNCOMMITTED: &str = "(uncommitted)";
 
 fn kv_row(kv: &KeyValue) -> Vec<String> {
     vec![
         kv.key.clone(),
         value_text(&kv.value),
         kv.revision.to_string(),
-        unix_ms_text(hlc_unix_ms(kv.commit_ts)),
+        if kv.commit_ts == 0 { UNCOMMITTED.to_owned() } else { unix_ms_text(hlc_unix_ms(kv.commit_ts)) },
         kv.expires_at_ms.map_or_else(|| "never".to_owned(), unix_ms_text),
     ]
 }
@@ -177,7 +222,7 @@ fn get_table(result: &GetResult) -> String {
         vec!["key".to_owned(), kv.key.clone()],
         vec!["value".to_owned(), value_text(&kv.value)],
         vec!["revision".to_owned(), kv.revision.to_string()],
-        vec!["commit_ts".to_owned(), hlc_text(kv.commit_ts)],
+        vec!["commit_ts".to_owned(), if kv.commit_ts == 0 { UNCOMMITTED.to_owned() } else { hlc_text(kv.commit_ts) }],
         vec!["expires".to_owned(), kv.expires_at_ms.map_or_else(|| "never".to_owned(), unix_ms_text)],
         vec!["served_by".to_owned(), format!("node {}", result.served_by)],
     ];
@@ -396,6 +441,31 @@ fn json(outcome: &Outcome) -> Value {
         Outcome::Timing(on) => json!({ "timing": on }),
         Outcome::Help(text) => json!({ "help": text }),
         Outcome::Exit => Value::Null,
+        Outcome::Begun { id, snapshot_ts, timeout, served_by } => json!({
+            "txn_id": id,
+            "snapshot_ts": snapshot_ts,
+            "timeout_ms": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            "served_by": served_by,
+        }),
+        Outcome::Buffered { op, key, applied, served_by } => {
+            let field = match op {
+                Buffered::Set => "modified",
+                Buffered::Delete => "deleted",
+                Buffered::Extend => "extended",
+            };
+            json!({ "key": key, field: applied, "in_transaction": true, "served_by": served_by })
+        }
+        Outcome::Committed { id, commit_ts, served_by } => {
+            json!({ "txn_id": id, "committed": true, "commit_ts": commit_ts, "served_by": served_by })
+        }
+        Outcome::RolledBack { id, rollback, served_by } => json!({
+            "txn_id": id,
+            "rolled_back": true,
+            "was_open": matches!(rollback, Rollback::Done),
+            "reachable": !matches!(rollback, Rollback::Unreachable(_)),
+            "served_by": served_by,
+        }),
+        Outcome::Script(result) => script::json(result),
     }
 }
 
@@ -534,7 +604,15 @@ fn raw(outcome: &Outcome) -> Vec<u8> {
         Outcome::Timing(_) => {}
         Outcome::Coordination(outcome) => return coord::raw(outcome),
         Outcome::Help(text) => out.extend_from_slice(format!("{}\n", text.trim_end()).as_bytes()),
-        Outcome::Exit => {}
+        Outcome::Exit | Outcome::RolledBack { .. } => {}
+        Outcome::Begun { id, .. } => out.extend_from_slice(format!("{id}\n").as_bytes()),
+        Outcome::Buffered { applied, .. } => return flag(*applied),
+        Outcome::Committed { commit_ts, .. } => {
+            if let Some(ts) = commit_ts {
+                out.extend_from_slice(format!("{ts}\n").as_bytes());
+            }
+        }
+        Outcome::Script(result) => return script::raw(result),
     }
     out
 }

@@ -196,6 +196,79 @@ pub const COMMANDS: &[CommandHelp] = &[
         ephemeral_form: false,
     },
     CommandHelp {
+        name: "begin",
+        brief: "open a transaction",
+        syntax: "begin [timeout MS]",
+        summary: "Opens an interactive transaction; the prompt shows it until commit or rollback. \
+                  Reads see one snapshot plus the transaction's own writes; writes are buffered \
+                  and commit applies all of them or none. Inside it get, exists, scan by prefix, \
+                  set, del and extend run in the transaction (persistent keys only); locks, \
+                  sequences, ephemeral forms, batches, scripts and cluster commands are refused. \
+                  The node rolls it back after timeout MS: the REPL asks for 60000, scripts get \
+                  the node's default (5000). Leaving the shell rolls an open transaction back.",
+        example: "begin timeout 30000",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "commit",
+        brief: "commit the open transaction",
+        syntax: "commit",
+        summary: "Commits the open transaction's writes atomically and prints the commit \
+                  timestamp, or that nothing was written. When something it read or wrote \
+                  changed since its snapshot, the commit fails with Conflict: nothing was \
+                  written, and running the whole transaction again from begin may succeed. \
+                  Either way the transaction ends.",
+        example: "commit",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "rollback",
+        brief: "discard the open transaction",
+        syntax: "rollback",
+        summary: "Discards the open transaction's buffered writes and ends it.",
+        example: "rollback",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "eval",
+        brief: "run a Lua chunk on the server",
+        syntax: "eval CHUNK",
+        summary: "Runs the rest of the line as a Lua 5.4 script on the server, as one \
+                  transaction (its reads from one snapshot, its writes committed together). \
+                  The chunk goes on over the next lines while it is incomplete (an open do, \
+                  function, if or bracket); ; and # belong to Lua here. Scripts use \
+                  kahuna.get, kahuna.set, kahuna.delete, kahuna.scan, kahuna.args and more. \
+                  The result prints typed: tables as tables (or JSON, or raw lines).",
+        example: "eval local kv = kahuna.get(\"config/color\"); return kv and kv.value",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "lua",
+        brief: "run a multi-line Lua block",
+        syntax: "lua [NAME=VALUE ...] [VALUE ...]",
+        summary: "Opens a Lua block: the lines after it, up to the end that closes it, run as \
+                  one script, as with eval (the block is the body of a do ... end, so return \
+                  works in it). Arguments as for run. The REPL prompts ...> while the block is \
+                  open; Ctrl-C abandons it.",
+        example: "lua key=hits by=5\n  local kv = kahuna.get(kahuna.args.key)\n  \
+                  local n = (kv and tonumber(kv.value) or 0) + kahuna.args.by\n  \
+                  kahuna.set(kahuna.args.key, n)\n  return n\nend",
+        ephemeral_form: false,
+    },
+    CommandHelp {
+        name: "run",
+        brief: "run a Lua file with arguments",
+        syntax: "run FILE [NAME=VALUE ...] [VALUE ...]",
+        summary: "Runs the Lua file FILE on the server, as eval does. NAME=VALUE arguments are \
+                  kahuna.args.NAME, the others kahuna.args[1], kahuna.args[2], ... Bare values \
+                  are typed: whole numbers are integers, decimals floats, true and false \
+                  booleans; anything else, and any quoted value, is a string. In -f scripts a \
+                  relative FILE is found beside the script; elsewhere from the current \
+                  directory. Errors name the file's line.",
+        example: "run scripts/counter.lua key=hits by=5",
+        ephemeral_form: false,
+    },
+    CommandHelp {
         name: "status",
         brief: "partitions: leaders, terms, logs",
         syntax: "status",
@@ -266,9 +339,16 @@ Values are bytes. Table output shows UTF-8 values in double quotes with escapes,
 values as 0x followed by hex; raw output writes the bytes as they are; JSON output has
 \"value\" for UTF-8 values and \"value_hex\" otherwise.
 
-Scripts (-c, -f, or stdin not a terminal) stop at the first failed command. Exit codes:
-0 all commands succeeded, 1 a command failed, 2 the script does not parse (nothing ran) or
-the shell could not start.";
+Transactions: begin ... commit (or rollback). Only get, exists, scan by prefix, set, del and
+extend run inside one. A Conflict at commit means nothing was written: run it all again.
+
+Lua: eval CHUNK, lua ... end blocks and run FILE run scripts on the server, each as one
+transaction; arguments NAME=VALUE and VALUE are typed (integers, floats, true, false).
+
+Scripts (-c, -f, or stdin not a terminal) stop at the first failed command; a failure inside
+a transaction rolls it back. Exit codes: 0 all commands succeeded, 1 a command failed, 2 the
+script does not parse (nothing ran; this includes Lua syntax errors and begin without
+commit or rollback) or the shell could not start.";
 
 /// Returns the entry named `name` (an `e`-prefixed form finds its base command; `quit`
 /// finds `exit`), ignoring ASCII case and repeated spaces.
@@ -299,7 +379,8 @@ pub fn text(topic: Option<&str>) -> Result<String, String> {
         return Ok(out);
     };
     let command = find(topic).ok_or_else(|| format!("no command {topic:?}; try help"))?;
-    let mut out = format!("{}\n\n{}\n\nExample:\n  {}\n", command.syntax, wrap(command.summary, 88), command.example);
+    let example = command.example.replace('\n', "\n  ");
+    let mut out = format!("{}\n\n{}\n\nExample:\n  {example}\n", command.syntax, wrap(command.summary, 88));
     if command.ephemeral_form {
         out.push_str(&format!("\nEphemeral form: e{} (same syntax, the ephemeral keyspace).\n", command.name));
     }

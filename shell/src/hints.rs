@@ -23,7 +23,12 @@ pub fn hint(line: &str) -> Option<String> {
     if last.trim().is_empty() {
         return None;
     }
-    let words = &statements.last()?.words;
+    let statement = statements.last()?;
+    // Once Lua follows `eval`, the words hinted are Lua's, not the shell's.
+    if statement.lua.as_ref().is_some_and(|lua| !lua.source.trim().is_empty()) {
+        return None;
+    }
+    let words = &statement.words;
     if words.first()?.quoted {
         return None;
     }
@@ -117,6 +122,12 @@ mod tests {
         assert_eq!(hint("lock jobs/x ").as_deref(), Some("MS [wait MS] [owner O]"));
         assert_eq!(hint("timing ").as_deref(), Some("on|off"));
         assert_eq!(hint("help ").as_deref(), Some("[COMMAND]"));
+        assert_eq!(hint("begin ").as_deref(), Some("[timeout MS]"));
+        assert_eq!(hint("run ").as_deref(), Some("FILE [NAME=VALUE ...] [VALUE ...]"));
+        assert_eq!(hint("run f.lua ").as_deref(), Some("[NAME=VALUE ...] [VALUE ...]"));
+        assert_eq!(hint("eval ").as_deref(), Some("CHUNK"));
+        assert_eq!(hint("eval return 1 "), None);
+        assert_eq!(hint("commit "), None);
     }
 
     #[test]

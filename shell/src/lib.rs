@@ -3,9 +3,15 @@
 //!
 //! The root binary parses [`ShellArgs`] (a `clap::Args`) and calls [`run`]. With `-c`,
 //! `-f`, or when stdin is not a terminal, the commands run as a script: parsed whole
-//! first, then run in order, stopping at the first failure. Exit codes: 0 all succeeded,
-//! 1 a command failed, 2 the script does not parse (nothing ran) or the shell cannot start.
-//! Otherwise a rustyline REPL starts, with history in `~/.kahuna_history`.
+//! first (Lua chunks compiled, `begin` ... `commit` pairs checked), then run in order,
+//! stopping at the first failure and rolling back a transaction it was in. Exit codes: 0
+//! all succeeded, 1 a command failed, 2 the script does not parse (nothing ran) or the
+//! shell cannot start. Otherwise a rustyline REPL starts, with history in
+//! `~/.kahuna_history`.
+//!
+//! Beside the single-key commands: `begin [timeout MS]` ... `commit` / `rollback` for an
+//! interactive transaction, and Lua run on the server: `eval CHUNK`, `lua [ARGS]` blocks
+//! that end with their `end`, and `run FILE [ARGS]`.
 //!
 //! Output formats (`--format`): `table` for people (errors on stderr), `json` with exactly
 //! one document per command on stdout (errors too, as `{"error":{"code","message"}}`),
@@ -14,9 +20,11 @@
 //!
 //! Modules (private):
 //! - `args`: the command-line flags.
-//! - `lex`: statements and words: quotes, escapes, `;`, comments.
+//! - `lex`: statements and words: quotes, escapes, `;`, comments, raw Lua chunks.
+//! - `lua`: the local compile check that finds where a Lua chunk ends, script error lines.
 //! - `parse`: words to a `Command`, with every check that needs no server.
-//! - `exec`: runs a `Command` with the client, giving an `Outcome`.
+//! - `exec`: runs a `Command` with the client, giving an `Outcome`; holds the open
+//!   transaction.
 //! - `format`: table, JSON and raw rendering of outcomes and errors.
 //! - `help`: the command reference, shared by `help`, error messages, completion and hints.
 //! - `hints`: argument hints in the REPL, from the `help` table.
@@ -32,6 +40,7 @@ mod format;
 mod help;
 mod hints;
 mod lex;
+mod lua;
 mod parse;
 mod repl;
 mod runner;
@@ -81,7 +90,15 @@ pub async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         None
     };
     match source {
-        Some(source) => Ok(runner::run(&client, &source, args.format).await),
+        Some(source) => {
+            // `run` in a script file finds relative Lua files beside the script.
+            let base_dir = args
+                .file
+                .as_deref()
+                .filter(|path| *path != Path::new("-"))
+                .map(|path| path.parent().unwrap_or(Path::new("")).to_owned());
+            Ok(runner::run(&client, &source, args.format, base_dir.as_deref()).await)
+        }
         None => {
             let handle = tokio::runtime::Handle::current();
             let format = args.format;

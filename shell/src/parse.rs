@@ -2,13 +2,16 @@
 //! without a server. The grammar is the one in [`help`](crate::help).
 
 use std::fmt;
+use std::path::PathBuf;
 
 use kahuna_client::{
-    Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, SequenceOptions, SetOptions, hlc_end_of_ms,
+    Consistency, DeleteOptions, Durability, GetOptions, ReadOptions, ScriptArgs, ScriptValue, SequenceOptions,
+    SetOptions, hlc_end_of_ms,
 };
 
 use crate::help;
-use crate::lex::Word;
+use crate::lex::{LuaChunk, Statement, Word};
+use crate::lua::{self, Check};
 
 /// Keys a scan shows when no limit is given; more are offered through the cursor.
 pub const SCAN_ITEMS_DEFAULT: usize = 1_000;
@@ -18,7 +21,7 @@ pub const SCAN_ITEMS_MAX: usize = kahuna_client::SCAN_ALL_ITEMS_MAX;
 pub const BATCH_ITEMS_MAX: usize = 10_000;
 
 /// One parsed command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// `set` / `eset`.
     Set {
@@ -185,6 +188,92 @@ pub enum Command {
     },
     /// `exit` / `quit`.
     Exit,
+    /// `begin [timeout MS]`.
+    Begin {
+        /// How long the transaction may stay open; `None` = the shell's default.
+        timeout_ms: Option<u64>,
+    },
+    /// `commit`.
+    Commit,
+    /// `rollback`.
+    Rollback,
+    /// `eval CHUNK` or a `lua [ARGS]` block.
+    Eval {
+        /// The chunk and where it was typed.
+        chunk: LuaChunk,
+        /// Arguments (`lua` blocks only).
+        args: ScriptArgs,
+    },
+    /// `run FILE [ARGS]`.
+    Run {
+        /// The Lua file, as typed (resolved when it runs).
+        path: PathBuf,
+        /// Arguments.
+        args: ScriptArgs,
+    },
+}
+
+impl Command {
+    /// Returns why the command cannot run inside an open transaction, or `None` when it
+    /// can. Transactions cover persistent keys: locks, sequences, the ephemeral keyspace,
+    /// batches, scripts (each its own transaction) and cluster commands stay outside.
+    pub fn refused_in_transaction(&self) -> Option<String> {
+        let outside = |what: &str| Some(outside_transaction(what));
+        let ephemeral = |name: &str| {
+            Some(format!("{name} uses the ephemeral keyspace, which transactions do not cover; use {}", &name[1..]))
+        };
+        let serializable =
+            || Some("serializable has no meaning inside a transaction: every read comes from its snapshot".to_owned());
+        let durable = |durability: Durability| durability == Durability::Persistent;
+        match self {
+            Command::Get { options, .. } if !durable(options.durability) => ephemeral("eget"),
+            Command::Get { options, .. } if options.consistency == Consistency::Serializable => serializable(),
+            Command::Exists { options, .. } if !durable(options.durability) => ephemeral("eexists"),
+            Command::Scan { options, .. } if !durable(options.durability) => ephemeral("escan"),
+            Command::Exists { options, .. } | Command::Scan { options, .. }
+                if options.consistency == Consistency::Serializable =>
+            {
+                serializable()
+            }
+            Command::Set { options, .. } if !durable(options.durability) => ephemeral("eset"),
+            Command::Delete { options, .. } if !durable(options.durability) => ephemeral("edel"),
+            Command::Extend { durability, .. } if !durable(*durability) => ephemeral("eextend"),
+            Command::Get { .. }
+            | Command::Exists { .. }
+            | Command::Scan { .. }
+            | Command::Set { .. }
+            | Command::Delete { .. }
+            | Command::Extend { .. }
+            | Command::Commit
+            | Command::Rollback
+            | Command::Help { .. }
+            | Command::Timing { .. }
+            | Command::Exit => None,
+            Command::Begin { .. } => Some("a transaction is already open; commit or rollback first".to_owned()),
+            Command::GetByBucket { .. } => outside("get by bucket"),
+            Command::SetMany { .. } | Command::GetMany { .. } | Command::DeleteMany { .. } => {
+                outside("a batch (mset, mget, mdel)")
+            }
+            Command::Lock { .. } | Command::Unlock { .. } | Command::ExtendLock { .. } | Command::GetLock { .. } => {
+                outside("a lock command")
+            }
+            Command::CreateSequence { .. }
+            | Command::NextSequence { .. }
+            | Command::ReserveSequence { .. }
+            | Command::GetSequence { .. }
+            | Command::DeleteSequence { .. } => outside("a sequence command"),
+            Command::Eval { .. } | Command::Run { .. } => outside(LUA_SCRIPT),
+            Command::Status | Command::Ping | Command::Members => outside("a cluster command"),
+        }
+    }
+}
+
+/// What the refusal of `eval`, `lua` and `run` inside a transaction calls them.
+pub const LUA_SCRIPT: &str = "a Lua script (it runs as a transaction of its own)";
+
+/// Returns the refusal of `what` inside an open transaction.
+pub fn outside_transaction(what: &str) -> String {
+    format!("{what} cannot run inside a transaction; commit or rollback first")
 }
 
 /// Why a statement is not a valid command. The message names the problem and, where
@@ -193,6 +282,15 @@ pub enum Command {
 pub struct ParseError {
     /// Human-readable reason.
     pub message: String,
+    /// A second line for people: the Lua line a syntax error is on.
+    pub detail: Option<String>,
+}
+
+impl ParseError {
+    /// Returns an error with `message` and no detail.
+    pub fn new(message: impl Into<String>) -> ParseError {
+        ParseError { message: message.into(), detail: None }
+    }
 }
 
 impl fmt::Display for ParseError {
@@ -203,17 +301,133 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// Parses one statement: its words, and the Lua chunk of an `eval` or `lua` statement.
+pub fn parse_statement(statement: &Statement) -> Result<Command, ParseError> {
+    let Some(chunk) = &statement.lua else {
+        return parse(&statement.words);
+    };
+    let Some((head, rest)) = statement.words.split_first() else {
+        return Err(ParseError::new("empty command"));
+    };
+    let name = head.lossy().to_ascii_lowercase();
+    let args = if name == "lua" {
+        typed_args(rest, "lua")?
+    } else {
+        if chunk.source.trim().is_empty() {
+            return Err(ParseError::new(format!("eval: missing CHUNK ({})", help::usage("eval"))));
+        }
+        ScriptArgs::new()
+    };
+    check_chunk(chunk, &name)?;
+    Ok(Command::Eval { chunk: chunk.clone(), args })
+}
+
+/// Reports a Lua syntax error in `chunk` with the line it is on.
+fn check_chunk(chunk: &LuaChunk, command: &str) -> Result<(), ParseError> {
+    match lua::check(&chunk.source) {
+        Check::Complete => Ok(()),
+        Check::Incomplete(message) | Check::Invalid(message) => {
+            // `eval a; get k` is a common slip: the shell's `;` is Lua's here.
+            let hint = if command == "eval" && chunk.source.contains(';') {
+                " (eval takes the rest of the line as Lua, ; included; put the next command on a line of its own)"
+            } else {
+                ""
+            };
+            Err(ParseError {
+                message: format!("{command}: Lua syntax error: {message}{hint}"),
+                detail: lua_detail(chunk, &message),
+            })
+        }
+    }
+}
+
+/// Returns `N | text` for the line of a multi-line chunk that `message` names, N counted
+/// as the input counts (the `-f` file's lines); `None` for one-line chunks.
+pub fn lua_detail(chunk: &LuaChunk, message: &str) -> Option<String> {
+    if !chunk.source.contains('\n') {
+        return None;
+    }
+    let line = lua::error_line(message)?;
+    let text = lua::source_line(&chunk.source, line)?;
+    Some(format!("{} | {text}", chunk.line + line - 1))
+}
+
+/// Turns script argument words into [`ScriptArgs`]: `name=value` is named (the `=` bare,
+/// the name a Lua identifier), any other word positional. Bare values are typed
+/// (integers, floats, `true`, `false`); quoted values and everything else are strings.
+pub fn typed_args(words: &[Word], command: &str) -> Result<ScriptArgs, ParseError> {
+    let mut args = ScriptArgs::new();
+    for word in words {
+        let equals = word.bytes[..word.bare_len].iter().position(|&b| b == b'=');
+        let Some(equals) = equals else {
+            args.positional.push(typed_value(&word.bytes, word.quoted));
+            continue;
+        };
+        let name = String::from_utf8_lossy(&word.bytes[..equals]).into_owned();
+        if !is_lua_name(&name) {
+            return Err(ParseError::new(format!(
+                "{command}: {name:?} in {:?} is not an argument name (a Lua identifier); \
+                 quote the word to pass it as text",
+                word.lossy()
+            )));
+        }
+        if args.named.contains_key(&name) {
+            return Err(ParseError::new(format!("{command}: argument {name} given twice")));
+        }
+        let value = typed_value(&word.bytes[equals + 1..], word.quoted);
+        args.named.insert(name, value);
+    }
+    Ok(args)
+}
+
+/// Returns true for a Lua identifier that is not a keyword.
+fn is_lua_name(name: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in", "local", "nil",
+        "not", "or", "repeat", "return", "then", "true", "until", "while",
+    ];
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !KEYWORDS.contains(&name)
+}
+
+/// Types one argument value: quoted text stays a string; bare text becomes an integer,
+/// a float, or a boolean when it reads as one, else a string.
+fn typed_value(bytes: &[u8], quoted: bool) -> ScriptValue {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return ScriptValue::String(bytes.to_vec());
+    };
+    if quoted {
+        return ScriptValue::from(text);
+    }
+    match text {
+        "true" => return ScriptValue::Boolean(true),
+        "false" => return ScriptValue::Boolean(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return ScriptValue::Integer(n);
+    }
+    // Rust also reads `inf`, `NaN` and `1.`; only plain decimal notation counts here.
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let decimal = digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && !digits.ends_with('.');
+    match text.parse::<f64>() {
+        Ok(f) if decimal && f.is_finite() => ScriptValue::Float(f),
+        _ => ScriptValue::from(text),
+    }
+}
+
 /// Parses one statement's words. `words` is never empty when it comes from the lexer; an
 /// empty slice is an error, not a panic.
 pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
     let Some((head, rest)) = words.split_first() else {
-        return Err(ParseError { message: "empty command".into() });
+        return Err(ParseError::new("empty command"));
     };
     let name = String::from_utf8_lossy(&head.bytes).to_ascii_lowercase();
     if head.quoted {
-        return Err(ParseError {
-            message: format!("unknown command {:?}: command names are never quoted", head.lossy()),
-        });
+        return Err(ParseError::new(format!("unknown command {:?}: command names are never quoted", head.lossy())));
     }
     match name.as_str() {
         "help" | "?" => {
@@ -225,6 +439,15 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         "ping" => return no_arguments(Command::Ping, "ping", rest),
         "members" => return no_arguments(Command::Members, "members", rest),
         "timing" => return parse_timing(rest),
+        "commit" => return no_arguments(Command::Commit, "commit", rest),
+        "rollback" => return no_arguments(Command::Rollback, "rollback", rest),
+        "begin" => return parse_begin(rest),
+        "run" => return parse_run(rest),
+        "eval" | "lua" => {
+            // The lexer gives these their chunk; without one the words were mangled
+            // (`eval` quoted or glued to `;`).
+            return Err(ParseError::new(format!("{name}: missing CHUNK ({})", help::usage(&name))));
+        }
         "create-sequence" | "next-sequence" | "reserve-sequence" | "get-sequence" | "delete-sequence" => {
             let mut args = Args { words: rest, position: 0, command: name.clone() };
             return parse_sequence(&mut args, &name);
@@ -236,7 +459,7 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         ephemeral => match ephemeral.strip_prefix('e') {
             Some(base) if WITH_EPHEMERAL_FORM.contains(&base) => (base, Durability::Ephemeral),
             _ => {
-                return Err(ParseError { message: format!("unknown command {:?}; try help", head.lossy()) });
+                return Err(ParseError::new(format!("unknown command {:?}; try help", head.lossy())));
             }
         },
     };
@@ -388,7 +611,7 @@ fn idempotency_key(args: &mut Args<'_>) -> Result<Option<String>, ParseError> {
 
 /// Parses `timing on|off` after its name.
 fn parse_timing(rest: &[Word]) -> Result<Command, ParseError> {
-    let error = |problem: String| ParseError { message: format!("timing: {problem} ({})", help::usage("timing")) };
+    let error = |problem: String| ParseError::new(format!("timing: {problem} ({})", help::usage("timing")));
     let Some((word, extra)) = rest.split_first() else {
         return Err(error("expected on or off".into()));
     };
@@ -405,6 +628,33 @@ fn parse_timing(rest: &[Word]) -> Result<Command, ParseError> {
     }
 }
 
+/// Parses `begin [timeout MS]` after its name.
+fn parse_begin(rest: &[Word]) -> Result<Command, ParseError> {
+    let mut args = Args { words: rest, position: 0, command: "begin".into() };
+    let mut timeout_ms = None;
+    while let Some(word) = args.next().cloned() {
+        if word.is_keyword("timeout") {
+            once(&timeout_ms, &args, "timeout")?;
+            let ms = args.number("timeout MS (milliseconds)", i64::MAX as u64)?;
+            if ms == 0 {
+                return Err(args.error("timeout must be at least 1 ms"));
+            }
+            timeout_ms = Some(ms);
+        } else {
+            return Err(args.unexpected(&word));
+        }
+    }
+    Ok(Command::Begin { timeout_ms })
+}
+
+/// Parses `run FILE [ARGS]` after its name.
+fn parse_run(rest: &[Word]) -> Result<Command, ParseError> {
+    let mut args = Args { words: rest, position: 0, command: "run".into() };
+    let path = args.text("FILE", false)?;
+    let args = typed_args(&rest[1..], "run")?;
+    Ok(Command::Run { path: PathBuf::from(path), args })
+}
+
 /// Returns true when `words` start with the bare keywords `by` and `what`.
 fn is_by(words: &[Word], what: &str) -> bool {
     words.len() >= 2 && words[0].is_keyword("by") && words[1].is_keyword(what)
@@ -413,7 +663,7 @@ fn is_by(words: &[Word], what: &str) -> bool {
 fn no_arguments(command: Command, name: &str, rest: &[Word]) -> Result<Command, ParseError> {
     match rest.first() {
         None => Ok(command),
-        Some(word) => Err(ParseError { message: format!("{name} takes no arguments, got {:?}", word.lossy()) }),
+        Some(word) => Err(ParseError::new(format!("{name} takes no arguments, got {:?}", word.lossy()))),
     }
 }
 
@@ -433,7 +683,7 @@ impl Args<'_> {
         } else {
             format!("{}: {problem} ({usage})", self.command)
         };
-        ParseError { message }
+        ParseError::new(message)
     }
 
     fn next(&mut self) -> Option<&Word> {
@@ -750,9 +1000,9 @@ mod tests {
     use crate::lex::split;
 
     fn parse_line(line: &str) -> Result<Command, ParseError> {
-        let statements = split(line).map_err(|e| ParseError { message: e.to_string() })?;
+        let statements = split(line).map_err(|e| ParseError::new(e.to_string()))?;
         assert_eq!(statements.len(), 1, "{line}");
-        parse(&statements[0].words)
+        parse_statement(&statements[0])
     }
 
     fn ok(line: &str) -> Command {
@@ -1039,6 +1289,105 @@ mod tests {
     }
 
     #[test]
+    fn transaction_commands() {
+        assert_eq!(ok("begin"), Command::Begin { timeout_ms: None });
+        assert_eq!(ok("BEGIN timeout 2500"), Command::Begin { timeout_ms: Some(2500) });
+        assert_eq!(ok("commit"), Command::Commit);
+        assert_eq!(ok("rollback"), Command::Rollback);
+        assert!(err("begin timeout 0").contains("at least 1 ms"));
+        assert!(err("begin timeout").contains("missing timeout MS"));
+        assert!(err("begin now").contains("unexpected \"now\" (usage: begin [timeout MS])"));
+        assert!(err("commit now").contains("takes no arguments"));
+        assert!(err("begin timeout 1 timeout 2").contains("twice"));
+    }
+
+    #[test]
+    fn what_runs_inside_a_transaction() {
+        for inside in ["get k", "get k at 3", "exists k", "scan by prefix p", "set k v nx", "del k", "extend k 5"] {
+            assert_eq!(ok(inside).refused_in_transaction(), None, "{inside}");
+        }
+        for (outside, why) in [
+            ("eget k", "ephemeral keyspace"),
+            ("eset k v", "use set"),
+            ("get k serializable", "snapshot"),
+            ("scan by prefix p serializable", "snapshot"),
+            ("mget a b", "batch"),
+            ("get by bucket b", "get by bucket"),
+            ("lock r 5", "lock"),
+            ("next-sequence s", "sequence"),
+            ("status", "cluster"),
+            ("run f.lua", "Lua"),
+            ("eval return 1", "Lua"),
+            ("begin", "already open"),
+        ] {
+            let reason = ok(outside).refused_in_transaction().unwrap_or_default();
+            assert!(reason.contains(why), "{outside}: {reason}");
+        }
+    }
+
+    #[test]
+    fn eval_and_lua_blocks() {
+        let Command::Eval { chunk, args } = ok("eval return #kahuna.args; -- 'a'") else { panic!("not eval") };
+        assert_eq!(chunk.source, "return #kahuna.args; -- 'a'");
+        assert_eq!(args, ScriptArgs::new());
+        assert!(err("eval").contains("eval: missing CHUNK (usage: eval CHUNK)"));
+        assert!(err("eval   ").contains("missing CHUNK"));
+        assert!(err("eval return = 1").contains("eval: Lua syntax error: script:1:"));
+        assert!(err("eval return 1; get k").contains("put the next command on a line of its own"));
+        assert!(err("'eval' return 1").contains("never quoted"));
+        let statements = split("lua n=2\nreturn kahuna.args.n\nend").expect("lexes");
+        let Ok(Command::Eval { chunk, args }) = parse_statement(&statements[0]) else { panic!("not a block") };
+        assert_eq!(chunk.source, "do\nreturn kahuna.args.n\nend");
+        assert_eq!(args.named.get("n"), Some(&ScriptValue::Integer(2)));
+        let statements = split("lua\nlocal x = 1\nlocal = 2").expect("lexes");
+        let error = parse_statement(&statements[0]).expect_err("bad Lua");
+        assert_eq!(error.detail.as_deref(), Some("3 | local = 2"));
+    }
+
+    #[test]
+    fn run_and_typed_arguments() {
+        let Command::Run { path, args } = ok(
+            "run scripts/move.lua seat=12A from=alice n=3 f=1.5 e=2e3 on=true off=false q=\"7\" s='a b' 42 x -0.5 nan",
+        ) else {
+            panic!("not run");
+        };
+        assert_eq!(path, PathBuf::from("scripts/move.lua"));
+        let named = |name: &str| args.named.get(name).cloned();
+        assert_eq!(named("seat"), Some(ScriptValue::from("12A")));
+        assert_eq!(named("from"), Some(ScriptValue::from("alice")));
+        assert_eq!(named("n"), Some(ScriptValue::Integer(3)));
+        assert_eq!(named("f"), Some(ScriptValue::Float(1.5)));
+        assert_eq!(named("e"), Some(ScriptValue::Float(2000.0)));
+        assert_eq!(named("on"), Some(ScriptValue::Boolean(true)));
+        assert_eq!(named("off"), Some(ScriptValue::Boolean(false)));
+        assert_eq!(named("q"), Some(ScriptValue::from("7")), "a quoted value stays a string");
+        assert_eq!(named("s"), Some(ScriptValue::from("a b")));
+        assert_eq!(
+            args.positional,
+            [ScriptValue::Integer(42), ScriptValue::from("x"), ScriptValue::Float(-0.5), ScriptValue::from("nan")]
+        );
+        let Command::Run { args, .. } = ok("run f.lua \"a=b\" url=http://x?y=z") else { panic!("not run") };
+        assert_eq!(args.positional, [ScriptValue::from("a=b")]);
+        assert_eq!(args.named.get("url"), Some(&ScriptValue::from("http://x?y=z")));
+        assert!(err("run").contains("missing FILE"));
+        assert!(err("run f.lua a-b=1").contains("not an argument name"));
+        assert!(err("run f.lua end=1").contains("not an argument name"));
+        assert!(err("run f.lua a=1 a=2").contains("argument a given twice"));
+    }
+
+    #[test]
+    fn every_help_example_parses() {
+        for command in help::COMMANDS {
+            let statements = split(command.example).unwrap_or_else(|e| panic!("{}: {e}", command.name));
+            for statement in &statements {
+                if let Err(e) = parse_statement(statement) {
+                    panic!("{}: example {:?}: {e}", command.name, command.example);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unknown_commands() {
         assert!(err("frobnicate k").contains("unknown command \"frobnicate\""));
         assert!(err("estatus").contains("unknown command"));
@@ -1060,6 +1409,11 @@ mod tests {
             "eget",
             "ee",
             "escan",
+            "eval",
+            "run",
+            "run ''",
+            "begin timeout",
+            "lua x=",
         ] {
             let _ = parse_line(line);
         }

@@ -1,19 +1,25 @@
 //! The interactive shell: a rustyline REPL with history in `~/.kahuna_history`, tab
-//! completion of commands and keys, argument hints from the help table, syntax
-//! highlighting on a terminal, and multi-line input while a quote is open.
+//! completion of commands, keys and file names, argument hints from the help table,
+//! syntax highlighting on a terminal, and multi-line input while a quote is open.
+//!
+//! A Lua block (`lua` ... `end`, or an `eval` whose chunk is incomplete) goes on at a
+//! `...> ` prompt until its chunk is complete; Ctrl-C or Ctrl-D there abandons it. While
+//! a transaction is open the prompt shows it (`kahuna 127.0.0.1:2070 txn 1-…-7> `).
 //!
 //! It runs on a blocking thread (rustyline blocks) and drives each command on the tokio
 //! runtime through a [`Handle`]. Ctrl-C clears the line being edited, or abandons the
-//! command being run; Ctrl-D leaves.
+//! command being run; Ctrl-D leaves, rolling back an open transaction. When the client
+//! moves to another endpoint because one stopped answering, stderr says so.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use kahuna_client::{Client, Consistency, Durability, ReadOptions, ScanOptions};
-use rustyline::completion::{Completer, Pair};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
@@ -29,9 +35,10 @@ use crate::exec::{self, Outcome};
 use crate::format::{self, Stream};
 use crate::help;
 use crate::hints;
-use crate::lex;
+use crate::lex::{self, LexError};
+use crate::lua;
 use crate::parse;
-use crate::runner::{emit, emit_latency};
+use crate::runner::{emit, emit_latency, note_failover, note_rollback};
 
 /// File name of the history, in the user's home directory.
 const HISTORY_FILE: &str = ".kahuna_history";
@@ -41,6 +48,11 @@ const HISTORY_LINES_MAX: usize = 10_000;
 const COMPLETION_KEYS_MAX: u32 = 50;
 /// How long a tab completion waits for the server before offering nothing.
 const COMPLETION_TIMEOUT_MS: u64 = 300;
+/// Timeout of a `begin` without one: people type slower than programs, for whom the
+/// node's default (5 s) is meant. The node's default maximum.
+const TXN_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Prompt of the lines that continue a Lua block.
+const CONTINUATION_PROMPT: &str = "...> ";
 
 /// Runs the REPL until Ctrl-D or `exit`.
 pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<ExitCode> {
@@ -56,6 +68,8 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         client: client.clone(),
         handle: handle.clone(),
         colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        in_block: Cell::new(false),
+        files: FilenameCompleter::new(),
     }));
     let history = history_path();
     if let Some(path) = &history {
@@ -70,10 +84,9 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         "Kahuna shell, endpoints {}. Type help for commands, Ctrl-D to leave.",
         client.endpoints().iter().map(|e| endpoint_text(e)).collect::<Vec<_>>().join(", ")
     );
-    let mut session = exec::Session::new();
+    let mut session = exec::Session::new().with_txn_timeout(Duration::from_millis(TXN_TIMEOUT_MS_DEFAULT));
     loop {
-        let prompt = format!("kahuna {}> ", endpoint_text(client.current_endpoint()));
-        let line = match editor.readline(&prompt) {
+        let line = match editor.readline(&prompt(&client, &session)) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
@@ -82,17 +95,75 @@ pub fn run(client: Client, format: Format, handle: Handle) -> anyhow::Result<Exi
         if line.trim().is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(line.as_str());
+        if session.txn_id().is_some() && matches!(lex::split(&line), Err(LexError::IncompleteLua { .. })) {
+            // Refused now rather than after the whole block is typed.
+            print_error(&ShellError::invalid(parse::outside_transaction(parse::LUA_SCRIPT)), format);
+            continue;
+        }
+        let Some(input) = read_block(&mut editor, line)? else {
+            continue;
+        };
+        let _ = editor.add_history_entry(input.as_str());
         if let Some(path) = &history
             && let Err(e) = editor.append_history(path)
         {
             eprintln!("warning: cannot write history {}: {e}", path.display());
         }
-        if run_line(&client, &mut session, &line, format, &handle) {
+        if run_line(&client, &mut session, &input, format, &handle) {
             break;
         }
     }
+    if let Some((id, rollback)) = handle.block_on(session.abandon_txn()) {
+        // Ctrl-D leaves the cursor after the prompt.
+        eprintln!();
+        note_rollback(&id, &rollback);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Returns the prompt: the endpoint, and the open transaction (whose endpoint every call
+/// of it goes to).
+fn prompt(client: &Client, session: &exec::Session) -> String {
+    match (session.txn_id(), session.txn_endpoint()) {
+        (Some(id), Some(endpoint)) => format!("kahuna {} txn {}> ", endpoint_text(endpoint), exec::short_id(id)),
+        _ => format!("kahuna {}> ", endpoint_text(client.current_endpoint())),
+    }
+}
+
+/// Completes `line` when it opens a Lua block: reads lines at the continuation prompt
+/// until the chunk is complete. Returns `None` when the user abandons the block.
+fn read_block(editor: &mut Editor<ShellHelper, FileHistory>, line: String) -> anyhow::Result<Option<String>> {
+    let mut input = line;
+    let mut lines = 1;
+    while let Err(LexError::IncompleteLua { .. }) = lex::split(&input) {
+        if lines >= lua::BLOCK_LINES_MAX {
+            eprintln!("error: the Lua block is longer than {} lines; abandoned", lua::BLOCK_LINES_MAX);
+            return Ok(None);
+        }
+        // Lua is not the shell's language: no command completion, hints or colours in it.
+        set_in_block(editor, true);
+        let next = editor.readline(CONTINUATION_PROMPT);
+        set_in_block(editor, false);
+        match next {
+            Ok(next) => {
+                input.push('\n');
+                input.push_str(&next);
+                lines += 1;
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+                eprintln!("(Lua block abandoned)");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(input))
+}
+
+fn set_in_block(editor: &mut Editor<ShellHelper, FileHistory>, in_block: bool) {
+    if let Some(helper) = editor.helper_mut() {
+        helper.in_block.set(in_block);
+    }
 }
 
 /// Runs every statement of one input line; returns true when the user asked to leave.
@@ -106,7 +177,7 @@ fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Fo
         }
     };
     for statement in statements {
-        let command = match parse::parse(&statement.words) {
+        let command = match parse::parse_statement(&statement) {
             Ok(command) => command,
             Err(e) => {
                 print_error(&ShellError::from(e), format);
@@ -114,9 +185,10 @@ fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Fo
             }
         };
         let started = Instant::now();
+        let mut notice = |from: &str, to: &str| note_failover(from, to);
         let result = handle.block_on(async {
             tokio::select! {
-                result = exec::execute(client, session, command) => Some(result),
+                result = exec::execute_noting_failover(client, session, command, &mut notice) => Some(result),
                 () = ctrl_c() => None,
             }
         });
@@ -134,10 +206,7 @@ fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Fo
             }
             None => {
                 print_error(
-                    &ShellError {
-                        code: "Interrupted".into(),
-                        message: "interrupted; a write may or may not have been applied".into(),
-                    },
+                    &ShellError::new("Interrupted", "interrupted; a write may or may not have been applied"),
                     format,
                 );
                 return false;
@@ -174,6 +243,10 @@ struct ShellHelper {
     handle: Handle,
     /// Whether to colour the line and hints: stdout is a terminal and `NO_COLOR` unset.
     colour: bool,
+    /// Whether the line being edited continues a Lua block: no shell help applies.
+    in_block: Cell<bool>,
+    /// Completes file names for `run`.
+    files: FilenameCompleter,
 }
 
 impl ShellHelper {
@@ -200,6 +273,8 @@ enum Slot {
     Words(&'static [&'static str]),
     /// A key of this keyspace.
     Key(Durability),
+    /// A file name.
+    File,
     /// Nothing to offer.
     Nothing,
 }
@@ -236,6 +311,8 @@ fn slot(before: &[&str]) -> Slot {
         "mget" | "mdel" => Slot::Key(durability),
         "mset" if position % 2 == 1 => Slot::Key(durability),
         "timing" if position == 1 => Slot::Words(&["on", "off"]),
+        "begin" if position == 1 => Slot::Words(&["timeout"]),
+        "run" if position == 1 => Slot::File,
         _ => Slot::Nothing,
     }
 }
@@ -243,7 +320,10 @@ fn slot(before: &[&str]) -> Slot {
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(&self, line: &str, pos: usize, ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        if self.in_block.get() {
+            return Ok((pos, Vec::new()));
+        }
         let before = line.get(..pos).unwrap_or(line);
         let statement_start = before.rfind(';').map_or(0, |i| i + 1);
         let word_start = before
@@ -279,6 +359,7 @@ impl Completer for ShellHelper {
                 }
                 keys
             }
+            Slot::File => return self.files.complete(line, pos, ctx),
             Slot::Nothing => Vec::new(),
         };
         Ok((word_start, candidates))
@@ -289,7 +370,7 @@ impl Hinter for ShellHelper {
     type Hint = String;
 
     fn hint(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> Option<String> {
-        if pos < line.len() {
+        if pos < line.len() || self.in_block.get() {
             return None;
         }
         hints::hint(line)
@@ -298,7 +379,11 @@ impl Hinter for ShellHelper {
 
 impl Highlighter for ShellHelper {
     fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
-        if self.colour { Cow::Owned(colour::highlight(line, true)) } else { Cow::Borrowed(line) }
+        if self.colour && !self.in_block.get() {
+            Cow::Owned(colour::highlight(line, true))
+        } else {
+            Cow::Borrowed(line)
+        }
     }
 
     fn highlight_hint<'h>(&self, hint: &'h str) -> Cow<'h, str> {
@@ -306,13 +391,14 @@ impl Highlighter for ShellHelper {
     }
 
     fn highlight_char(&self, _line: &str, _pos: usize, _kind: CmdKind) -> bool {
-        self.colour
+        self.colour && !self.in_block.get()
     }
 }
 
 impl Validator for ShellHelper {
     fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        if lex::is_incomplete(ctx.input()) {
+        // Lua blocks go on at the continuation prompt instead (see `read_block`).
+        if !self.in_block.get() && lex::is_incomplete(ctx.input()) {
             Ok(ValidationResult::Incomplete)
         } else {
             Ok(ValidationResult::Valid(None))
@@ -349,6 +435,10 @@ mod tests {
         assert_eq!(slot(&["timing", "on"]), Slot::Nothing);
         assert_eq!(slot(&["members"]), Slot::Nothing);
         assert_eq!(slot(&["bogus"]), Slot::Nothing);
+        assert_eq!(slot(&["begin"]), Slot::Words(&["timeout"]));
+        assert_eq!(slot(&["run"]), Slot::File);
+        assert_eq!(slot(&["run", "f.lua"]), Slot::Nothing);
+        assert_eq!(slot(&["eval"]), Slot::Nothing);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The non-interactive runner: `-c`, `-f` and stdin scripts.
 //!
 //! The whole script is split and parsed before anything runs, so a syntax error on the
-//! last line runs nothing (exit 2). Commands then run in order; the first failed command
-//! stops the script (exit 1). `exit` stops it successfully.
+//! last line runs nothing (exit 2). Lua chunks are compiled then too, and transactions
+//! checked: every `begin` has its `commit` or `rollback`, and only commands that run in a
+//! transaction stand between them. Commands then run in order; the first failed command
+//! stops the script (exit 1), rolling back a transaction it was in. `exit` stops it
+//! successfully.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ use kahuna_client::Client;
 
 use crate::args::Format;
 use crate::error::ShellError;
-use crate::exec::{self, Outcome};
+use crate::exec::{self, Outcome, Rollback};
 use crate::format::{self, Stream};
 use crate::lex;
 use crate::parse::{self, Command};
@@ -31,16 +35,62 @@ pub fn parse_script(source: &str) -> Result<Vec<(usize, Command)>, Vec<ShellErro
     let mut commands = Vec::with_capacity(statements.len());
     let mut errors = Vec::new();
     for statement in statements {
-        match parse::parse(&statement.words) {
+        match parse::parse_statement(&statement) {
             Ok(command) => commands.push((statement.line, command)),
-            Err(e) => errors.push(at_line(ShellError::from(e), statement.line, multi_line)),
+            Err(e) => {
+                errors.push(at_line(ShellError::from(e), statement.line, multi_line));
+                // A Lua block with a syntax error ends early, and the rest of its lines
+                // would read as a cascade of bogus commands.
+                if statement.lua.is_some() {
+                    break;
+                }
+            }
         }
+    }
+    if errors.is_empty() {
+        errors = check_transactions(&commands)
+            .into_iter()
+            .map(|(line, message)| at_line(ShellError::invalid(message), line, multi_line))
+            .collect();
     }
     if errors.is_empty() { Ok(commands) } else { Err(errors) }
 }
 
-/// Runs `source` as a script and returns the process exit code.
-pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
+/// Checks that every `begin` is ended by `commit` or `rollback` before the script ends,
+/// with no `begin`, `exit` or command that cannot run in a transaction between them;
+/// returns the problems with their lines. A script has no branches, so this is known
+/// before anything runs.
+fn check_transactions(commands: &[(usize, Command)]) -> Vec<(usize, String)> {
+    let mut errors = Vec::new();
+    let mut open: Option<usize> = None;
+    for (line, command) in commands {
+        match (command, open) {
+            (Command::Begin { .. }, Some(begun)) => errors
+                .push((*line, format!("begin inside the transaction begun on line {begun}; commit or rollback first"))),
+            (Command::Begin { .. }, None) => open = Some(*line),
+            (Command::Commit | Command::Rollback, None) => {
+                errors.push((*line, "commit or rollback without an open transaction; begin one first".to_owned()));
+            }
+            (Command::Commit | Command::Rollback, Some(_)) => open = None,
+            (Command::Exit, Some(begun)) => errors
+                .push((*line, format!("exit inside the transaction begun on line {begun}; commit or rollback first"))),
+            (command, Some(begun)) => {
+                if let Some(reason) = command.refused_in_transaction() {
+                    errors.push((*line, format!("{reason} (the transaction was begun on line {begun})")));
+                }
+            }
+            (_, None) => {}
+        }
+    }
+    if let Some(begun) = open {
+        errors.push((begun, "this begin has no commit or rollback; end the transaction in the script".to_owned()));
+    }
+    errors
+}
+
+/// Runs `source` as a script and returns the process exit code. Relative `run` paths
+/// start from `base_dir` (a `-f` script's directory), else the current directory.
+pub async fn run(client: &Client, source: &str, format: Format, base_dir: Option<&Path>) -> ExitCode {
     let commands = match parse_script(source) {
         Ok(commands) => commands,
         Err(errors) => {
@@ -55,9 +105,29 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
     };
     let multi_line = source.trim_end().contains('\n');
     let mut session = exec::Session::new();
+    if let Some(dir) = base_dir {
+        session = session.with_base_dir(dir.to_owned());
+    }
+    let code = run_commands(client, &mut session, commands, format, multi_line).await;
+    if let Some((id, rollback)) = session.abandon_txn().await {
+        note_rollback(&id, &rollback);
+        return ExitCode::from(EXIT_FAILED);
+    }
+    code
+}
+
+/// Runs parsed commands in order until one fails.
+async fn run_commands(
+    client: &Client,
+    session: &mut exec::Session,
+    commands: Vec<(usize, Command)>,
+    format: Format,
+    multi_line: bool,
+) -> ExitCode {
+    let mut notice = |from: &str, to: &str| note_failover(from, to);
     for (line, command) in commands {
         let started = Instant::now();
-        let result = exec::execute(client, &mut session, command).await;
+        let result = exec::execute_noting_failover(client, session, command, &mut notice).await;
         let elapsed = started.elapsed();
         let written = match &result {
             Ok(Outcome::Exit) => return ExitCode::from(EXIT_OK),
@@ -68,7 +138,7 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
                 emit(&bytes, stream)
             }
         };
-        let written = written.and_then(|()| emit_latency(&session, &result, elapsed, format));
+        let written = written.and_then(|()| emit_latency(session, &result, elapsed, format));
         match (written, result) {
             // A closed pipe (`| head`) means nobody reads on: stop quietly.
             (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::from(EXIT_OK),
@@ -77,6 +147,25 @@ pub async fn run(client: &Client, source: &str, format: Format) -> ExitCode {
         }
     }
     ExitCode::from(EXIT_OK)
+}
+
+/// Tells on stderr that the client moved from endpoint `from` to `to`.
+pub fn note_failover(from: &str, to: &str) {
+    let strip = |e: &str| e.strip_prefix("http://").unwrap_or(e).to_owned();
+    let _ = emit(format!("connection to {} lost; trying {}\n", strip(from), strip(to)).as_bytes(), Stream::Stderr);
+}
+
+/// Tells on stderr what became of a transaction the shell had to abandon.
+pub fn note_rollback(id: &str, rollback: &Rollback) {
+    let text = match rollback {
+        Rollback::Done => format!("transaction {id} rolled back; nothing it wrote was committed\n"),
+        Rollback::AlreadyEnded => format!("transaction {id} had already ended; nothing it wrote was committed\n"),
+        Rollback::Unreachable(error) => format!(
+            "transaction {id} abandoned ({error}); its node rolls it back when its timeout passes; nothing it \
+             wrote was committed\n"
+        ),
+    };
+    let _ = emit(text.as_bytes(), Stream::Stderr);
 }
 
 /// Prints the command's latency when `timing on` is in effect (not for `timing` itself).
@@ -152,8 +241,51 @@ mod tests {
     #[tokio::test]
     async fn bad_scripts_exit_2_without_a_server_and_exit_stops() {
         let client = Client::builder(["127.0.0.1:9"]).retries(0).build().expect("valid endpoint");
-        assert_eq!(run(&client, "set a 1; nx", Format::Json).await, ExitCode::from(EXIT_USAGE));
-        assert_eq!(run(&client, "help set; exit; get a", Format::Raw).await, ExitCode::from(EXIT_OK));
-        assert_eq!(run(&client, "help nosuch", Format::Raw).await, ExitCode::from(EXIT_FAILED));
+        assert_eq!(run(&client, "set a 1; nx", Format::Json, None).await, ExitCode::from(EXIT_USAGE));
+        assert_eq!(run(&client, "help set; exit; get a", Format::Raw, None).await, ExitCode::from(EXIT_OK));
+        assert_eq!(run(&client, "help nosuch", Format::Raw, None).await, ExitCode::from(EXIT_FAILED));
+        assert_eq!(run(&client, "eval return (", Format::Raw, None).await, ExitCode::from(EXIT_USAGE));
+        assert_eq!(run(&client, "begin; lock x 5; commit", Format::Raw, None).await, ExitCode::from(EXIT_USAGE));
+    }
+
+    fn errors(source: &str) -> Vec<String> {
+        parse_script(source).expect_err("the script is refused").into_iter().map(|e| e.message).collect()
+    }
+
+    #[test]
+    fn transactions_are_checked_before_anything_runs() {
+        assert!(parse_script("begin\nset a 1\nget a\nscan by prefix a\ncommit\nbegin timeout 5\nrollback").is_ok());
+        assert_eq!(
+            errors("begin\nset a 1"),
+            ["line 1: this begin has no commit or rollback; end the transaction in the script"]
+        );
+        assert_eq!(errors("commit"), ["commit or rollback without an open transaction; begin one first"]);
+        let nested = errors("begin\nbegin\ncommit\ncommit");
+        assert!(nested[0].starts_with("line 2: begin inside the transaction begun on line 1"), "{nested:?}");
+        assert!(nested[1].starts_with("line 4: commit or rollback without"), "{nested:?}");
+        let refused = errors("begin\neset a 1\nlock r 5\nmget a b\nstatus\neval return 1\nexit\ncommit");
+        assert_eq!(refused.len(), 6, "{refused:?}");
+        assert!(refused[0].starts_with("line 2: eset uses the ephemeral keyspace"), "{refused:?}");
+        assert!(refused[1].starts_with("line 3: a lock command cannot run inside a transaction"), "{refused:?}");
+        assert!(refused[1].ends_with("(the transaction was begun on line 1)"), "{refused:?}");
+        assert!(refused[5].starts_with("line 7: exit inside the transaction"), "{refused:?}");
+    }
+
+    #[test]
+    fn lua_chunks_are_compiled_before_anything_runs() {
+        let commands =
+            parse_script("lua n=5 'x'\n  local n = kahuna.args.n\n  return n\nend\neval return 1").expect("valid");
+        assert_eq!(commands.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [1, 5]);
+        let Command::Eval { chunk, args } = &commands[0].1 else { panic!("not a lua block") };
+        assert_eq!(chunk.source, "do\n  local n = kahuna.args.n\n  return n\nend");
+        assert_eq!(args.named.get("n"), Some(&kahuna_client::ScriptValue::Integer(5)));
+        assert_eq!(args.positional, [kahuna_client::ScriptValue::from("x")]);
+        let errors =
+            parse_script("get a\nlua\n  local x = 1\n  local = 2\n  return x\nend\nget b").expect_err("bad Lua");
+        assert_eq!(errors.len(), 1, "no cascade after a bad block: {errors:?}");
+        assert!(errors[0].message.starts_with("line 2: lua: Lua syntax error: script:3:"), "{}", errors[0].message);
+        assert_eq!(errors[0].detail.as_deref(), Some("4 | local = 2"));
+        let errors = parse_script("eval for i = 1, 2 do").expect_err("incomplete");
+        assert!(errors[0].message.contains("never completed"), "{}", errors[0].message);
     }
 }

@@ -25,7 +25,7 @@ pub struct Node {
     pub data_dir: PathBuf,
     args: Vec<String>,
     /// Extra environment of the process (such as libfaketime's).
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -77,6 +77,15 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Whether the process ended by itself (and reaps it).
+    pub fn has_exited(&mut self) -> bool {
+        let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.child = None;
+        }
+        exited
     }
 
     pub fn log(&self) -> String {

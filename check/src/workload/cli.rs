@@ -22,8 +22,8 @@ pub const EXIT_UNDECIDED: u8 = 3;
 /// Arguments of `kahuna check`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Exit status: 0 no violation, 1 violations found, 2 the run could not start \
-                        (usage, unreachable cluster, workload not available), 3 undecided (the \
-                        checker gave up, or no operation succeeded).")]
+                        (usage, unreachable cluster, setup failed), 3 undecided (the checker gave \
+                        up, or no operation succeeded).")]
 pub struct CheckArgs {
     /// Cluster endpoints, host:port, comma-separated.
     #[arg(long, env = "KAHUNA_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2070")]
@@ -37,7 +37,8 @@ pub struct CheckArgs {
     /// Concurrent clients.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub clients: usize,
-    /// Keys (registers) the operations spread over.
+    /// Keys the operations spread over: registers, locks, bank accounts, or lists in use
+    /// at a time.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub keys: usize,
     /// Keeps the recorded history here as JSONL (a failing run's history is kept in the
@@ -75,8 +76,8 @@ impl CheckArgs {
 /// stdout (progress on stderr).
 ///
 /// Returns exit code 0 for a pass, [`EXIT_VIOLATIONS`] or [`EXIT_UNDECIDED`]; an error when
-/// the run could not start (bad options, unreachable cluster, workload not available yet)
-/// or the history could not be saved.
+/// the run could not start (bad options, unreachable cluster, failed setup) or the history
+/// could not be saved.
 ///
 /// # Cancel safety
 ///

@@ -81,14 +81,29 @@ impl Process {
     /// come after the write committed, and `Unavailable` may come from a node that lost
     /// its connection to a leader that did commit; anything unexpected is also unknown.
     pub(super) fn error(&self, pending: Pending, error: &Error) {
-        let results = json!({"error": error.to_string(), "code": error.code()});
         if matches!(error, Error::InvalidInput(_) | Error::NotFound(_) | Error::Compacted(_)) {
-            self.fail(pending, results);
+            self.failed(pending, error);
         } else {
-            self.live.unknown.fetch_add(1, Ordering::Relaxed);
-            pending.info(results);
+            self.unknown(pending, error);
         }
     }
+
+    /// The operation definitely did not take effect, and `error` says why (for example a
+    /// transaction abandoned before its commit was sent).
+    pub(super) fn failed(&self, pending: Pending, error: &Error) {
+        self.fail(pending, error_fields(error));
+    }
+
+    /// The operation may or may not have taken effect: `error` came after it was sent.
+    pub(super) fn unknown(&self, pending: Pending, error: &Error) {
+        self.live.unknown.fetch_add(1, Ordering::Relaxed);
+        pending.info(error_fields(error));
+    }
+}
+
+/// How the history records an error: its message and stable code.
+fn error_fields(error: &Error) -> Value {
+    json!({"error": error.to_string(), "code": error.code()})
 }
 
 /// Builds the client of process `id`: the endpoints rotated by `id`, so processes start

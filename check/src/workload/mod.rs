@@ -11,8 +11,8 @@
 //! an unavailable cluster). Writes carry operation ids (the client's default), so the
 //! client's own retries never apply a write twice.
 //!
-//! Submodules, one per workload (`register` runs today; the others say what they wait
-//! for), plus `driver` (tasks, deadline, progress) and `cli` (`kahuna check`).
+//! Submodules, one per workload, plus `driver` (tasks, deadline, progress), `txn` (how
+//! the transactional workloads record their ends) and `cli` (`kahuna check`).
 
 mod append;
 mod bank;
@@ -21,6 +21,7 @@ mod driver;
 mod lock;
 mod register;
 mod sequence;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,14 +49,14 @@ pub const DURATION_SECS_MAX: u64 = 86_400;
 pub enum WorkloadKind {
     /// get / set / compare-and-set on a few keys; checked for linearizability per key.
     Register,
-    /// try-lock, fenced writes, unlock; checked for lock safety (needs the lock API).
+    /// try-lock, fenced writes, unlock; checked for lock safety.
     Lock,
-    /// next / reserve with idempotency keys; checked for uniqueness (needs sequences).
+    /// next / reserve with idempotency keys; checked for uniqueness.
     Sequence,
-    /// list-append transactions; checked for G0 .. G2 and real-time order (needs
-    /// transactions).
+    /// list-append transactions; checked for G0 .. G2 and real-time order.
     Append,
-    /// transfers between accounts; checked for conserved totals (needs transactions).
+    /// transfers between accounts and reads of them all, in transactions; checked for
+    /// conserved totals and no negative balance.
     Bank,
 }
 
@@ -68,17 +69,6 @@ impl WorkloadKind {
             WorkloadKind::Sequence => "sequence",
             WorkloadKind::Append => "append",
             WorkloadKind::Bank => "bank",
-        }
-    }
-
-    /// What the workload still needs from Kahuna before it can run; `None` when it runs.
-    pub fn missing_api(self) -> Option<&'static str> {
-        match self {
-            WorkloadKind::Register => None,
-            WorkloadKind::Lock => None,
-            WorkloadKind::Sequence => None,
-            WorkloadKind::Append => Some(append::NEEDS),
-            WorkloadKind::Bank => Some(bank::NEEDS),
         }
     }
 }
@@ -100,8 +90,9 @@ pub struct WorkloadOptions {
     pub duration: Duration,
     /// Concurrent clients, one history process each.
     pub clients: usize,
-    /// Keys the operations spread over; more keys keep the linearizability search small
-    /// when many outcomes are unknown.
+    /// Keys the operations spread over: registers, locks, bank accounts, or the lists in
+    /// use at a time (each list is retired after a number of appends). More registers keep
+    /// the linearizability search small when many outcomes are unknown.
     pub keys: usize,
     /// Budget of one attempt of a call (the client fails over to the next endpoint after it).
     pub timeout: Duration,
@@ -172,13 +163,14 @@ pub enum WorkloadError {
     /// An option breaks a limit; the message names it.
     #[error("invalid workload options: {0}")]
     InvalidOptions(String),
-    /// The workload needs an API Kahuna does not offer yet. Nothing was sent.
-    #[error("the {workload} workload is not available yet: it needs {needs}")]
-    NotAvailable {
+    /// The workload could not prepare its keys (the bank's initial balances); nothing
+    /// was recorded.
+    #[error("the {workload} workload could not set up: {reason}")]
+    Setup {
         /// The workload asked for.
         workload: WorkloadKind,
-        /// What it waits for.
-        needs: &'static str,
+        /// What went wrong, naming the keys or the last error.
+        reason: String,
     },
     /// The client could not be created (a malformed endpoint, a bad setting).
     #[error("cannot create a client: {0}")]

@@ -73,26 +73,50 @@ fn grace_covers_every_attempt() {
 }
 
 #[tokio::test]
-async fn workloads_without_their_api_refuse_to_run() {
-    let options = WorkloadOptions::new(["127.0.0.1:1"]);
-    for kind in [WorkloadKind::Append, WorkloadKind::Bank] {
-        let error = run_workload(kind, &options).await.expect_err("not available");
-        assert!(matches!(error, WorkloadError::NotAvailable { workload, .. } if workload == kind), "{error}");
-        assert!(error.to_string().contains(kind.missing_api().expect("missing")), "{error}");
-    }
-    assert_eq!(WorkloadKind::Register.missing_api(), None);
-    assert_eq!(WorkloadKind::Sequence.missing_api(), None);
-    assert_eq!(WorkloadKind::Lock.missing_api(), None);
-}
-
-#[tokio::test]
 async fn an_unreachable_cluster_fails_before_recording() {
-    // Port 1 on loopback: connection refused at once.
+    // Port 1 on loopback: connection refused at once. Nothing is set up or recorded, the
+    // bank's initial balances included.
     let mut options = WorkloadOptions::new(["127.0.0.1:1"]);
     options.timeout = Duration::from_millis(200);
     options.retries = 0;
-    let error = run_workload(WorkloadKind::Register, &options).await.expect_err("unreachable");
-    assert!(matches!(error, WorkloadError::Unreachable { .. }), "{error}");
+    for kind in
+        [WorkloadKind::Register, WorkloadKind::Lock, WorkloadKind::Sequence, WorkloadKind::Append, WorkloadKind::Bank]
+    {
+        let error = run_workload(kind, &options).await.expect_err("unreachable");
+        assert!(matches!(error, WorkloadError::Unreachable { .. }), "{kind}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_bank_too_large_to_read_is_refused() {
+    let mut options = WorkloadOptions::new(["127.0.0.1:1"]);
+    options.keys = bank::ACCOUNTS_MAX + 1;
+    let error = run_workload(WorkloadKind::Bank, &options).await.expect_err("too many accounts");
+    assert!(matches!(error, WorkloadError::InvalidOptions(_)), "{error}");
+    assert!(error.to_string().contains("accounts"), "{error}");
+}
+
+#[test]
+fn transactions_live_a_few_call_budgets() {
+    let mut options = WorkloadOptions::new(["127.0.0.1:1"]);
+    options.timeout = Duration::from_millis(1_500);
+    assert_eq!(txn::txn_timeout(&options), Duration::from_secs(6));
+    options.timeout = Duration::from_millis(10);
+    assert_eq!(txn::txn_timeout(&options), Duration::from_secs(1));
+    options.timeout = Duration::from_secs(3_600);
+    assert_eq!(txn::txn_timeout(&options), Duration::from_secs(60));
+}
+
+#[test]
+fn bank_reads_must_total_the_initial_balances() {
+    let recorder = Recorder::new();
+    let (a, b) = (bank::account("p", 0), bank::account("p", 1));
+    recorder.invoke(0, "transfer", json!({"from": a, "to": b, "amount": 5})).ok(json!({}));
+    recorder.invoke(1, "read", json!({})).ok(json!({"value": {a.clone(): 95, b.clone(): 105}}));
+    assert!(check_workload(WorkloadKind::Bank, &recorder.history(), 2).ok());
+    // A read that missed an account (or half a transfer) is caught.
+    recorder.invoke(1, "read", json!({})).ok(json!({"value": {a: 95}}));
+    assert_eq!(check_workload(WorkloadKind::Bank, &recorder.history(), 2).verdict(), Verdict::Invalid);
 }
 
 #[test]

@@ -98,6 +98,7 @@ impl Partition {
                 let command = Command::Lock { op: op.clone(), operation_id: operation_id.map(str::to_owned) };
                 match self.propose(command).await? {
                     ApplyResult::Lock(result) => result,
+                    ApplyResult::Blocked(e) => Err(e),
                     other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
                 }
             }
@@ -149,6 +150,7 @@ impl Partition {
     pub(super) async fn sequence_op(&self, op: SequenceOp) -> Result<SequenceReply, KvError> {
         match self.propose(Command::Sequence { op }).await? {
             ApplyResult::Sequence(result) => result,
+            ApplyResult::Blocked(e) => Err(e),
             other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
         }
     }

@@ -1,0 +1,48 @@
+//! Transaction steps on a partition (one-partition commit, prepare, decide, resolve):
+//! each is one Raft entry, judged by `txn_state` at apply.
+
+use redb::ReadableDatabase;
+
+use super::Partition;
+use crate::error::KvError;
+use crate::raft_types::{ApplyResult, Command, TxnCommand};
+use crate::schema::PREPARED;
+use crate::txn_state;
+use crate::types::{PartitionId, PartitionRequest, TxnReply};
+
+impl Partition {
+    /// Proposes a transaction step and answers its outcome.
+    pub(super) async fn txn_step(&self, request: &PartitionRequest) -> Result<TxnReply, KvError> {
+        let (command, snapshot_ts) = match request.clone() {
+            PartitionRequest::TxnCommit { txn_id, snapshot_ts, part } => {
+                (TxnCommand::Commit { txn_id, snapshot_ts, part }, Some(snapshot_ts))
+            }
+            PartitionRequest::TxnPrepare { txn_id, snapshot_ts, part, record_partition, timeout_ms } => {
+                (TxnCommand::Prepare { txn_id, snapshot_ts, part, record_partition, timeout_ms }, Some(snapshot_ts))
+            }
+            PartitionRequest::TxnDecide { txn_id, decision } => (TxnCommand::Decide { txn_id, decision }, None),
+            PartitionRequest::TxnResolve { txn_id, decision } => (TxnCommand::Resolve { txn_id, decision }, None),
+            other => return Err(KvError::Internal(format!("{other:?} reached the transaction path"))),
+        };
+        if let Some(snapshot_ts) = snapshot_ts {
+            // A commit's timestamp is above its snapshot's, even when the snapshot came
+            // from a node whose clock is ahead of this one.
+            self.hlc.observe(snapshot_ts);
+        }
+        match self.propose(Command::Txn(command)).await? {
+            ApplyResult::Txn(outcome) => outcome,
+            other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    /// Transactions prepared here whose deadline passed at unix ms `now_ms`, when this
+    /// node leads the partition: (txn id, record partition).
+    pub(crate) fn overdue_transactions(&self, now_ms: u64) -> Result<Vec<(String, PartitionId)>, KvError> {
+        if self.leader_term().is_none() {
+            return Ok(Vec::new());
+        }
+        let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+        let table = txn.open_table(PREPARED).map_err(|e| KvError::Internal(e.to_string()))?;
+        Ok(txn_state::overdue(&table, self.id, now_ms)?)
+    }
+}
