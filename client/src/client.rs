@@ -10,6 +10,7 @@ use kahuna_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::Channel;
 
 use crate::connection::{Config, Pool, RETRIES_MAX, request};
+use crate::routes::Route;
 use crate::error::Error;
 use crate::options::{
     DeleteItem, DeleteOptions, ExtendOptions, GetOptions, ReadOptions, ScanOptions, SetItem, SetOptions,
@@ -135,9 +136,10 @@ impl Client {
     ) -> Result<SetResult, Error> {
         let message = set_request(key.into(), value.into(), &options)?;
         let retry_safe = !message.operation_id.is_empty();
+        let routed = message.key.clone();
         let response = self
             .pool
-            .call("Set", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Set", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).set(request(message, timeout)).await }
             })
@@ -163,9 +165,10 @@ impl Client {
             at_revision: options.at_revision,
             as_of: options.as_of,
         };
+        let routed = message.key.clone();
         let response = self
             .pool
-            .call("Get", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Get", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).get(request(message, timeout)).await }
             })
@@ -184,9 +187,10 @@ impl Client {
             durability: options.durability.to_proto(),
             consistency: options.consistency.to_proto(),
         };
+        let routed = message.key.clone();
         let response = self
             .pool
-            .call("Exists", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Exists", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).exists(request(message, timeout)).await }
             })
@@ -205,9 +209,10 @@ impl Client {
     pub async fn delete(&self, key: impl Into<String>, options: DeleteOptions) -> Result<DeleteResult, Error> {
         let message = delete_request(key.into(), &options);
         let retry_safe = !message.operation_id.is_empty();
+        let routed = message.key.clone();
         let response = self
             .pool
-            .call("Delete", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Delete", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).delete(request(message, timeout)).await }
             })
@@ -235,9 +240,10 @@ impl Client {
             operation_id: options.operation_id.resolve(),
         };
         let retry_safe = !message.operation_id.is_empty();
+        let routed = message.key.clone();
         let response = self
             .pool
-            .call("Extend", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Extend", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).extend(request(message, timeout)).await }
             })
@@ -262,9 +268,10 @@ impl Client {
             durability: options.durability.to_proto(),
             consistency: options.consistency.to_proto(),
         };
+        let routed = message.bucket.clone();
         let response = self
             .pool
-            .call("GetByBucket", true, move |channel, timeout| {
+            .call_routed(Route::Bucket(&routed), "GetByBucket", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { kv_client(channel).get_by_bucket(request(message, timeout)).await }
             })

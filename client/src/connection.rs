@@ -13,6 +13,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, OUTCOME_METADATA};
+use crate::routes::{Route, Routes, ServedBy};
 
 /// Default budget for one attempt of a call (sent to the server as the gRPC deadline).
 pub const TIMEOUT_MS_DEFAULT: u64 = 5_000;
@@ -101,6 +102,20 @@ pub(crate) struct Pool {
     /// Index into `nodes` of the endpoint calls go to first.
     current: AtomicUsize,
     config: Config,
+    /// Partition leaders, for calls that name a key, bucket or name.
+    routes: Routes,
+}
+
+/// Where an attempt goes.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// The current endpoint (moving on after an endpoint failure).
+    Current,
+    /// Always this endpoint (a transaction's node).
+    Pinned(usize),
+    /// This endpoint, which leads `partition`; after an endpoint failure there, the
+    /// partition's leader is forgotten and later attempts go to the current endpoint.
+    Routed { index: usize, partition: u32 },
 }
 
 impl Pool {
@@ -137,7 +152,7 @@ impl Pool {
                 .tcp_nodelay(true);
             nodes.push(Node { uri, channel: endpoint.connect_lazy() });
         }
-        Ok(Pool { nodes, current: AtomicUsize::new(0), config })
+        Ok(Pool { nodes, current: AtomicUsize::new(0), config, routes: Routes::default() })
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -202,6 +217,77 @@ impl Pool {
         self.call_on(None, method, retry, timeout, attempt).await.map(|(response, _)| response)
     }
 
+    /// As [`Pool::call`] for a call that addresses one partition (`route`): it goes to the
+    /// partition's leader when the client knows it (see `routes`), and the answer's
+    /// `served_by` teaches the client who leads.
+    pub(crate) async fn call_routed<T, F, Fut>(
+        self: &Arc<Self>,
+        route: Route<'_>,
+        method: &'static str,
+        retry_safe: bool,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        T: ServedBy,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_routed_within(route, method, retry_safe, self.config.timeout, attempt).await
+    }
+
+    /// As [`Pool::call_routed`], with `timeout` per attempt.
+    pub(crate) async fn call_routed_within<T, F, Fut>(
+        self: &Arc<Self>,
+        route: Route<'_>,
+        method: &'static str,
+        retry_safe: bool,
+        timeout: Duration,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        T: ServedBy,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.fetch_routes();
+        let partition = self.routes.partition(route);
+        let target = match partition.and_then(|p| self.routes.leader(p).map(|index| (p, index))) {
+            Some((partition, index)) if index < self.nodes.len() => Target::Routed { index, partition },
+            _ => Target::Current,
+        };
+        let retry = if retry_safe { Retry::Safe } else { Retry::Never };
+        let (response, _) = self.call_at(target, method, retry, timeout, attempt).await?;
+        if let Some(p) = partition {
+            self.routes.learn(p, response.served_by());
+        }
+        Ok(response)
+    }
+
+    /// Starts reading the cluster's status in the background when the route table needs
+    /// it (only with several endpoints: one endpoint has nothing to choose).
+    fn fetch_routes(self: &Arc<Self>) {
+        if self.nodes.len() < 2 || !self.routes.fetch_due() {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let status = pool
+                .call("Status", true, |channel, timeout| async move {
+                    kahuna_proto::v1::cluster_client::ClusterClient::new(channel)
+                        .status(request(kahuna_proto::v1::StatusRequest {}, timeout))
+                        .await
+                })
+                .await;
+            match status {
+                Ok(status) => pool.routes.learn_status(&status, |address| {
+                    let uri = normalize_endpoint(address).ok()?;
+                    pool.nodes.iter().position(|node| node.uri == uri)
+                }),
+                Err(e) => tracing::debug!("cluster status for routing not read: {e}"),
+            }
+        });
+    }
+
     /// Runs `attempt` until it succeeds, fails with an error `retry` does not allow to
     /// repeat, or the retry budget is spent; returns the response and the index of the
     /// endpoint that gave it. With `pinned`, every attempt goes to that endpoint (calls
@@ -216,6 +302,22 @@ impl Pool {
         method: &'static str,
         retry: Retry,
         timeout: Duration,
+        attempt: F,
+    ) -> Result<(T, usize), Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let target = pinned.filter(|i| *i < self.nodes.len()).map_or(Target::Current, Target::Pinned);
+        self.call_at(target, method, retry, timeout, attempt).await
+    }
+
+    async fn call_at<T, F, Fut>(
+        self: &Arc<Self>,
+        mut target: Target,
+        method: &'static str,
+        retry: Retry,
+        timeout: Duration,
         mut attempt: F,
     ) -> Result<(T, usize), Error>
     where
@@ -224,7 +326,10 @@ impl Pool {
     {
         let mut retries = 0;
         loop {
-            let index = pinned.filter(|i| *i < self.nodes.len()).unwrap_or_else(|| self.current());
+            let index = match target {
+                Target::Current => self.current(),
+                Target::Pinned(index) | Target::Routed { index, .. } => index,
+            };
             let channel = self.nodes[index].channel.clone();
             let (error, not_committed) = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
                 Ok(Ok(response)) => return Ok((response.into_inner(), index)),
@@ -242,7 +347,14 @@ impl Pool {
                 ),
             };
             if error.is_failover() {
-                self.fail_over(index);
+                match target {
+                    Target::Routed { partition, .. } => {
+                        // The leader we knew of failed: ask the current endpoint next.
+                        self.routes.forget(partition);
+                        target = Target::Current;
+                    }
+                    Target::Current | Target::Pinned(_) => self.fail_over(index),
+                }
             }
             let repeatable = match retry {
                 Retry::Never => false,
@@ -261,7 +373,7 @@ impl Pool {
                 method,
                 endpoint = %self.nodes[index].uri,
                 retries,
-                pinned = pinned.is_some(),
+                ?target,
                 %error,
                 "retrying"
             );

@@ -68,6 +68,8 @@
 //! - `scripts`: [`Client::eval`], [`Client::eval_sha`] and [`Client::script_load`].
 //! - `script_value`: [`ScriptValue`] and [`ScriptArgs`], Lua values on the client side.
 //! - `connection`: endpoint normalisation, lazy channels, failover and the retry loop.
+//! - `routes`: which endpoint leads each partition, learned from the cluster's status
+//!   and from every answer's `served_by`, so calls go straight to the leader.
 //! - `error`: [`Error`] and its mapping from gRPC statuses.
 //! - `options`: per-call option structs.
 //! - `types`: what calls return.
@@ -80,6 +82,7 @@ mod error;
 mod hlc;
 mod locks;
 mod options;
+mod routes;
 mod script_value;
 mod scripts;
 mod sequences;

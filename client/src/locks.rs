@@ -9,6 +9,7 @@ use kahuna_proto::v1::locks_client::LocksClient;
 use tonic::transport::Channel;
 
 use crate::client::Client;
+use crate::routes::Route;
 use crate::connection::request;
 use crate::error::Error;
 use crate::options::{LockOptions, ReadOptions, UnlockOptions};
@@ -54,9 +55,10 @@ impl Client {
         };
         // The server may hold the call for the whole wait before it starts answering.
         let timeout = self.timeout().saturating_add(Duration::from_millis(options.wait_ms));
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call_within("TryLock", true, timeout, move |channel, timeout| {
+            .call_routed_within(Route::Key(&routed), "TryLock", true, timeout, move |channel, timeout| {
                 let message = message.clone();
                 async move { locks_client(channel).try_lock(request(message, timeout)).await }
             })
@@ -90,9 +92,10 @@ impl Client {
             operation_id: options.operation_id.resolve(),
         };
         let retry_safe = !message.operation_id.is_empty();
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("Unlock", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Unlock", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { locks_client(channel).unlock(request(message, timeout)).await }
             })
@@ -123,9 +126,10 @@ impl Client {
             operation_id: options.operation_id.resolve(),
         };
         let retry_safe = !message.operation_id.is_empty();
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("ExtendLock", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "ExtendLock", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { locks_client(channel).extend(request(message, timeout)).await }
             })
@@ -150,9 +154,10 @@ impl Client {
             durability: options.durability.to_proto(),
             consistency: options.consistency.to_proto(),
         };
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("GetLock", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "GetLock", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { locks_client(channel).get_lock(request(message, timeout)).await }
             })

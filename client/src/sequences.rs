@@ -6,6 +6,7 @@ use kahuna_proto::v1::sequences_client::SequencesClient;
 use tonic::transport::Channel;
 
 use crate::client::Client;
+use crate::routes::Route;
 use crate::connection::request;
 use crate::error::Error;
 use crate::options::{Consistency, OperationId, SequenceOptions};
@@ -56,9 +57,10 @@ impl Client {
             increment: options.increment,
             max: options.max,
         };
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("CreateSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "CreateSequence", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { sequences_client(channel).create(request(message, timeout)).await }
             })
@@ -80,9 +82,10 @@ impl Client {
     pub async fn next_sequence(&self, name: impl Into<String>, key: OperationId) -> Result<NextResult, Error> {
         let message = v1::NextRequest { name: name.into(), idempotency_key: key.resolve() };
         let retry_safe = !message.idempotency_key.is_empty();
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("NextSequence", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "NextSequence", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { sequences_client(channel).next(request(message, timeout)).await }
             })
@@ -106,9 +109,10 @@ impl Client {
     ) -> Result<ReserveResult, Error> {
         let message = v1::ReserveRequest { name: name.into(), count, idempotency_key: key.resolve() };
         let retry_safe = !message.idempotency_key.is_empty();
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("ReserveSequence", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "ReserveSequence", retry_safe, move |channel, timeout| {
                 let message = message.clone();
                 async move { sequences_client(channel).reserve(request(message, timeout)).await }
             })
@@ -134,9 +138,10 @@ impl Client {
         consistency: Consistency,
     ) -> Result<GetSequenceResult, Error> {
         let message = v1::GetSequenceRequest { name: name.into(), consistency: consistency.to_proto() };
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("GetSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "GetSequence", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { sequences_client(channel).get(request(message, timeout)).await }
             })
@@ -153,9 +158,10 @@ impl Client {
     /// Dropping the future may leave the sequence deleted or not; calling again settles it.
     pub async fn delete_sequence(&self, name: impl Into<String>) -> Result<DeleteSequenceResult, Error> {
         let message = v1::DeleteSequenceRequest { name: name.into() };
+        let routed = message.name.clone();
         let response = self
             .pool
-            .call("DeleteSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "DeleteSequence", true, move |channel, timeout| {
                 let message = message.clone();
                 async move { sequences_client(channel).delete(request(message, timeout)).await }
             })

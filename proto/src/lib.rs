@@ -3,6 +3,8 @@
 //! - [`v1`]: the client API (KeyValue, Locks, Sequences, Transactions, Scripts, Cluster
 //!   services).
 //! - [`node`]: the node-to-node API (Raft transport and request forwarding).
+//! - [`routing`]: how a key finds its partition — part of the protocol, because clients
+//!   route requests to partition leaders with it.
 
 /// The client API.
 pub mod v1 {
@@ -19,3 +21,5 @@ pub mod node {
 /// Largest gRPC message either side accepts or sends: a 1 MiB value plus room for
 /// batches and snapshots chunks.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+pub mod routing;
