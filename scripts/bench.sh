@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures Kahuna's persistent put on one node and on three nodes, at 1, 16 and 64
+# Measures Kahuna's persistent put on one node and on three nodes, at 1, 16, 64 and 256
 # clients, with `kahuna bench`, and prints a table.
 #
 # Builds the release binary once (unless KAHUNA_BIN is given), starts each topology's
@@ -11,7 +11,7 @@
 #   BENCH_CMD        bench command line (default: "$KAHUNA_BIN bench")
 #   BENCH_DURATION   measured seconds per run (default 10)
 #   BENCH_WARMUP     warmup seconds per run (default 2)
-#   BENCH_CLIENTS    client counts (default "1 16 64")
+#   BENCH_CLIENTS    client counts (default "1 16 64 256")
 #   BENCH_PORT_BASE  first loopback port; the nodes use it and the next two (default 27300)
 #   BENCH_JSON_OUT   file to append every run's JSON summary to
 #   BENCH_KEEP       1 keeps the temporary directory (node logs, data) after the run
@@ -20,7 +20,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 duration=${BENCH_DURATION:-10}
 warmup=${BENCH_WARMUP:-2}
-read -ra client_counts <<<"${BENCH_CLIENTS:-1 16 64}"
+read -ra client_counts <<<"${BENCH_CLIENTS:-1 16 64 256}"
 port_base=${BENCH_PORT_BASE:-27300}
 ready_timeout_s=60
 stop_grace_s=10

@@ -14,6 +14,8 @@ pub const KEY_BYTES_MAX: usize = 1_024;
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
 /// Highest open-loop rate, in operations per second.
 pub const RATE_MAX: u64 = 10_000_000;
+/// Largest `--reserve` count, as Kahuna allows (the kernel's `RESERVE_COUNT_MAX`).
+pub const RESERVE_COUNT_MAX: u64 = 1_000_000;
 
 /// The system under test. The peers (etcd, Redis) need a build with the cargo feature
 /// `peers`; without it they parse but the run stops with an error saying so.
@@ -55,6 +57,22 @@ pub enum Workload {
     Eput,
     /// Gets of random preloaded ephemeral keys.
     Eget,
+    /// Try-lock (no waiting) then unlock of random lock names; one operation is the cycle,
+    /// and a lock another client holds is a miss (not unlocked).
+    Lock,
+    /// Next value of a random sequence (the sequences are created before the run).
+    SequenceNext,
+    /// A range of `--reserve` values of a random sequence.
+    SequenceReserve,
+    /// A Lua script run by hash (loaded before the run) that reads one random preloaded
+    /// key and writes it back incremented.
+    Script,
+    /// A transaction that reads two preloaded keys of one bucket (so one partition),
+    /// writes both and commits; a conflict counts as an error.
+    Txn,
+    /// As txn, over two keys in buckets of two different partitions.
+    #[value(name = "txn-2p")]
+    Txn2p,
 }
 
 impl Workload {
@@ -67,15 +85,38 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Eput => "eput",
             Workload::Eget => "eget",
+            Workload::Lock => "lock",
+            Workload::SequenceNext => "sequence-next",
+            Workload::SequenceReserve => "sequence-reserve",
+            Workload::Script => "script",
+            Workload::Txn => "txn",
+            Workload::Txn2p => "txn-2p",
         }
     }
+
+    /// Every workload, in the order of the docs.
+    pub const ALL: [Workload; 12] = [
+        Workload::Put,
+        Workload::Get,
+        Workload::GetSerializable,
+        Workload::Mixed,
+        Workload::Eput,
+        Workload::Eget,
+        Workload::Lock,
+        Workload::SequenceNext,
+        Workload::SequenceReserve,
+        Workload::Script,
+        Workload::Txn,
+        Workload::Txn2p,
+    ];
 }
 
 /// Flags of `kahuna bench`.
 ///
 /// Runs one workload for `--warmup` plus `--duration` seconds and prints ops, errors,
-/// ops/s and latency percentiles of the measured part. Get and mixed workloads first write
-/// every key of the keyspace once.
+/// ops/s and latency percentiles of the measured part. Get, mixed, script and txn
+/// workloads first write every key of the keyspace once; sequence workloads first create
+/// `--keys` sequences; the script workload first loads its script on every connection.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct BenchArgs {
     /// System under test; etcd and redis need a build with the cargo feature `peers`.
@@ -123,7 +164,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "OPS", value_parser = clap::value_parser!(u64).range(1..=RATE_MAX))]
     pub rate: Option<u64>,
 
-    /// Number of distinct keys, picked uniformly at random.
+    /// Number of distinct keys, picked uniformly at random (lock and sequence workloads:
+    /// of lock and sequence names; txn workloads: of keys, two per bucket).
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=KEYS_MAX))]
     pub keys: u64,
@@ -135,6 +177,11 @@ pub struct BenchArgs {
     /// Value length in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 256)]
     pub value_size: usize,
+
+    /// Values each operation of the sequence-reserve workload takes.
+    #[arg(long = "reserve", value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=RESERVE_COUNT_MAX))]
+    pub reserve_count: u64,
 
     /// Seed of the key choices and the value bytes; random when absent.
     #[arg(long)]
@@ -178,6 +225,7 @@ mod tests {
         assert_eq!(args.keys, 10_000);
         assert_eq!(args.key_size, 8);
         assert_eq!(args.value_size, 256);
+        assert_eq!(args.reserve_count, 100);
         assert!(!args.json);
     }
 
@@ -204,6 +252,8 @@ mod tests {
             "16",
             "--value-size",
             "1024",
+            "--reserve",
+            "1000",
             "--seed",
             "7",
             "--timeout",
@@ -217,16 +267,32 @@ mod tests {
         assert_eq!(args.rate, Some(5000));
         assert_eq!((args.keys, args.key_size, args.value_size), (100, 16, 1024));
         assert_eq!((args.seed, args.timeout_ms), (Some(7), 250));
+        assert_eq!(args.reserve_count, 1000);
         assert!(args.json);
     }
 
     #[test]
     fn workload_names_round_trip() {
-        for name in ["put", "get", "get-serializable", "mixed", "eput", "eget"] {
+        let names = [
+            "put",
+            "get",
+            "get-serializable",
+            "mixed",
+            "eput",
+            "eget",
+            "lock",
+            "sequence-next",
+            "sequence-reserve",
+            "script",
+            "txn",
+            "txn-2p",
+        ];
+        for (name, workload) in names.into_iter().zip(Workload::ALL) {
             let args = parse(&["-w", name]).unwrap();
+            assert_eq!(args.workload, workload);
             assert_eq!(args.workload.name(), name);
         }
-        assert!(parse(&["-w", "lock"]).is_err());
+        assert!(parse(&["-w", "watch"]).is_err());
     }
 
     #[test]
@@ -246,5 +312,7 @@ mod tests {
         assert!(parse(&["--rate", "0"]).is_err());
         assert!(parse(&["--keys", "0"]).is_err());
         assert!(parse(&["--warmup", "-1"]).is_err());
+        assert!(parse(&["--reserve", "0"]).is_err());
+        assert!(parse(&["--reserve", "1000001"]).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The keyspace: key `i` is `i` in decimal, zero-padded to the key size, so every key has
 //! the same length and no `/`, which makes each key its own bucket and spreads the keys
-//! over all partitions.
+//! over all partitions. Lock and sequence names are the keys behind a prefix without `/`
+//! (`lock-00000042`, `seq-00000042`), so they spread the same way and never collide with
+//! the keys in systems where they share one keyspace (etcd, Redis).
 
 use rand::{Rng, RngCore};
 
@@ -31,6 +33,11 @@ impl KeySpace {
         self.count
     }
 
+    /// Length of every key, in bytes.
+    pub(crate) fn size(self) -> usize {
+        self.size
+    }
+
     /// Key number `index`; `index` is below `count`.
     pub(crate) fn key(self, index: u64) -> String {
         debug_assert!(index < self.count, "key {index} outside a keyspace of {}", self.count);
@@ -39,7 +46,29 @@ impl KeySpace {
 
     /// A key chosen uniformly at random.
     pub(crate) fn random_key(self, rng: &mut impl Rng) -> String {
-        self.key(rng.random_range(0..self.count))
+        self.key(self.random_index(rng))
+    }
+}
+
+/// Prefix of the lock names.
+const LOCK_PREFIX: &str = "lock-";
+/// Prefix of the sequence names.
+const SEQUENCE_PREFIX: &str = "seq-";
+
+impl KeySpace {
+    /// Lock name number `index`.
+    pub(crate) fn lock_name(self, index: u64) -> String {
+        format!("{LOCK_PREFIX}{}", self.key(index))
+    }
+
+    /// Sequence name number `index`.
+    pub(crate) fn sequence_name(self, index: u64) -> String {
+        format!("{SEQUENCE_PREFIX}{}", self.key(index))
+    }
+
+    /// An index chosen uniformly at random.
+    pub(crate) fn random_index(self, rng: &mut impl Rng) -> u64 {
+        rng.random_range(0..self.count)
     }
 }
 
@@ -104,6 +133,14 @@ mod tests {
             assert_eq!(key, space.random_key(&mut b));
             assert!(key.parse::<u64>().unwrap() < 50);
         }
+    }
+
+    #[test]
+    fn names_are_keys_behind_a_prefix_without_a_slash() {
+        let space = KeySpace::new(100, 4).unwrap();
+        assert_eq!(space.lock_name(7), "lock-0007");
+        assert_eq!(space.sequence_name(99), "seq-0099");
+        assert!(!space.lock_name(0).contains('/') && !space.sequence_name(0).contains('/'));
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! `kahuna bench`: a load generator that reports throughput and latency for one workload
 //! against a running Kahuna cluster.
 //!
+//! Workloads (`--workload`): persistent `put`; `get` (linearizable) and `get-serializable`;
+//! `mixed` (half each); ephemeral `eput` and `eget`; `lock` (try-lock then unlock, one
+//! operation per cycle); `sequence-next` and `sequence-reserve` (`--reserve` values);
+//! `script` (a Lua script run by hash that reads one key and writes it back
+//! incremented); `txn` (read two keys of one partition, write both, commit) and `txn-2p`
+//! (the same over two partitions). Each driver's module says how it maps them.
+//!
 //! Clients run as separate tokio tasks. In the closed loop (the default) each client sends
 //! its next operation as soon as the previous one returns. With `--rate` the loop is open:
 //! every client follows a fixed send schedule that together makes up the total rate, and
@@ -34,7 +41,9 @@
 //! Modules (private; everything public is re-exported below):
 //! - `args`: the command-line flags and their limits.
 //! - `plan`: flags checked and turned into what the clients run (operation mix, pacing).
-//! - `keys`: the keyspace: fixed-width key names and the value bytes.
+//! - `keys`: the keyspace: fixed-width key, lock and sequence names, and the value bytes.
+//! - `pairs`: the transaction keys, paired within one partition or across two by the
+//!   servers' own routing.
 //! - `driver`: the [`Driver`] seam every system under test implements.
 //! - `kahuna`: [`KahunaDriver`], over `kahuna-client`.
 //! - `etcd`, `redis` (feature `peers`): `EtcdDriver` and `RedisDriver`.
@@ -42,9 +51,10 @@
 //! - `runner`: preload, the client tasks, warmup and the progress bar.
 //! - `report`: the text and JSON output.
 //!
-//! New workloads (locks, sequences, scripts, transactions) add a variant to `Workload`, an
-//! operation to `plan::Op` and a method to [`Driver`] with a default that reports
-//! "Unsupported", so that peer drivers without the feature still compile.
+//! A new workload adds a variant to `Workload`, an operation to `plan::Op` and a method to
+//! [`Driver`] with a default that reports "Unsupported", so that drivers without it still
+//! compile; each driver's [`Driver::supports`] says whether it offers it, so that a run of
+//! a workload the system lacks stops before its preload.
 
 mod args;
 mod driver;
@@ -52,6 +62,7 @@ mod driver;
 mod etcd;
 mod kahuna;
 mod keys;
+mod pairs;
 mod plan;
 #[cfg(feature = "peers")]
 mod redis;
@@ -60,13 +71,13 @@ mod runner;
 mod stats;
 
 pub use args::{
-    BenchArgs, CLIENTS_MAX, DURATION_S_MAX, KEY_BYTES_MAX, KEYS_MAX, RATE_MAX, Target, VALUE_BYTES_MAX, WARMUP_S_MAX,
-    Workload,
+    BenchArgs, CLIENTS_MAX, DURATION_S_MAX, KEY_BYTES_MAX, KEYS_MAX, RATE_MAX, RESERVE_COUNT_MAX, Target,
+    VALUE_BYTES_MAX, WARMUP_S_MAX, Workload,
 };
-pub use driver::{Driver, Keyspace, OpError, ReadMode};
+pub use driver::{CONFLICT, Driver, Keyspace, OpError, ReadMode, UNSUPPORTED};
 #[cfg(feature = "peers")]
 pub use etcd::EtcdDriver;
-pub use kahuna::KahunaDriver;
+pub use kahuna::{KahunaDriver, SCRIPT as KAHUNA_SCRIPT};
 #[cfg(feature = "peers")]
 pub use redis::RedisDriver;
 pub use stats::Summary;

@@ -1,9 +1,10 @@
 //! The flags checked and turned into what the clients run: the operation mix, the
-//! keyspace, the value, and the open-loop send schedule.
+//! keyspace, what to set up before the run, the value, and the open-loop send schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kahuna_proto::routing::DEFAULT_PARTITIONS;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -11,12 +12,40 @@ use tokio::time::Instant;
 use crate::args::{BenchArgs, KEY_BYTES_MAX, VALUE_BYTES_MAX, Workload};
 use crate::driver::{Keyspace, ReadMode};
 use crate::keys::{self, KeySpace};
+use crate::pairs::TxnPairs;
+
+/// Bytes a transaction key adds to `--key-size` (`/0`, `/1`).
+const TXN_KEY_SUFFIX_BYTES: usize = 2;
 
 /// One benchmark operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     Put(Keyspace),
     Get(Keyspace, ReadMode),
+    /// Try-lock, then unlock when taken.
+    LockCycle,
+    SequenceNext,
+    SequenceReserve(u64),
+    Script,
+    Txn(Span),
+}
+
+/// Where the two keys of a transaction live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Span {
+    OnePartition,
+    TwoPartitions,
+}
+
+/// What the runner writes or creates before the clients start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Preload {
+    /// Every key of the keyspace, in this keyspace.
+    Keys(Keyspace),
+    /// Every transaction key (persistent).
+    TxnKeys,
+    /// Every sequence name.
+    Sequences,
 }
 
 /// A checked benchmark: everything the runner needs besides the drivers.
@@ -29,6 +58,11 @@ pub(crate) struct Plan {
     /// Total operations per second for the open loop; `None` for the closed loop.
     pub(crate) rate: Option<u64>,
     pub(crate) keys: KeySpace,
+    /// The transaction keys, routed for the default partition count until the runner
+    /// learns the system's own ([`Plan::with_partitions`]).
+    pub(crate) pairs: TxnPairs,
+    /// Values per sequence-reserve operation.
+    pub(crate) reserve_count: u64,
     /// The bytes every write sends; shared by the clients.
     pub(crate) value: Arc<[u8]>,
     pub(crate) seed: u64,
@@ -46,6 +80,15 @@ impl Plan {
         if args.key_size == 0 || args.key_size > KEY_BYTES_MAX {
             return Err(format!("--key-size {} must be 1 to {KEY_BYTES_MAX} bytes", args.key_size));
         }
+        if matches!(args.workload, Workload::Txn | Workload::Txn2p)
+            && args.key_size + TXN_KEY_SUFFIX_BYTES > KEY_BYTES_MAX
+        {
+            return Err(format!(
+                "--key-size {} leaves no room for the {TXN_KEY_SUFFIX_BYTES} bytes a transaction key adds \
+                 (at most {KEY_BYTES_MAX} bytes in all)",
+                args.key_size
+            ));
+        }
         if args.value_size > VALUE_BYTES_MAX {
             return Err(format!("--value-size {} is above the maximum {VALUE_BYTES_MAX} bytes", args.value_size));
         }
@@ -59,17 +102,43 @@ impl Plan {
             duration: Duration::from_secs(args.duration),
             rate: args.rate,
             keys,
+            pairs: TxnPairs::new(keys, DEFAULT_PARTITIONS),
+            reserve_count: args.reserve_count,
             value: value.into(),
             seed,
         })
     }
 
-    /// The keyspace to fill before the run, for workloads that read.
-    pub(crate) fn preload(&self) -> Option<Keyspace> {
+    /// The plan for a system of `partitions` partitions (`None`: one log for all keys,
+    /// routed as a Kahuna cluster of the default size would be). Fails for txn-2p when
+    /// no two keys route to different partitions.
+    pub(crate) fn with_partitions(mut self, partitions: Option<u32>) -> Result<Plan, String> {
+        self.pairs = TxnPairs::new(self.keys, partitions.unwrap_or(DEFAULT_PARTITIONS));
+        if self.workload == Workload::Txn2p {
+            self.pairs.check_two_partitions()?;
+        }
+        Ok(self)
+    }
+
+    /// What to write or create before the run: the keys for workloads that read them, the
+    /// sequences for the sequence workloads.
+    pub(crate) fn preload(&self) -> Option<Preload> {
         match self.workload {
-            Workload::Put | Workload::Eput => None,
-            Workload::Get | Workload::GetSerializable | Workload::Mixed => Some(Keyspace::Persistent),
-            Workload::Eget => Some(Keyspace::Ephemeral),
+            Workload::Put | Workload::Eput | Workload::Lock => None,
+            Workload::Get | Workload::GetSerializable | Workload::Mixed | Workload::Script => {
+                Some(Preload::Keys(Keyspace::Persistent))
+            }
+            Workload::Eget => Some(Preload::Keys(Keyspace::Ephemeral)),
+            Workload::SequenceNext | Workload::SequenceReserve => Some(Preload::Sequences),
+            Workload::Txn | Workload::Txn2p => Some(Preload::TxnKeys),
+        }
+    }
+
+    /// How many items `preload` writes or creates.
+    pub(crate) fn preload_count(&self, preload: Preload) -> u64 {
+        match preload {
+            Preload::Keys(_) | Preload::Sequences => self.keys.count(),
+            Preload::TxnKeys => self.pairs.count(),
         }
     }
 
@@ -83,6 +152,12 @@ impl Plan {
             Workload::Mixed => Op::Get(Keyspace::Persistent, ReadMode::Linearizable),
             Workload::Eput => Op::Put(Keyspace::Ephemeral),
             Workload::Eget => Op::Get(Keyspace::Ephemeral, ReadMode::Linearizable),
+            Workload::Lock => Op::LockCycle,
+            Workload::SequenceNext => Op::SequenceNext,
+            Workload::SequenceReserve => Op::SequenceReserve(self.reserve_count),
+            Workload::Script => Op::Script,
+            Workload::Txn => Op::Txn(Span::OnePartition),
+            Workload::Txn2p => Op::Txn(Span::TwoPartitions),
         }
     }
 
@@ -189,12 +264,43 @@ mod tests {
         assert_eq!(op("eget", &mut rng), Op::Get(Keyspace::Ephemeral, ReadMode::Linearizable));
         assert_eq!(plan(&["-w", "put"]).unwrap().preload(), None);
         assert_eq!(plan(&["-w", "eput"]).unwrap().preload(), None);
-        assert_eq!(plan(&["-w", "mixed"]).unwrap().preload(), Some(Keyspace::Persistent));
-        assert_eq!(plan(&["-w", "eget"]).unwrap().preload(), Some(Keyspace::Ephemeral));
+        assert_eq!(plan(&["-w", "mixed"]).unwrap().preload(), Some(Preload::Keys(Keyspace::Persistent)));
+        assert_eq!(plan(&["-w", "eget"]).unwrap().preload(), Some(Preload::Keys(Keyspace::Ephemeral)));
+
+        assert_eq!(op("lock", &mut rng), Op::LockCycle);
+        assert_eq!(op("sequence-next", &mut rng), Op::SequenceNext);
+        assert_eq!(op("sequence-reserve", &mut rng), Op::SequenceReserve(100));
+        assert_eq!(
+            plan(&["-w", "sequence-reserve", "--reserve", "7"]).unwrap().next_op(&mut rng),
+            Op::SequenceReserve(7)
+        );
+        assert_eq!(op("script", &mut rng), Op::Script);
+        assert_eq!(op("txn", &mut rng), Op::Txn(Span::OnePartition));
+        assert_eq!(op("txn-2p", &mut rng), Op::Txn(Span::TwoPartitions));
+        assert_eq!(plan(&["-w", "lock"]).unwrap().preload(), None);
+        assert_eq!(plan(&["-w", "script"]).unwrap().preload(), Some(Preload::Keys(Keyspace::Persistent)));
+        assert_eq!(plan(&["-w", "sequence-next"]).unwrap().preload(), Some(Preload::Sequences));
+        assert_eq!(plan(&["-w", "txn-2p"]).unwrap().preload(), Some(Preload::TxnKeys));
 
         let mixed = plan(&["-w", "mixed"]).unwrap();
         let puts = (0..10_000).filter(|_| matches!(mixed.next_op(&mut rng), Op::Put(_))).count();
         assert!((4_000..6_000).contains(&puts), "{puts} puts of 10000");
+    }
+
+    #[test]
+    fn txn_plans_route_for_the_systems_partitions() {
+        let txn = plan(&["-w", "txn", "--keys", "100"]).unwrap();
+        assert_eq!(txn.preload_count(Preload::TxnKeys), 100);
+        assert_eq!(txn.preload_count(Preload::Sequences), 100);
+        // One partition: txn still works, txn-2p has no pair.
+        assert!(txn.with_partitions(Some(1)).is_ok());
+        let two = plan(&["-w", "txn-2p", "--keys", "100"]).unwrap();
+        assert!(two.clone().with_partitions(Some(1)).unwrap_err().contains("two partitions"));
+        assert!(two.clone().with_partitions(None).is_ok());
+        assert!(two.with_partitions(Some(3)).is_ok());
+        // A transaction key is two bytes longer than --key-size.
+        assert!(plan(&["-w", "txn", "--key-size", "1023"]).unwrap_err().contains("2 bytes"));
+        assert!(plan(&["-w", "put", "--key-size", "1024"]).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, Workload};
 use crate::plan::Plan;
 use crate::stats::Summary;
 
@@ -30,9 +30,9 @@ impl Progress {
         }
     }
 
-    /// A bar over the preload's `keys`.
-    pub(crate) fn preload_bar(&self, keys: u64) -> ProgressBar {
-        self.bar(keys, "preload  [{bar:40}] {pos}/{len} keys")
+    /// A bar over the preload's `count` items, named by `noun` ("keys", "sequences").
+    pub(crate) fn preload_bar(&self, count: u64, noun: &str) -> ProgressBar {
+        self.bar(count, &format!("preload  [{{bar:40}}] {{pos}}/{{len}} {noun}"))
     }
 
     /// A bar over the run's `total` time, in milliseconds, with a message slot.
@@ -68,6 +68,9 @@ struct JsonReport<'a> {
     keys: u64,
     key_size: usize,
     value_size: usize,
+    /// Values per operation, for sequence-reserve only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reserve: Option<u64>,
     seed: u64,
     #[serde(flatten)]
     summary: &'a Summary,
@@ -89,6 +92,7 @@ pub(crate) fn print(args: &BenchArgs, plan: &Plan, summary: &Summary) -> anyhow:
             keys: args.keys,
             key_size: args.key_size,
             value_size: args.value_size,
+            reserve: reserve(args),
             seed: plan.seed,
             summary,
         };
@@ -99,6 +103,11 @@ pub(crate) fn print(args: &BenchArgs, plan: &Plan, summary: &Summary) -> anyhow:
     }
     out.flush()?;
     Ok(())
+}
+
+/// The `--reserve` count when the workload uses it.
+fn reserve(args: &BenchArgs) -> Option<u64> {
+    (args.workload == Workload::SequenceReserve).then_some(args.reserve_count)
 }
 
 /// The summary for people: a header and aligned figures.
@@ -114,7 +123,14 @@ fn text(args: &BenchArgs, plan: &Plan, summary: &Summary) -> String {
             args.duration,
             args.warmup,
         ),
-        format!("  {} keys of {} B, values of {} B, seed {}", args.keys, args.key_size, args.value_size, plan.seed),
+        format!(
+            "  {} keys of {} B, values of {} B, {}seed {}",
+            args.keys,
+            args.key_size,
+            args.value_size,
+            reserve(args).map_or_else(String::new, |count| format!("{count} values per reserve, ")),
+            plan.seed
+        ),
         format!("  ops          {}", summary.ops),
         format!("  errors       {}", summary.errors),
         format!("  ops/s        {:.1}", summary.ops_per_sec),
@@ -125,7 +141,7 @@ fn text(args: &BenchArgs, plan: &Plan, summary: &Summary) -> String {
     ];
     let mut text = lines.join("\n") + "\n";
     if summary.misses > 0 {
-        text += &format!("  misses       {} (reads that found no key)\n", summary.misses);
+        text += &format!("  misses       {} (reads that found no key, locks another client held)\n", summary.misses);
     }
     if summary.unsent > 0 {
         text += &format!("  unsent       {} (due but never sent: the rate is above capacity)\n", summary.unsent);
@@ -188,6 +204,7 @@ mod tests {
             keys: args.keys,
             key_size: args.key_size,
             value_size: args.value_size,
+            reserve: reserve(&args),
             seed: plan.seed,
             summary: &summary,
         };
@@ -198,6 +215,17 @@ mod tests {
         assert_eq!(value["ops"], 1_000);
         assert_eq!(value["p99_ms"], 3.25);
         assert_eq!(value["error_kinds"]["Timeout"], 2);
+        assert!(value.get("reserve").is_none());
+    }
+
+    #[test]
+    fn reserve_count_shows_for_sequence_reserve_only() {
+        let args = Cli::try_parse_from(["bench", "-w", "sequence-reserve", "--reserve", "50"]).unwrap().bench;
+        assert_eq!(reserve(&args), Some(50));
+        let plan = Plan::from_args(&args).unwrap();
+        assert!(text(&args, &plan, &summary()).contains("50 values per reserve"));
+        let args = Cli::try_parse_from(["bench", "-w", "sequence-next", "--reserve", "50"]).unwrap().bench;
+        assert_eq!(reserve(&args), None);
     }
 
     #[test]

@@ -1,21 +1,29 @@
-//! Runs a [`Plan`]: the preload, then `clients` tasks for warmup plus duration, then the
-//! merged summary.
+//! Runs a [`Plan`]: the setup (what the system offers, its partitions, the script, the
+//! preload), then `clients` tasks for warmup plus duration, then the merged summary.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use rand::Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::args::Workload;
 use crate::driver::{Driver, Keyspace, OpError};
-use crate::plan::{Op, Plan, Schedule, latency_start};
+use crate::plan::{Op, Plan, Preload, Schedule, Span, latency_start};
 use crate::report::Progress;
 use crate::stats::{Recorder, Summary};
 
 /// How often the progress bar is redrawn.
 const PROGRESS_TICK_MS: u64 = 200;
+/// Fewest concurrent preload writers (more when there are more clients): the preload is
+/// not measured, so a one-client run need not fill the keyspace one write at a time.
+const PRELOAD_WRITERS_MIN: u64 = 64;
+/// Lease of every lock the lock workload takes: long enough to outlive any cycle, short
+/// enough that a lock left by a stopped run frees itself soon.
+pub(crate) const LOCK_LEASE_MS: u64 = 10_000;
 
 /// The result of a run.
 #[derive(Clone, Debug)]
@@ -40,15 +48,10 @@ struct Live {
     errors: AtomicU64,
 }
 
-/// Preloads when the workload reads, runs the clients and merges what they recorded.
-/// Client `i` uses `drivers[i % drivers.len()]`.
+/// Sets up what the workload needs ([`setup`]), runs the clients and merges what they
+/// recorded. Client `i` uses `drivers[i % drivers.len()]`.
 pub(crate) async fn execute<D: Driver>(plan: &Plan, drivers: &[D], progress: Progress) -> anyhow::Result<Outcome> {
-    anyhow::ensure!(!drivers.is_empty(), "no driver to run the clients on");
-    if let Some(keyspace) = plan.preload() {
-        preload(plan, drivers, keyspace, &progress).await?;
-    }
-
-    let plan = Arc::new(plan.clone());
+    let plan = Arc::new(setup(plan, drivers, &progress).await?);
     let live = Arc::new(Live::default());
     let start = Instant::now();
     let window = Window { start, measure_start: start + plan.warmup, end: start + plan.warmup + plan.duration };
@@ -75,19 +78,54 @@ pub(crate) async fn execute<D: Driver>(plan: &Plan, drivers: &[D], progress: Pro
     Ok(Outcome { summary: recorded.summary(window.measure_start, plan.duration) })
 }
 
-/// Writes every key of the keyspace once, with `plan.clients` writers.
-async fn preload<D: Driver>(plan: &Plan, drivers: &[D], keyspace: Keyspace, progress: &Progress) -> anyhow::Result<()> {
-    let keys = plan.keys;
-    progress.note(&format!("preloading {} keys ({keyspace:?})", keys.count()));
-    let bar = progress.preload_bar(keys.count());
-    let writers = u64::from(plan.clients).min(keys.count());
+/// Everything before the clients start, none of it measured: stops when the system does
+/// not offer the workload, learns its partitions (transactions), loads the script on every
+/// driver (script), and preloads. Returns the plan the clients run.
+async fn setup<D: Driver>(plan: &Plan, drivers: &[D], progress: &Progress) -> anyhow::Result<Plan> {
+    let Some(first) = drivers.first() else { anyhow::bail!("no driver to run the clients on") };
+    if !first.supports(plan.workload) {
+        anyhow::bail!("the {} workload is not supported by {}", plan.workload.name(), first.name());
+    }
+    let mut plan = plan.clone();
+    if matches!(plan.workload, Workload::Txn | Workload::Txn2p) {
+        let partitions = first.partitions().await.context("cannot learn the number of partitions")?;
+        plan = plan.with_partitions(partitions).map_err(anyhow::Error::msg)?;
+    }
+    if plan.workload == Workload::Script {
+        for driver in drivers {
+            driver.load_script().await.context("cannot load the benchmark script")?;
+        }
+    }
+    if let Some(preload) = plan.preload() {
+        run_preload(&plan, drivers, preload, progress).await?;
+    }
+    Ok(plan)
+}
+
+/// Writes (or creates) every item of `preload` once, with as many writers as clients but
+/// at least [`PRELOAD_WRITERS_MIN`].
+async fn run_preload<D: Driver>(
+    plan: &Plan,
+    drivers: &[D],
+    preload: Preload,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let count = plan.preload_count(preload);
+    let noun = match preload {
+        Preload::Keys(Keyspace::Persistent) | Preload::TxnKeys => "keys",
+        Preload::Keys(Keyspace::Ephemeral) => "ephemeral keys",
+        Preload::Sequences => "sequences",
+    };
+    progress.note(&format!("preloading {count} {noun}"));
+    let bar = progress.preload_bar(count, noun);
+    let writers = u64::from(plan.clients).max(PRELOAD_WRITERS_MIN).min(count);
+    let shared = Arc::new(plan.clone());
     let mut tasks = JoinSet::new();
     for (writer, driver) in (0..writers).zip(drivers.iter().cycle()) {
-        let (driver, value, bar) = (driver.clone(), Arc::clone(&plan.value), bar.clone());
+        let (driver, plan, bar) = (driver.clone(), Arc::clone(&shared), bar.clone());
         tasks.spawn(async move {
-            for index in (writer..keys.count()).step_by(usize::try_from(writers).unwrap_or(usize::MAX)) {
-                let key = keys.key(index);
-                driver.put(&key, &value, keyspace).await.with_context(|| format!("preloading key {key:?}"))?;
+            for index in (writer..count).step_by(usize::try_from(writers).unwrap_or(usize::MAX)) {
+                preload_one(&driver, &plan, preload, index).await?;
                 bar.inc(1);
             }
             anyhow::Ok(())
@@ -101,10 +139,29 @@ async fn preload<D: Driver>(plan: &Plan, drivers: &[D], keyspace: Keyspace, prog
     Ok(())
 }
 
+/// Item `index` of `preload`.
+async fn preload_one<D: Driver>(driver: &D, plan: &Plan, preload: Preload, index: u64) -> anyhow::Result<()> {
+    match preload {
+        Preload::Keys(keyspace) => {
+            let key = plan.keys.key(index);
+            driver.put(&key, &plan.value, keyspace).await.with_context(|| format!("preloading key {key:?}"))
+        }
+        Preload::TxnKeys => {
+            let key = plan.pairs.key(index);
+            driver.put(&key, &plan.value, Keyspace::Persistent).await.with_context(|| format!("preloading key {key:?}"))
+        }
+        Preload::Sequences => {
+            let name = plan.keys.sequence_name(index);
+            driver.create_sequence(&name).await.with_context(|| format!("creating sequence {name:?}"))
+        }
+    }
+}
+
 /// One client: sends operations until the window ends, one at a time, and records the
 /// measured ones.
 async fn client<D: Driver>(driver: D, index: u32, plan: Arc<Plan>, window: Window, live: Arc<Live>) -> Recorder {
     let mut rng = plan.client_rng(index);
+    let owner = format!("bench-{:x}-{index}", plan.seed);
     let mut recorder = Recorder::new();
     let schedule = plan.rate.map(|rate| Schedule::for_client(window.start, rate, plan.clients, index));
     let mut previous_done = window.start;
@@ -135,8 +192,8 @@ async fn client<D: Driver>(driver: D, index: u32, plan: Arc<Plan>, window: Windo
             }
             (sent, sent >= window.measure_start)
         };
-        let key = plan.keys.random_key(&mut rng);
-        let result = run_op(&driver, plan.next_op(&mut rng), &key, &plan.value).await;
+        let op = plan.next_op(&mut rng);
+        let result = run_op(&driver, &plan, op, &owner, &mut rng).await;
         let done = Instant::now();
         previous_done = done;
         if !measured {
@@ -159,11 +216,37 @@ async fn client<D: Driver>(driver: D, index: u32, plan: Arc<Plan>, window: Windo
     recorder
 }
 
-/// Runs one operation; a put reports `true` (found) so only reads can miss.
-async fn run_op<D: Driver>(driver: &D, op: Op, key: &str, value: &[u8]) -> Result<bool, OpError> {
+/// Runs one operation on keys (or names) drawn from `rng`. Returns false for a miss: a
+/// read that found no key, or a lock another client held (then not unlocked); every other
+/// success is true.
+async fn run_op<D: Driver>(driver: &D, plan: &Plan, op: Op, owner: &str, rng: &mut impl Rng) -> Result<bool, OpError> {
+    let keys = plan.keys;
     match op {
-        Op::Put(keyspace) => driver.put(key, value, keyspace).await.map(|()| true),
-        Op::Get(keyspace, read) => driver.get(key, keyspace, read).await,
+        Op::Put(keyspace) => driver.put(&keys.random_key(rng), &plan.value, keyspace).await.map(|()| true),
+        Op::Get(keyspace, read) => driver.get(&keys.random_key(rng), keyspace, read).await,
+        Op::LockCycle => {
+            let name = keys.lock_name(keys.random_index(rng));
+            if !driver.try_lock(&name, owner, LOCK_LEASE_MS).await? {
+                return Ok(false);
+            }
+            driver.unlock(&name, owner).await.map(|()| true)
+        }
+        Op::SequenceNext => driver.next_sequence(&keys.sequence_name(keys.random_index(rng))).await.map(|()| true),
+        Op::SequenceReserve(count) => {
+            driver.reserve_sequence(&keys.sequence_name(keys.random_index(rng)), count).await.map(|()| true)
+        }
+        Op::Script => driver.run_script(&keys.random_key(rng)).await.map(|()| true),
+        Op::Txn(span) => {
+            let pair = match span {
+                Span::OnePartition => Some(plan.pairs.one_partition(rng)),
+                Span::TwoPartitions => plan.pairs.two_partitions(rng),
+            };
+            // The setup checked that two-partition pairs exist.
+            let Some((a, b)) = pair else {
+                return Err(OpError { kind: "NoPair".into(), message: "no keys in two partitions".into() });
+            };
+            driver.txn(&a, &b, &plan.value).await.map(|()| true)
+        }
     }
 }
 

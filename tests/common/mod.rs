@@ -276,18 +276,4 @@ where
 }
 
 /// The routing the server uses, for picking keys in a given partition.
-pub fn partition_of(key: &str, partitions: u32) -> u32 {
-    let bucket = key.rfind('/').map_or(key, |i| &key[..i]);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bucket.bytes() {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let (mut b, mut j): (i64, i64) = (-1, 0);
-    let mut key = hash;
-    while j < i64::from(partitions) {
-        b = j;
-        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
-    }
-    b as u32
-}
+pub use kahuna_proto::routing::partition_of;
