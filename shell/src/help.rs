@@ -361,6 +361,24 @@ pub fn find(name: &str) -> Option<&'static CommandHelp> {
     })
 }
 
+/// The option words of a command (the lower-case words in its syntax's `[...]` parts,
+/// such as `nx`, `ex`, `cmprev` of `set`) and how many words come before them (its
+/// name's words plus its required arguments): what completion offers after those.
+pub fn options(entry: &CommandHelp) -> (usize, Vec<&'static str>) {
+    let syntax = entry.syntax;
+    let required = syntax.split('[').next().unwrap_or(syntax).split_whitespace().count();
+    let mut words: Vec<&'static str> = Vec::new();
+    for part in syntax.split('[').skip(1) {
+        let inside = part.split(']').next().unwrap_or("");
+        for word in inside.split(|c: char| c.is_whitespace() || c == '|') {
+            if !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !words.contains(&word) {
+                words.push(word);
+            }
+        }
+    }
+    (required, words)
+}
+
 /// Returns the usage line of `name` for error messages.
 pub fn usage(name: &str) -> String {
     find(name).map_or_else(String::new, |c| format!("usage: {}", c.syntax))
@@ -453,6 +471,16 @@ mod tests {
         let set = text(Some("eset")).expect("help eset");
         assert!(set.contains("Example:") && set.contains("eset"));
         assert!(text(Some("bogus")).is_err());
+    }
+
+    #[test]
+    fn options_come_from_the_syntax() {
+        let set = find("set").expect("set");
+        assert_eq!(options(set), (3, vec!["nx", "xx", "ex", "cmp", "cmprev"]));
+        let get = find("get").expect("get");
+        assert_eq!(options(get), (2, vec!["at", "as", "of", "serializable"]));
+        let lock = find("lock").expect("lock");
+        assert_eq!(options(lock), (3, vec!["wait", "owner"]));
     }
 
     #[test]

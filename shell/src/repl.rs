@@ -271,6 +271,8 @@ enum Slot {
     Command,
     /// One of these fixed words.
     Words(&'static [&'static str]),
+    /// A command's option words.
+    Options(Vec<&'static str>),
     /// A key of this keyspace.
     Key(Durability),
     /// A file name.
@@ -313,7 +315,10 @@ fn slot(before: &[&str]) -> Slot {
         "timing" if position == 1 => Slot::Words(&["on", "off"]),
         "begin" if position == 1 => Slot::Words(&["timeout"]),
         "run" if position == 1 => Slot::File,
-        _ => Slot::Nothing,
+        _ => match help::find(base).map(help::options) {
+            Some((required, words)) if position >= required && !words.is_empty() => Slot::Options(words),
+            _ => Slot::Nothing,
+        },
     }
 }
 
@@ -344,6 +349,11 @@ impl Completer for ShellHelper {
                 .iter()
                 .filter(|w| w.starts_with(&partial.to_ascii_lowercase()))
                 .map(|w| pair((*w).to_owned()))
+                .collect(),
+            Slot::Options(words) => words
+                .into_iter()
+                .filter(|w| w.starts_with(&partial.to_ascii_lowercase()))
+                .map(|w| pair(w.to_owned()))
                 .collect(),
             Slot::Key(_) if partial.starts_with(['"', '\'']) => Vec::new(),
             Slot::Key(durability) => {
@@ -427,6 +437,9 @@ mod tests {
         assert_eq!(slot(&["extend"]), Slot::Key(Durability::Persistent));
         assert_eq!(slot(&["eextend"]), Slot::Key(Durability::Ephemeral));
         assert_eq!(slot(&["set", "k"]), Slot::Nothing);
+        assert_eq!(slot(&["set", "k", "v"]), Slot::Options(vec!["nx", "xx", "ex", "cmp", "cmprev"]));
+        assert_eq!(slot(&["lock", "jobs", "100"]), Slot::Options(vec!["wait", "owner"]));
+        assert_eq!(slot(&["scan", "by", "prefix", "p/"]), Slot::Options(vec!["limit", "cursor", "serializable"]));
         assert_eq!(slot(&["mset", "a", "1"]), Slot::Key(Durability::Persistent));
         assert_eq!(slot(&["mset", "a"]), Slot::Nothing);
         assert_eq!(slot(&["mget", "a", "b"]), Slot::Key(Durability::Persistent));
