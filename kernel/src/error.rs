@@ -64,6 +64,22 @@ impl KvError {
         }
     }
 
+    /// The message without the kind's prefix (`"key … changed"` rather than
+    /// `"conflict: key … changed"`), for transports that carry the kind beside it.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidInput(m)
+            | Self::Unavailable(m)
+            | Self::Compacted(m)
+            | Self::Timeout(m)
+            | Self::Internal(m)
+            | Self::NotFound(m)
+            | Self::Exhausted(m)
+            | Self::Conflict(m) => m.clone(),
+            Self::NotLeader { .. } | Self::Locked { .. } => self.to_string(),
+        }
+    }
+
     /// Whether the same request may succeed if sent again (reads, or writes with an
     /// operation id).
     pub fn is_retryable(&self) -> bool {

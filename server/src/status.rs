@@ -55,7 +55,8 @@ fn with_code(code: Code, message: String, kahuna_code: &'static str) -> Status {
 
 /// Maps a kernel error to its gRPC status.
 pub fn to_status(e: KvError) -> Status {
-    with_code(kv_code(&e), e.to_string(), e.code())
+    // The client names the kind from the code; the message says only what happened.
+    with_code(kv_code(&e), e.message(), e.code())
 }
 
 /// Maps a script error to its gRPC status; the message keeps the script line.
