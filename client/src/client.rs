@@ -10,11 +10,11 @@ use kahuna_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::Channel;
 
 use crate::connection::{Config, Pool, RETRIES_MAX, request};
-use crate::routes::Route;
 use crate::error::Error;
 use crate::options::{
     DeleteItem, DeleteOptions, ExtendOptions, GetOptions, ReadOptions, ScanOptions, SetItem, SetOptions,
 };
+use crate::routes::Route;
 use crate::types::{
     Batch, ClusterStatus, DeleteResult, ExistsResult, ExtendResult, GetResult, Items, NodeInfo, PartitionStatus,
     SetResult, key_value_from_proto, positive, revision,

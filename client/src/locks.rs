@@ -9,10 +9,10 @@ use kahuna_proto::v1::locks_client::LocksClient;
 use tonic::transport::Channel;
 
 use crate::client::Client;
-use crate::routes::Route;
 use crate::connection::request;
 use crate::error::Error;
 use crate::options::{LockOptions, ReadOptions, UnlockOptions};
+use crate::routes::Route;
 use crate::types::{ExtendLockResult, LockHolder, LockInfo, LockResult, UnlockResult};
 
 fn locks_client(channel: Channel) -> LocksClient<Channel> {

@@ -6,10 +6,10 @@ use kahuna_proto::v1::sequences_client::SequencesClient;
 use tonic::transport::Channel;
 
 use crate::client::Client;
-use crate::routes::Route;
 use crate::connection::request;
 use crate::error::Error;
 use crate::options::{Consistency, OperationId, SequenceOptions};
+use crate::routes::Route;
 use crate::types::{
     CreateSequenceResult, DeleteSequenceResult, GetSequenceResult, NextResult, ReserveResult, SequenceInfo,
 };

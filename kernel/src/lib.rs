@@ -14,7 +14,8 @@
 //! - `locks`, `sequences`: lock and sequence semantics, pure; `lock_waits`: the FIFO
 //!   queue of waiting try-locks on a leader.
 //! - `schema`: every redb table and its key layout; `storage`: the storage thread
-//!   (group commit over the log file and the state file).
+//!   (group commit over the log file and the state file); `sim_disk`: the simulated
+//!   disk a deterministic simulation keeps those files on.
 //! - `raft_types`, `log_store`, `state_machine`, `network`: openraft's types, storage
 //!   and network traits implemented over the above.
 //! - `txn_state`: transactions inside the state machine: validation, intents, records.
@@ -39,6 +40,7 @@ mod redb_space;
 mod routing;
 mod schema;
 mod sequences;
+mod sim_disk;
 mod state_machine;
 mod storage;
 mod txn_state;
@@ -54,4 +56,6 @@ pub use routing::{
     DEFAULT_PARTITIONS, PARTITIONS_MAX, bucket_of, fnv1a64, jump_consistent_hash, partition_of, partition_of_bucket,
 };
 pub use sequences::sequence_step;
+pub use sim_disk::{SIM_PAGE_BYTES, SimDisk};
+pub use storage::{DataFiles, StorageMode};
 pub use types::*;

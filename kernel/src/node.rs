@@ -17,7 +17,7 @@ use crate::limits::{
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
 use crate::routing::{PARTITIONS_MAX, partition_of, partition_of_bucket};
-use crate::storage::{Storage, setting_or_init};
+use crate::storage::{DataFiles, Storage, StorageMode, setting_or_init};
 use crate::types::{
     Consistency, Durability, KeyValue, LockOp, NodeId, PartitionId, PartitionRequest, PartitionResponse,
     PartitionStatus, SequenceOp, TxnDecision, TxnPart, TxnReply, WriteOp,
@@ -51,6 +51,15 @@ pub struct KernelConfig {
     pub compaction_interval: Duration,
     /// Longest lock lease a client may ask for, in ms.
     pub lock_lease_ms_max: u64,
+    /// Where the two data files live: `data_dir` (the default), or a simulated disk.
+    pub files: DataFiles,
+    /// Who commits storage jobs: the storage thread (the default), or the caller.
+    pub storage: StorageMode,
+    /// `None` (the default): election timeouts are drawn at random, as Raft wants.
+    /// `Some(ms)`: every partition this node prefers to lead waits exactly `ms` (the others
+    /// 400 ms longer), so that a deterministic simulation draws the same timeouts on every
+    /// run; it gives each node a different `ms` so that elections still break ties.
+    pub election_timeout_ms: Option<u64>,
 }
 
 impl Default for KernelConfig {
@@ -67,6 +76,9 @@ impl Default for KernelConfig {
             request_timeout: Duration::from_secs(5),
             compaction_interval: Duration::from_secs(60),
             lock_lease_ms_max: LOCK_LEASE_MS_MAX_DEFAULT,
+            files: DataFiles::Directory,
+            storage: StorageMode::Thread,
+            election_timeout_ms: None,
         }
     }
 }
@@ -89,8 +101,9 @@ struct Inner {
     partitions: Vec<Arc<Partition>>,
     transport: Arc<dyn Transport>,
     hlc: Arc<Hlc>,
-    /// Peers whose clock could not be read, and since when.
-    unreachable: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
+    /// Peers whose clock could not be read, and since when (tokio's clock, which a
+    /// simulation controls).
+    unreachable: std::sync::Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
 }
 
 impl Kernel {
@@ -112,8 +125,7 @@ impl Kernel {
         if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
             return Err(OpenError::Config(format!("partitions must be 1..={PARTITIONS_MAX}")));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(crate::error::StoreError::from)?;
-        let storage = Storage::open(&config.data_dir)?;
+        let storage = Storage::open_with(&config.data_dir, &config.files, config.storage)?;
         let stored = setting_or_init(storage.db(), "partitions", u64::from(config.partitions))?;
         if stored != u64::from(config.partitions) {
             return Err(OpenError::Config(format!(
@@ -131,6 +143,7 @@ impl Kernel {
                 snapshot_logs: config.snapshot_logs,
                 request_timeout: config.request_timeout,
                 preferred_leader: ids[p as usize % ids.len()] == config.node_id,
+                election_timeout_ms: config.election_timeout_ms,
             };
             partitions.push(Partition::open(p, &settings, storage.clone(), hlc.clone(), transport.clone()).await?);
         }
@@ -352,7 +365,7 @@ impl Kernel {
     /// either without reaching a quorum, whose members merge its clock.
     pub async fn sync_clock(&self) -> u64 {
         let me = self.node_id();
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let skipped: Vec<NodeId> = {
             let unreachable = self.inner.unreachable.lock().unwrap_or_else(|p| p.into_inner());
             unreachable
@@ -385,7 +398,7 @@ impl Kernel {
                 if answered {
                     unreachable.remove(&id);
                 } else {
-                    unreachable.insert(id, std::time::Instant::now());
+                    unreachable.insert(id, tokio::time::Instant::now());
                 }
             }
         });

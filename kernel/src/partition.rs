@@ -57,6 +57,8 @@ pub(crate) struct PartitionSettings {
     pub(crate) request_timeout: Duration,
     /// This node should lead the partition when it can (spreads leaders over nodes).
     pub(crate) preferred_leader: bool,
+    /// A fixed election timeout instead of a random one (`KernelConfig::election_timeout_ms`).
+    pub(crate) election_timeout_ms: Option<u64>,
 }
 
 /// The ephemeral keyspace, valid for one leadership term.
@@ -144,7 +146,13 @@ impl Partition {
         hlc: Arc<Hlc>,
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<Self>, OpenError> {
-        let (election_min, election_max) = if settings.preferred_leader { (300, 500) } else { (700, 1200) };
+        // openraft draws from min..max: a range of one millisecond fixes the draw.
+        let (election_min, election_max) = match (settings.election_timeout_ms, settings.preferred_leader) {
+            (None, true) => (300, 500),
+            (None, false) => (700, 1200),
+            (Some(ms), true) => (ms, ms + 1),
+            (Some(ms), false) => (ms + 400, ms + 401),
+        };
         let config = Config {
             cluster_name: format!("kahuna-partition-{id}"),
             heartbeat_interval: 100,

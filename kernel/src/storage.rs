@@ -13,6 +13,10 @@
 //! first flushes the state file in a batch of its own, then purges.
 //!
 //! Reads never come here: they open their own redb read transaction.
+//!
+//! A deterministic simulation runs the node on a simulated disk ([`DataFiles::Simulated`])
+//! and without the thread ([`StorageMode::Inline`]): each job commits in the caller, since
+//! a real thread would race the simulator's clock.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use crate::schema::{
     FINISHED, FORMAT, FORMAT_VERSION, INTENTS, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, PREPARED, RAFT_META,
     SEQUENCE_KEYS, SEQUENCES, TXN_RECORDS, VERSIONS,
 };
+use crate::sim_disk::SimDisk;
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
@@ -88,23 +93,76 @@ struct Job {
     work: Work,
 }
 
-/// Handle to a node's two data files and its storage thread.
+/// The Raft log file's name.
+const LOG_FILE: &str = "raft-log.redb";
+/// The state file's name.
+const STATE_FILE: &str = "state.redb";
+
+/// Where a node's two data files live.
+#[derive(Debug, Clone, Default)]
+pub enum DataFiles {
+    /// `raft-log.redb` and `state.redb` in the data directory.
+    #[default]
+    Directory,
+    /// The same two files on a simulated disk (deterministic simulation only).
+    Simulated(SimDisk),
+}
+
+/// Who commits the storage jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageMode {
+    /// The storage thread, folding queued jobs into one commit (group commit).
+    #[default]
+    Thread,
+    /// The caller, one commit per job, before `submit` returns. For a deterministic
+    /// simulation on one thread: no real thread races simulated time. Blocks the caller
+    /// for the commit, so it has no place on a real runtime.
+    Inline,
+}
+
+/// Handle to a node's two data files and whoever commits to them.
 pub(crate) struct Storage {
     log: Arc<Database>,
     state: Arc<Database>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
 }
 
 impl Storage {
     /// Opens (or creates) the data files in `dir` and starts the storage thread.
+    #[cfg(test)]
     pub(crate) fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let log = Arc::new(Database::create(dir.join("raft-log.redb"))?);
-        let state = Arc::new(Database::create(dir.join("state.redb"))?);
+        Self::open_with(dir, &DataFiles::Directory, StorageMode::Thread)
+    }
+
+    /// Opens (or creates) the data files in `dir` or on a simulated disk, committed by the
+    /// storage thread or inline.
+    pub(crate) fn open_with(dir: &Path, files: &DataFiles, mode: StorageMode) -> Result<Arc<Self>, StoreError> {
+        let (log, state) = match files {
+            DataFiles::Directory => {
+                std::fs::create_dir_all(dir)?;
+                (Database::create(dir.join(LOG_FILE))?, Database::create(dir.join(STATE_FILE))?)
+            }
+            DataFiles::Simulated(disk) => {
+                let builder = redb::Builder::new();
+                (
+                    builder.create_with_backend(disk.backend(LOG_FILE))?,
+                    builder.create_with_backend(disk.backend(STATE_FILE))?,
+                )
+            }
+        };
+        let (log, state) = (Arc::new(log), Arc::new(state));
         check_format(&log, &state)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let (thread_log, thread_state) = (log.clone(), state.clone());
-        thread::Builder::new().name("kahuna-storage".into()).spawn(move || run(&thread_log, &thread_state, &queue))?;
+        let jobs = match mode {
+            StorageMode::Inline => None,
+            StorageMode::Thread => {
+                let (jobs, queue) = mpsc::channel::<Job>();
+                let (thread_log, thread_state) = (log.clone(), state.clone());
+                thread::Builder::new()
+                    .name("kahuna-storage".into())
+                    .spawn(move || run(&thread_log, &thread_state, &queue))?;
+                Some(jobs)
+            }
+        };
         Ok(Arc::new(Self { log, state, jobs }))
     }
 
@@ -120,7 +178,12 @@ impl Storage {
 
     /// Queues `work`; its completion runs after the batch commits.
     pub(crate) fn submit(&self, flush: Flush, work: Work) -> Result<(), StoreError> {
-        self.jobs.send(Job { flush, work }).map_err(|_| StoreError::Stopped)
+        let job = Job { flush, work };
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
+            // Completions run before this returns; none of them submits again.
+            None => run_batch(&self.log, &self.state, vec![job]),
+        }
     }
 
     /// Runs `f` in the next batch and returns its result once the batch committed.

@@ -126,6 +126,8 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             compaction_interval: Duration::from_millis(self.compaction_interval_ms.max(100)),
             lock_lease_ms_max: self.lock_lease_ms_max,
+            // Files in the data directory, the storage thread, random election timeouts.
+            ..KernelConfig::default()
         })
     }
 }

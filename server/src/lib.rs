@@ -21,6 +21,7 @@ mod transport;
 mod txn_service;
 
 pub use config::{Fault, SCRIPT_COMMIT_MS_MARGIN, SCRIPT_MEMORY_BYTES_MIN, ServeArgs, parse_peers};
+pub use node_service::NodeService;
 pub use scripts_service::SCRIPT_RUNS_MAX;
 pub use status::{CODE_METADATA, NOT_COMMITTED, OUTCOME_METADATA, script_status, to_status};
 pub use transport::GrpcTransport;

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::status::{invalid, to_status};
 
+/// The node-to-node service of one node: hands every message to its kernel.
 pub struct NodeService {
     kernel: Kernel,
 }

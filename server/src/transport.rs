@@ -13,16 +13,29 @@ use tonic::transport::{Channel, Endpoint};
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Makes a lazily connecting channel to an endpoint.
+type Connect = Box<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
+
 /// Sends node-to-node messages over lazily connected, cached gRPC channels.
 pub struct GrpcTransport {
     peers: BTreeMap<NodeId, String>,
     clients: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
+    connect: Connect,
 }
 
 impl GrpcTransport {
-    /// A transport to the given peers (id → `host:port`).
+    /// A transport to the given peers (id → `host:port`) over TCP.
     pub fn new(peers: BTreeMap<NodeId, String>) -> Arc<Self> {
-        Arc::new(Self { peers, clients: Mutex::default() })
+        Self::with_channels(peers, Endpoint::connect_lazy)
+    }
+
+    /// A transport whose channels `connect` makes from each peer's endpoint (such as
+    /// `Endpoint::connect_with_connector_lazy` over a simulated network).
+    pub fn with_channels(
+        peers: BTreeMap<NodeId, String>,
+        connect: impl Fn(&Endpoint) -> Channel + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self { peers, clients: Mutex::default(), connect: Box::new(connect) })
     }
 
     fn client(&self, target: NodeId) -> Result<NodeClient<Channel>, TransportError> {
@@ -38,7 +51,7 @@ impl GrpcTransport {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let client = NodeClient::new(endpoint.connect_lazy())
+        let client = NodeClient::new((self.connect)(&endpoint))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         clients.insert(target, client.clone());

@@ -276,4 +276,6 @@ where
 }
 
 /// The routing the server uses, for picking keys in a given partition.
-pub use kahuna_proto::routing::partition_of;
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    kahuna_proto::routing::partition_of(key, partitions)
+}

@@ -1,0 +1,125 @@
+//! The register workload under faults, one simulated cluster per seed.
+//!
+//! `seeds` runs CI's fixed seeds, or the one in `KAHUNA_SIM_SEED`. A failure prints the
+//! seed, the command that reruns it, the nemesis's actions and where the history was
+//! saved. `same_seed_same_history` runs one seed twice and compares the histories.
+//!
+//! Environment: `KAHUNA_SIM_SEED` (one seed), `KAHUNA_SIM_SECONDS` (simulated seconds
+//! of faults, default 20), `KAHUNA_SIM_LOG` (a tracing filter, e.g. `info` or
+//! `kahuna_kernel=debug`), `KAHUNA_SIM_DIR` (where failing histories go; default the
+//! system's temp dir), `KAHUNA_SIM_SAVE` (set: save every history there).
+
+use std::time::{Duration, Instant};
+
+use kahuna_sim::{DETERMINISTIC, SimConfig, SimRun, reproduce_command, run};
+
+/// The seeds CI runs.
+const CI_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8];
+/// The seed run twice for the determinism check.
+const DETERMINISM_SEED: u64 = 11;
+
+fn init_tracing() {
+    let Ok(filter) = std::env::var("KAHUNA_SIM_LOG") else { return };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_timer(SimTime)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Log lines carry the simulated time of the host that wrote them.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "[{:>10.3}s]", turmoil::sim_elapsed().unwrap_or_default().as_secs_f64())
+    }
+}
+
+fn config(seed: u64) -> SimConfig {
+    let mut config = SimConfig::new(seed);
+    if let Some(secs) = std::env::var("KAHUNA_SIM_SECONDS").ok().and_then(|s| s.parse().ok()) {
+        config.active = Duration::from_secs(secs);
+    }
+    config
+}
+
+/// Runs `seed`; on failure prints everything needed to chase it and returns the reason.
+fn run_seed(seed: u64) -> Result<SimRun, String> {
+    let config = config(seed);
+    let started = Instant::now();
+    let outcome = run(&config);
+    let wall = started.elapsed();
+    let run = match outcome {
+        Ok(run) => run,
+        Err(e) => return Err(format!("seed {seed}: {e}\n  reproduce: {}{}", reproduce_command(&config), caveat())),
+    };
+    println!("{} ({:.1}s wall)", run.summary(), wall.as_secs_f64());
+    let failures = run.failures();
+    if failures.is_empty() && std::env::var_os("KAHUNA_SIM_SAVE").is_none() {
+        return Ok(run);
+    }
+    let dir = std::env::var("KAHUNA_SIM_DIR").map_or_else(|_| std::env::temp_dir().join("kahuna-sim"), Into::into);
+    let path = dir.join(format!("seed-{seed}.jsonl"));
+    let saved = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::File::create(&path))
+        .and_then(|file| run.history.to_jsonl(std::io::BufWriter::new(file)));
+    let saved = match saved {
+        Ok(()) => format!("history saved to {}", path.display()),
+        Err(e) => format!("history not saved: {e}"),
+    };
+    if failures.is_empty() {
+        println!("  {saved}");
+        return Ok(run);
+    }
+    Err(format!(
+        "seed {seed} FAILED: {}\n  setup: {}\n  faults:\n    {}\n  {saved}\n  reproduce: {}{}",
+        failures.join("; "),
+        run.setup,
+        run.faults.join("\n    "),
+        reproduce_command(&config),
+        caveat()
+    ))
+}
+
+/// What a failure of a build without `--cfg tokio_unstable` must add to its command.
+fn caveat() -> &'static str {
+    if DETERMINISTIC {
+        ""
+    } else {
+        "\n  (this build was not deterministic, so the command replays a close relative of this run: \
+         run it a few times, or rerun the seed without RUSTFLAGS)"
+    }
+}
+
+#[test]
+fn seeds() {
+    init_tracing();
+    let seeds: Vec<u64> = match std::env::var("KAHUNA_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("KAHUNA_SIM_SEED is a number")],
+        Err(_) => CI_SEEDS.to_vec(),
+    };
+    let failed: Vec<String> = seeds.iter().filter_map(|seed| run_seed(*seed).err()).collect();
+    assert!(failed.is_empty(), "{} of {} seeds failed:\n{}", failed.len(), seeds.len(), failed.join("\n"));
+}
+
+#[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "one seed gives one run only with RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's RNG is seeded then)"
+)]
+fn same_seed_same_history() {
+    init_tracing();
+    let first = run(&config(DETERMINISM_SEED)).expect("the first run completes");
+    let second = run(&config(DETERMINISM_SEED)).expect("the second run completes");
+    println!("{}\n{}", first.summary(), second.summary());
+    assert_eq!(first.faults, second.faults, "the nemesis acted differently");
+    assert_eq!(
+        first.history_hash,
+        second.history_hash,
+        "seed {DETERMINISM_SEED} gave two different histories ({} and {} events); rerun with {}",
+        first.history.len(),
+        second.history.len(),
+        reproduce_command(&config(DETERMINISM_SEED))
+    );
+}
