@@ -18,18 +18,28 @@
 //!
 //! Partitions are iptables DROP rules inside the node namespaces, matching node
 //! addresses only, so clients keep reaching every node (an isolated leader still gets
-//! requests, as in production). [`Namespaces`] deletes every namespace on drop, after
-//! the nodes (declared first) are killed, so a failing test leaves nothing behind.
+//! requests, as in production). A node killed with SIGKILL restarts on its data directory
+//! with the same flags, its log appended to. [`Namespaces`] deletes every namespace on
+//! drop, after the nodes (declared first) are killed, so a failing test leaves nothing
+//! behind.
+//!
+//! While a workload runs, [`watch`] polls every node's status every [`WATCH_INTERVAL`]
+//! (in the child beside the workload, or in the test process for a loopback cluster) and
+//! keeps what changed: leaders of new terms, rises of the highest term, nodes becoming
+//! ready or not ([`Observations`]).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::ValueEnum;
 use kahuna_check::{History, WorkloadKind, WorkloadOptions, run_workload};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
 /// The port every node listens on, inside its own namespace.
 pub const PORT: u16 = 2070;
@@ -125,6 +135,11 @@ impl Drop for Namespaces {
     }
 }
 
+/// The nodes' log filter: `KAHUNA_T50_NODE_LOG`, or the default of `kahuna serve`.
+pub fn node_log_filter() -> String {
+    std::env::var("KAHUNA_T50_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".to_owned())
+}
+
 /// A node running in its own namespace.
 pub struct NsNode {
     pub id: u64,
@@ -137,13 +152,14 @@ pub struct NsNode {
 }
 
 impl NsNode {
+    /// Starts the node; a restart appends to the log of the previous life.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
-        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_kahuna"), "serve"])
             .args(&self.args)
-            .env("KAHUNA_LOG", "info,openraft=warn")
+            .env("KAHUNA_LOG", node_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -152,6 +168,7 @@ impl NsNode {
         self.child = Some(child);
     }
 
+    /// Kills the node with SIGKILL (nothing flushed, nothing closed) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -250,6 +267,11 @@ impl NetCluster {
         self.nodes.iter().find(|n| n.id == id).expect("node id")
     }
 
+    /// Node `id`, to kill and restart it.
+    pub fn node_mut(&mut self, id: u64) -> &mut NsNode {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
     /// Drops all traffic between node `a` and node `b`, both ways (rules in `a`'s namespace).
     pub fn cut(&self, a: u64, b: u64) {
         let (ns, other) = (&self.node(a).ns, &self.node(b).ip);
@@ -322,18 +344,6 @@ impl NetCluster {
         }
     }
 
-    /// Sum over partitions of the highest term any node reports (elections so far).
-    pub fn terms(&self) -> u64 {
-        let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
-        for view in self.views() {
-            for (p, (_, term, _)) in view.partitions {
-                let t = highest.entry(p).or_default();
-                *t = (*t).max(term);
-            }
-        }
-        highest.values().sum()
-    }
-
     /// Waits until every node answers and all agree on a leader for every partition.
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -355,15 +365,20 @@ impl NetCluster {
         }
     }
 
-    /// Starts the register workload in the client namespace; see [`ChildWorkload::wait`].
-    pub fn spawn_workload(&self, duration: Duration, clients: usize, keys: usize) -> ChildWorkload {
+    /// Starts workload `kind` with `options` (their endpoints replaced by the cluster's) in
+    /// the client namespace, with a [`watch`] beside it; see [`ChildWorkload::wait`].
+    pub fn spawn_workload(&self, kind: WorkloadKind, options: &WorkloadOptions) -> ChildWorkload {
         let history = self.dir.path().join("history.jsonl");
         let summary = self.dir.path().join("summary.json");
         let envs = [
             ("KAHUNA_T50_ENDPOINTS", self.endpoints().join(",")),
-            ("KAHUNA_T50_DURATION_MS", duration.as_millis().to_string()),
-            ("KAHUNA_T50_CLIENTS", clients.to_string()),
-            ("KAHUNA_T50_KEYS", keys.to_string()),
+            ("KAHUNA_T50_WORKLOAD", kind.name().to_owned()),
+            ("KAHUNA_T50_DURATION_MS", options.duration.as_millis().to_string()),
+            ("KAHUNA_T50_CLIENTS", options.clients.to_string()),
+            ("KAHUNA_T50_KEYS", options.keys.to_string()),
+            ("KAHUNA_T50_TIMEOUT_MS", options.timeout.as_millis().to_string()),
+            ("KAHUNA_T50_SEED", options.seed.to_string()),
+            ("KAHUNA_T50_KEY_PREFIX", options.key_prefix.clone()),
             ("KAHUNA_T50_HISTORY", history.display().to_string()),
             ("KAHUNA_T50_SUMMARY", summary.display().to_string()),
         ];
@@ -434,9 +449,18 @@ pub struct ChildWorkload {
     summary: PathBuf,
 }
 
+/// What a workload child recorded.
+pub struct ChildRun {
+    pub history: History,
+    /// Wall-clock time of the history's time 0.
+    pub started: SystemTime,
+    /// What the watch beside the workload saw.
+    pub observations: Observations,
+}
+
 impl ChildWorkload {
-    /// Waits for the child to finish and loads its history and its time 0.
-    pub fn wait(mut self, timeout: Duration) -> (History, SystemTime) {
+    /// Waits for the child to finish and loads its history, its time 0 and its watch.
+    pub fn wait(mut self, timeout: Duration) -> ChildRun {
         let mut child = self.child.take().expect("child");
         let deadline = Instant::now() + timeout;
         while child.try_wait().expect("wait for the workload").is_none() {
@@ -459,7 +483,8 @@ impl ChildWorkload {
         let file = std::fs::File::open(&self.history).expect("history file");
         let history = History::from_jsonl(file).expect("history parses");
         let started = UNIX_EPOCH + Duration::from_nanos(summary["started_unix_ns"].as_u64().expect("started_unix_ns"));
-        (history, started)
+        let observations = Observations::from_json(&summary["observations"]);
+        ChildRun { history, started, observations }
     }
 }
 
@@ -481,15 +506,26 @@ pub async fn child_main() {
     match mode.as_str() {
         "status" => print_status(&endpoints).await,
         "workload" => {
-            let mut options = WorkloadOptions::new(endpoints);
+            let kind = WorkloadKind::from_str(&var("KAHUNA_T50_WORKLOAD"), true).expect("a workload name");
+            let mut options = WorkloadOptions::new(endpoints.clone());
             options.duration = Duration::from_millis(var("KAHUNA_T50_DURATION_MS").parse().expect("ms"));
             options.clients = var("KAHUNA_T50_CLIENTS").parse().expect("clients");
             options.keys = var("KAHUNA_T50_KEYS").parse().expect("keys");
-            options.timeout = Duration::from_millis(1_000);
-            let run = run_workload(WorkloadKind::Register, &options).await.expect("workload runs");
+            options.timeout = Duration::from_millis(var("KAHUNA_T50_TIMEOUT_MS").parse().expect("ms"));
+            options.seed = var("KAHUNA_T50_SEED").parse().expect("seed");
+            options.key_prefix = var("KAHUNA_T50_KEY_PREFIX");
+            let (stop, stopped) = oneshot::channel();
+            let watching = tokio::spawn(async move { watch(&endpoints, stopped).await });
+            let run = run_workload(kind, &options).await.expect("workload runs");
+            let _ = stop.send(());
+            let observations = watching.await.expect("the watch task");
             run.history.to_jsonl(std::fs::File::create(var("KAHUNA_T50_HISTORY")).expect("history")).expect("saved");
-            let started = run.started_at.duration_since(UNIX_EPOCH).expect("after 1970").as_nanos() as u64;
-            let summary = json!({"started_unix_ns": started, "seed": options.seed, "tally": run.tally});
+            let summary = json!({
+                "started_unix_ns": unix_ns(run.started_at),
+                "seed": options.seed,
+                "tally": run.tally,
+                "observations": observations.to_json(),
+            });
             std::fs::write(var("KAHUNA_T50_SUMMARY"), summary.to_string()).expect("summary");
         }
         other => panic!("unknown KAHUNA_T50_CHILD mode {other:?}"),
@@ -528,4 +564,178 @@ where
         outputs.push(handle.await.expect("status poll"));
     }
     outputs
+}
+
+/// How often [`watch`] polls every node's status.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// Budget of one node's answer to one poll.
+const WATCH_POLL_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// What polling every node's status during a run showed, as changes with the wall-clock
+/// time of the poll round that saw them.
+///
+/// A leader is counted once per (partition, term): terms have one leader at most
+/// (`single-term-leader`), and any node naming a leader for its current term, the leader
+/// itself or a follower, shows that the election happened. A leader that rose and fell
+/// between two polls, or that only paused nodes knew of, is missed. The highest term also
+/// rises with elections nobody won (a node cut off from the others keeps calling them).
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// The first poll round: what it saw was there before the run, not an event of it.
+    pub first_poll: Option<SystemTime>,
+    /// (when, partition, term, leader), the first time some node named a leader for that
+    /// term.
+    pub leaders: Vec<(SystemTime, u32, u64, u64)>,
+    /// (when, partition, term), each time the highest term any node reported rose.
+    pub terms: Vec<(SystemTime, u32, u64)>,
+    /// (when, endpoint, ready), each time an endpoint became ready (it answered and named
+    /// a leader for every partition) or stopped being so.
+    pub ready: Vec<(SystemTime, String, bool)>,
+}
+
+impl Observations {
+    /// Leaders of new terms first seen in `[from, to)` (`to` `None`: until the end).
+    pub fn elections(&self, from: SystemTime, to: Option<SystemTime>) -> usize {
+        let inside = |t: &SystemTime| *t >= from && to.is_none_or(|to| *t < to);
+        self.leaders.iter().filter(|(t, ..)| Some(*t) != self.first_poll && inside(t)).count()
+    }
+
+    /// How much the highest term rose in `[from, to)`, summed over partitions.
+    pub fn term_increase(&self, from: SystemTime, to: Option<SystemTime>) -> u64 {
+        let partitions: BTreeSet<u32> = self.terms.iter().map(|e| e.1).collect();
+        let at = |p: u32, t: Option<SystemTime>| {
+            let mut seen = self.terms.iter().filter(|e| e.1 == p).peekable();
+            // Before the first poll the partition was at the term that poll saw.
+            let first = seen.peek().map_or(0, |e| e.2);
+            seen.filter(|e| t.is_none_or(|t| e.0 < t)).map(|e| e.2).max().unwrap_or(first)
+        };
+        partitions.iter().map(|p| at(*p, to).saturating_sub(at(*p, Some(from)))).sum()
+    }
+
+    /// Every partition some node named a leader for.
+    pub fn partitions(&self) -> BTreeSet<u32> {
+        self.leaders.iter().map(|e| e.1).collect()
+    }
+
+    /// The leader of `partition` at the highest term seen before `at`: (term, node).
+    pub fn leader_before(&self, partition: u32, at: SystemTime) -> Option<(u64, u64)> {
+        let seen = self.leaders.iter().filter(|e| e.1 == partition && e.0 < at);
+        seen.max_by_key(|e| e.2).map(|e| (e.2, e.3))
+    }
+
+    /// The first leader of a new term of `partition` seen in `[from, to)`: (when, term,
+    /// node).
+    pub fn first_leader_in(&self, partition: u32, from: SystemTime, to: SystemTime) -> Option<(SystemTime, u64, u64)> {
+        let seen = self.leaders.iter().filter(|e| e.1 == partition && e.0 >= from && e.0 < to);
+        seen.min_by_key(|e| e.0).map(|e| (e.0, e.2, e.3))
+    }
+
+    /// When `endpoint` was first seen ready at or after `at`, after a poll that found it
+    /// not ready (so a node that came back between two polls is not reported).
+    pub fn ready_after(&self, endpoint: &str, at: SystemTime) -> Option<SystemTime> {
+        self.ready.iter().find(|(t, e, ready)| e == endpoint && *ready && *t >= at).map(|e| e.0)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "first_poll_unix_ns": self.first_poll.map(unix_ns),
+            "leaders": self.leaders.iter().map(|(t, p, term, l)| json!([unix_ns(*t), p, term, l])).collect::<Vec<_>>(),
+            "terms": self.terms.iter().map(|(t, p, term)| json!([unix_ns(*t), p, term])).collect::<Vec<_>>(),
+            "ready": self.ready.iter().map(|(t, e, r)| json!([unix_ns(*t), e, r])).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The inverse of [`Observations::to_json`]; whatever does not parse is left out.
+    pub fn from_json(value: &Value) -> Observations {
+        let time = |v: &Value| v.as_u64().map(|ns| UNIX_EPOCH + Duration::from_nanos(ns));
+        let rows = |name: &str| value[name].as_array().cloned().unwrap_or_default();
+        let number = |v: &Value| v.as_u64().unwrap_or(0);
+        Observations {
+            first_poll: time(&value["first_poll_unix_ns"]),
+            leaders: rows("leaders")
+                .iter()
+                .filter_map(|r| Some((time(&r[0])?, number(&r[1]) as u32, number(&r[2]), number(&r[3]))))
+                .collect(),
+            terms: rows("terms")
+                .iter()
+                .filter_map(|r| Some((time(&r[0])?, number(&r[1]) as u32, number(&r[2]))))
+                .collect(),
+            ready: rows("ready")
+                .iter()
+                .filter_map(|r| Some((time(&r[0])?, r[1].as_str()?.to_owned(), r[2].as_bool()?)))
+                .collect(),
+        }
+    }
+}
+
+/// Polls every endpoint's status every [`WATCH_INTERVAL`] until `stop` fires (or its
+/// sender is dropped), all endpoints at once, and returns what changed.
+///
+/// # Cancel safety
+///
+/// Dropping the future loses what it saw; it changes nothing on the nodes.
+pub async fn watch(endpoints: &[String], mut stop: oneshot::Receiver<()>) -> Observations {
+    let clients: Vec<(String, Option<kahuna_client::Client>)> = endpoints
+        .iter()
+        .map(|endpoint| {
+            let client = kahuna_client::Client::builder([endpoint.clone()])
+                .timeout(WATCH_POLL_TIMEOUT)
+                .connect_timeout(WATCH_POLL_TIMEOUT)
+                .retries(0)
+                .build()
+                .ok();
+            (endpoint.clone(), client)
+        })
+        .collect();
+    let mut seen = Observations::default();
+    let mut leaders: BTreeSet<(u32, u64)> = BTreeSet::new();
+    let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut ready: BTreeMap<String, bool> = BTreeMap::new();
+    let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => {}
+        }
+        let now = SystemTime::now();
+        seen.first_poll.get_or_insert(now);
+        let mut polls = JoinSet::new();
+        for (endpoint, client) in clients.iter().cloned() {
+            polls.spawn(async move {
+                let status = match client {
+                    Some(c) => tokio::time::timeout(WATCH_POLL_TIMEOUT, c.status()).await.ok().and_then(Result::ok),
+                    None => None,
+                };
+                (endpoint, status)
+            });
+        }
+        while let Some(joined) = polls.join_next().await {
+            let Ok((endpoint, status)) = joined else { continue };
+            let is_ready = status
+                .as_ref()
+                .is_some_and(|s| !s.partitions.is_empty() && s.partitions.iter().all(|p| p.leader.is_some()));
+            if ready.insert(endpoint.clone(), is_ready) != Some(is_ready) {
+                seen.ready.push((now, endpoint, is_ready));
+            }
+            for p in status.iter().flat_map(|s| &s.partitions) {
+                if let Some(leader) = p.leader
+                    && leaders.insert((p.partition, p.term))
+                {
+                    seen.leaders.push((now, p.partition, p.term, leader));
+                }
+                let term = highest.entry(p.partition).or_default();
+                if p.term > *term {
+                    *term = p.term;
+                    seen.terms.push((now, p.partition, p.term));
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_ns(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -32,9 +32,15 @@ const FENCED_ATTEMPTS_MAX: usize = 8;
 /// How long deleting the run's resource keys may take at the end.
 const CLEANUP_TIMEOUT_MS: u64 = 5_000;
 
-/// Names of the run's locks (one bucket each, so they spread over partitions).
+/// The name of lock `index` in a run: a bucket of its own, so the locks spread over the
+/// partitions.
+pub(super) fn lock_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}-lock-{index}")
+}
+
+/// Names of the run's locks.
 fn lock_names(options: &WorkloadOptions) -> Vec<String> {
-    (0..options.keys).map(|i| format!("{}-lock-{i}", options.key_prefix)).collect()
+    (0..options.keys).map(|i| lock_name(&options.key_prefix, i)).collect()
 }
 
 fn resource_of(lock: &str) -> String {

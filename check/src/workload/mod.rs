@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::history::{History, Operation, Outcome};
-use crate::report::Report;
+use crate::report::{Report, ViolationKind};
 use crate::{AppendOptions, BankOptions, RegisterOptions, check_append, check_bank, check_lock, check_register};
 use crate::{check_sequence, report::Verdict};
 
@@ -69,6 +69,49 @@ impl WorkloadKind {
             WorkloadKind::Sequence => "sequence",
             WorkloadKind::Append => "append",
             WorkloadKind::Bank => "bank",
+        }
+    }
+
+    /// Every kind of violation this workload's checker reports, so that a runner can show
+    /// each counter, zeros included. `Malformed` (and, for the register, the search bound)
+    /// are the inconclusive ones.
+    pub fn violation_kinds(self) -> &'static [ViolationKind] {
+        use ViolationKind::*;
+        match self {
+            WorkloadKind::Register => &[NotLinearizable, SearchBoundExceeded, Malformed],
+            WorkloadKind::Lock => {
+                &[StaleTokenAccepted, DuplicateToken, TokenNotIncreasing, OverlappingHolders, Malformed]
+            }
+            WorkloadKind::Sequence => &[DuplicateValue, IdempotencyMismatch, Malformed],
+            WorkloadKind::Append => &[
+                G0,
+                G1a,
+                G1b,
+                G1c,
+                GSingle,
+                G2,
+                RealTime,
+                IncompatibleOrder,
+                DuplicateElements,
+                LostAppend,
+                UnknownValue,
+                Malformed,
+            ],
+            WorkloadKind::Bank => &[WrongTotal, NegativeBalance, Malformed],
+        }
+    }
+
+    /// The key of register, lock, list or account `index` of a run whose keys start with
+    /// `prefix` (the sequence workload has one sequence, whatever `index`). Each is a
+    /// bucket of its own, so a test can find the partition it lives in and aim a fault at
+    /// that partition's leader.
+    pub fn key(self, prefix: &str, index: usize) -> String {
+        match self {
+            WorkloadKind::Register => register::key(prefix, index),
+            WorkloadKind::Lock => lock::lock_name(prefix, index),
+            WorkloadKind::Sequence => sequence::name(prefix),
+            WorkloadKind::Append => append::list_key(prefix, index),
+            WorkloadKind::Bank => bank::account(prefix, index),
         }
     }
 }

@@ -1,6 +1,6 @@
 use std::time::{Duration, SystemTime};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::json;
 
 use super::*;
@@ -148,6 +148,24 @@ fn checks_and_places_violations_in_windows() {
     assert_eq!(violations_in(report.as_ref(), 0, u64::MAX), 1);
     assert_eq!(violations_in(report.as_ref(), u64::MAX - 1, u64::MAX), 0);
     assert!(!passed(report.verdict(), &Tally::default()));
+}
+
+#[test]
+fn names_each_workloads_keys_and_counters() {
+    assert_eq!(WorkloadKind::Register.key("p", 2), "p-register-2");
+    assert_eq!(WorkloadKind::Lock.key("p", 0), "p-lock-0");
+    assert_eq!(WorkloadKind::Sequence.key("p", 7), WorkloadKind::Sequence.key("p", 0));
+    assert_eq!(WorkloadKind::Append.key("p", 1), "p-list-1");
+    assert_eq!(WorkloadKind::Bank.key("p", 3), "p-bank-3");
+    for kind in WorkloadKind::value_variants() {
+        assert!(!kind.key("p", 0).contains('/'), "{kind}: a bucket of its own");
+        let kinds = kind.violation_kinds();
+        assert!(kinds.contains(&ViolationKind::Malformed), "{kind}");
+        let distinct: std::collections::BTreeSet<_> = kinds.iter().collect();
+        assert_eq!(distinct.len(), kinds.len(), "{kind}");
+    }
+    // The stale read of `checks_and_places_violations_in_windows` is a kind it lists.
+    assert!(WorkloadKind::Register.violation_kinds().contains(&ViolationKind::NotLinearizable));
 }
 
 #[test]
