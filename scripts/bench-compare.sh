@@ -585,6 +585,10 @@ systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
   echo "| script | run by hash (loaded first): get a key, set it to its value + 1 | $unsupported_mark | EVALSHA of the same steps (loaded first) |"
   echo "| txn | begin; two gets of one bucket (one partition) sent together; two sets sent together; commit | one Txn of two Ranges, then Txn \"both mod revisions unchanged → Put both\" | $unsupported_mark (WATCH/MULTI/EXEC binds to a connection the clients share) |"
   echo "| txn-2p | as txn, the keys in buckets of two partitions | as txn (etcd has one log for all keys) | $unsupported_mark |"
+  if [[ -f $repo/bench/PERF-LOG.md ]]; then
+    echo
+    cat "$repo/bench/PERF-LOG.md"
+  fi
 } >"$out_file"
 
 echo "wrote $out_file" >&2

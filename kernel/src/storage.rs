@@ -1,11 +1,14 @@
 //! The storage thread: the one owner of redb's write transactions.
 //!
 //! Work from every partition (log appends, votes, truncations, purges, applies,
-//! snapshot installs) is queued here. The thread drains the queue into one write
-//! transaction on each of the node's two files (see `schema`), commits them — the
-//! state file first, each fsynced when a job in the batch asks for it ([`Flush`]) — and
-//! only then completes each job. That is group commit: many writers share one fsync
-//! and each still waits for exactly one.
+//! snapshot installs) is queued here. Each job writes one of the node's two files (see
+//! `schema`): log jobs get the log file's tables ([`LogTables`]), state jobs the state
+//! file's ([`Tables`]). The thread drains the queue into one write transaction on each
+//! file the batch touches, commits them — the log file first, each fsynced when a job in
+//! the batch asks for it ([`Flush`]) — and only then completes each job. That is group
+//! commit: many writers share one fsync and each still waits for exactly one. A file no
+//! job of the batch writes is not committed at all: on a busy node appends and applies
+//! often land in different batches, and a redb commit costs CPU even without an fsync.
 //!
 //! The log file commits before the state file, so state on disk never runs ahead of
 //! the log on disk: an entry is appended (and its append queued here) before it can be
@@ -46,10 +49,20 @@ pub(crate) enum Flush {
     State,
 }
 
-/// The tables of one batch's write transactions, opened once per batch.
-pub(crate) struct Tables<'t> {
+/// The log file's tables in one batch's write transaction, opened once per batch.
+pub(crate) struct LogTables<'t> {
     pub(crate) log: Table<'t, (u32, u64), &'static [u8]>,
     pub(crate) raft_meta: Table<'t, (u32, &'static str), &'static [u8]>,
+}
+
+impl<'t> LogTables<'t> {
+    fn open(log: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self { log: log.open_table(LOG)?, raft_meta: log.open_table(RAFT_META)? })
+    }
+}
+
+/// The state file's tables in one batch's write transaction, opened once per batch.
+pub(crate) struct Tables<'t> {
     pub(crate) meta: Table<'t, (u32, &'static str), &'static [u8]>,
     pub(crate) versions: Table<'t, (u32, &'static str, u64), &'static [u8]>,
     pub(crate) operations: Table<'t, (u32, &'static str), &'static [u8]>,
@@ -64,10 +77,8 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    fn open(log: &'t WriteTransaction, txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
-            log: log.open_table(LOG)?,
-            raft_meta: log.open_table(RAFT_META)?,
             meta: txn.open_table(META)?,
             versions: txn.open_table(VERSIONS)?,
             operations: txn.open_table(OPERATIONS)?,
@@ -85,8 +96,16 @@ impl<'t> Tables<'t> {
 
 /// Called once the batch holding a job committed (or failed to).
 pub(crate) type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A job's work inside the batch's transaction; returns what to do after the commit.
-pub(crate) type Work = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
+/// A log job's work inside the batch's log transaction; returns what to do after the commit.
+pub(crate) type LogWork = Box<dyn for<'t> FnOnce(&mut LogTables<'t>) -> Completion + Send>;
+/// A state job's work inside the batch's state transaction.
+type StateWork = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
+
+/// A job's work, on the one file it writes.
+enum Work {
+    Log(LogWork),
+    State(StateWork),
+}
 
 struct Job {
     flush: Flush,
@@ -176,9 +195,13 @@ impl Storage {
         &self.log
     }
 
-    /// Queues `work`; its completion runs after the batch commits.
-    pub(crate) fn submit(&self, flush: Flush, work: Work) -> Result<(), StoreError> {
-        let job = Job { flush, work };
+    /// Queues `work` on the log file; its completion runs after the batch commits.
+    pub(crate) fn submit_log(&self, flush: Flush, work: LogWork) -> Result<(), StoreError> {
+        debug_assert!(flush != Flush::State, "a log job cannot ask for the state file's fsync");
+        self.submit(Job { flush, work: Work::Log(work) })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
             // Completions run before this returns; none of them submits again.
@@ -186,7 +209,8 @@ impl Storage {
         }
     }
 
-    /// Runs `f` in the next batch and returns its result once the batch committed.
+    /// Runs `f` on the state file in the next batch and returns its result once the batch
+    /// committed.
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw the job: it still runs and commits.
@@ -195,22 +219,37 @@ impl Storage {
         T: Send + 'static,
         F: for<'t> FnOnce(&mut Tables<'t>) -> Result<T, StoreError> + Send + 'static,
     {
+        debug_assert!(flush != Flush::Log, "a state job cannot ask for the log file's fsync");
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(
-            flush,
-            Box::new(move |tables| {
-                let result = f(tables);
-                Box::new(move |commit: Result<(), String>| {
-                    let outcome = match (commit, result) {
-                        (Ok(()), r) => r,
-                        (Err(e), _) => Err(StoreError::Commit(e)),
-                    };
-                    let _ = tx.send(outcome);
-                })
-            }),
-        )?;
+        let work: StateWork = Box::new(move |tables| answer(f(tables), tx));
+        self.submit(Job { flush, work: Work::State(work) })?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
+
+    /// As [`Storage::run`], on the log file.
+    pub(crate) async fn run_log<T, F>(&self, flush: Flush, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&mut LogTables<'t>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit_log(flush, Box::new(move |tables| answer(f(tables), tx)))?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// The completion that sends a job's `result` to its waiter once the batch committed.
+fn answer<T: Send + 'static>(
+    result: Result<T, StoreError>,
+    tx: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+) -> Completion {
+    Box::new(move |commit: Result<(), String>| {
+        let outcome = match (commit, result) {
+            (Ok(()), r) => r,
+            (Err(e), _) => Err(StoreError::Commit(e)),
+        };
+        let _ = tx.send(outcome);
+    })
 }
 
 fn check_format(log: &Database, state: &Database) -> Result<(), StoreError> {
@@ -227,7 +266,8 @@ fn check_format(log: &Database, state: &Database) -> Result<(), StoreError> {
         }
     }
     // Create every table so read transactions never meet a missing one.
-    Tables::open(&log_txn, &state_txn)?;
+    LogTables::open(&log_txn)?;
+    Tables::open(&state_txn)?;
     state_txn.commit()?;
     log_txn.commit()?;
     Ok(())
@@ -270,21 +310,35 @@ fn begin(db: &Database, durable: bool) -> Result<WriteTransaction, StoreError> {
 }
 
 fn run_batch(log: &Database, state: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
-    let log_durable = batch.iter().any(|job| job.flush == Flush::Log);
-    let state_durable = batch.iter().any(|job| job.flush == Flush::State);
-    let (log_txn, state_txn) = (begin(log, log_durable)?, begin(state, state_durable)?);
-    let mut completions = Vec::with_capacity(batch.len());
-    {
-        let mut tables = Tables::open(&log_txn, &state_txn)?;
-        for job in batch {
-            completions.push((job.work)(&mut tables));
+    let (mut log_work, mut state_work) = (Vec::new(), Vec::new());
+    let (mut log_durable, mut state_durable) = (false, false);
+    for job in batch {
+        log_durable |= job.flush == Flush::Log;
+        state_durable |= job.flush == Flush::State;
+        match job.work {
+            Work::Log(work) => log_work.push(work),
+            Work::State(work) => state_work.push(work),
         }
+    }
+    let (writes_log, writes_state) = (!log_work.is_empty(), !state_work.is_empty());
+    let log_txn = writes_log.then(|| begin(log, log_durable)).transpose()?;
+    let state_txn = writes_state.then(|| begin(state, state_durable)).transpose()?;
+    let mut completions = Vec::with_capacity(log_work.len() + state_work.len());
+    if let Some(txn) = &log_txn {
+        let mut tables = LogTables::open(txn)?;
+        completions.extend(log_work.into_iter().map(|work| work(&mut tables)));
+    }
+    if let Some(txn) = &state_txn {
+        let mut tables = Tables::open(txn)?;
+        completions.extend(state_work.into_iter().map(|work| work(&mut tables)));
     }
     let started = std::time::Instant::now();
     // Log first: state on disk must never hold an entry the log on disk lacks.
-    let outcome = log_txn.commit().and_then(|()| state_txn.commit()).map_err(|e| e.to_string());
+    let outcome = commit(log_txn).and_then(|()| commit(state_txn)).map_err(|e| e.to_string());
     tracing::trace!(
         jobs = completions.len(),
+        writes_log,
+        writes_state,
         log_durable,
         state_durable,
         commit_us = started.elapsed().as_micros() as u64,
@@ -297,4 +351,8 @@ fn run_batch(log: &Database, state: &Database, batch: Vec<Job>) -> Result<(), St
         complete(outcome.clone());
     }
     Ok(())
+}
+
+fn commit(txn: Option<WriteTransaction>) -> Result<(), redb::CommitError> {
+    txn.map_or(Ok(()), WriteTransaction::commit)
 }

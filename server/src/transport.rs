@@ -1,26 +1,83 @@
 //! The kernel's transport seam over gRPC: one `Node` service for every partition.
+//!
+//! Append-entries and vote messages to a peer leave through that peer's outbox: a task
+//! that sends whatever has queued up as one `RaftBatch` call, with at most
+//! [`BATCHES_IN_FLIGHT`] calls outstanding. Each partition is its own Raft group, so a
+//! node leading several partitions would otherwise make one call per partition per
+//! round; under load the queue fills while calls are in flight and the next call
+//! carries all of it. An idle peer's message leaves at once. Snapshots (large),
+//! forwarded client requests (which may wait on locks) and clock reads go one by one.
+//!
+//! A peer whose calls time out [`TIMEOUTS_BEFORE_RECONNECT`] times in a row gets a new
+//! connection: after a network cut heals, the old TCP connection may sit out seconds of
+//! retransmission backoff, and a new one does not.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kahuna_kernel::{CallFuture, MessageKind, NodeId, NodeMessage, Transport, TransportError};
 use kahuna_proto::MAX_MESSAGE_BYTES;
-use kahuna_proto::node::Envelope;
 use kahuna_proto::node::node_client::NodeClient;
+use kahuna_proto::node::{Batch, Envelope};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Batch calls to one peer outstanding at once.
+const BATCHES_IN_FLIGHT: usize = 1;
+/// Most payload bytes in one batch call (one larger message still goes, alone).
+const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Calls to a peer timing out in a row before its connection is made anew.
+const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
 
 /// Makes a lazily connecting channel to an endpoint.
 type Connect = Box<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
 
+/// A message waiting in an outbox, and where its reply goes.
+struct Pending {
+    envelope: Envelope,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Envelope, Failure>>,
+}
+
+/// One peer: its gRPC client and the outbox feeding its batch calls.
+#[derive(Clone)]
+struct Peer {
+    client: NodeClient<Channel>,
+    outbox: mpsc::UnboundedSender<Pending>,
+    /// Calls that timed out since the last answer.
+    timeouts: Arc<AtomicU32>,
+}
+
+/// The connected peers, by id.
+type Peers = Arc<Mutex<HashMap<NodeId, Peer>>>;
+
 /// Sends node-to-node messages over lazily connected, cached gRPC channels.
 pub struct GrpcTransport {
     peers: BTreeMap<NodeId, String>,
-    clients: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
+    clients: Peers,
     connect: Connect,
+}
+
+/// Why a call failed, and whether it was for want of an answer in time.
+#[derive(Debug, Clone)]
+struct Failure {
+    reason: String,
+    timed_out: bool,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), timed_out: false }
+    }
+
+    fn timeout(timeout: Duration) -> Self {
+        Self { reason: format!("no answer within {} ms", timeout.as_millis()), timed_out: true }
+    }
 }
 
 impl GrpcTransport {
@@ -35,13 +92,15 @@ impl GrpcTransport {
         peers: BTreeMap<NodeId, String>,
         connect: impl Fn(&Endpoint) -> Channel + Send + Sync + 'static,
     ) -> Arc<Self> {
-        Arc::new(Self { peers, clients: Mutex::default(), connect: Box::new(connect) })
+        Arc::new(Self { peers, clients: Peers::default(), connect: Box::new(connect) })
     }
 
-    fn client(&self, target: NodeId) -> Result<NodeClient<Channel>, TransportError> {
+    /// The peer `target`, connected (lazily) and its outbox started on first use; needs
+    /// to run inside a tokio runtime.
+    fn peer(&self, target: NodeId) -> Result<Peer, TransportError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&target) {
-            return Ok(client.clone());
+        if let Some(peer) = clients.get(&target) {
+            return Ok(peer.clone());
         }
         let fail = |reason: String| TransportError { target, reason };
         let address = self.peers.get(&target).ok_or_else(|| fail("not a known peer".into()))?;
@@ -54,35 +113,36 @@ impl GrpcTransport {
         let client = NodeClient::new((self.connect)(&endpoint))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        clients.insert(target, client.clone());
-        Ok(client)
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| fail(format!("no runtime: {e}")))?;
+        let (outbox, queue) = mpsc::unbounded_channel();
+        runtime.spawn(send_batches(client.clone(), queue));
+        let peer = Peer { client, outbox, timeouts: Arc::default() };
+        clients.insert(target, peer.clone());
+        Ok(peer)
     }
 }
 
 impl Transport for GrpcTransport {
     fn call(&self, target: NodeId, message: NodeMessage, timeout: Duration) -> CallFuture {
-        let client = self.client(target);
+        let peer = self.peer(target);
+        let clients = self.clients.clone();
         Box::pin(async move {
-            let mut client = client?;
+            let peer = peer?;
             let fail = |reason: String| TransportError { target, reason };
-            let envelope = Envelope {
-                partition: message.partition,
-                hlc: message.hlc,
-                kind: message.kind as u32,
-                payload: message.payload,
-                from: message.from,
-            };
-            let call = async {
-                match message.kind {
-                    MessageKind::Forward => client.forward(envelope).await,
-                    _ => client.raft(envelope).await,
+            let reply = match exchange(&peer, message, timeout).await {
+                Ok(reply) => {
+                    peer.timeouts.store(0, Ordering::Relaxed);
+                    reply
+                }
+                Err(failure) => {
+                    if failure.timed_out
+                        && peer.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT
+                    {
+                        forget(&clients, target, &peer);
+                    }
+                    return Err(fail(failure.reason));
                 }
             };
-            let reply = tokio::time::timeout(timeout, call)
-                .await
-                .map_err(|_| fail(format!("no answer within {} ms", timeout.as_millis())))?
-                .map_err(|s| fail(format!("{}: {}", s.code(), s.message())))?
-                .into_inner();
             let kind =
                 MessageKind::from_u32(reply.kind).ok_or_else(|| fail(format!("unknown reply kind {}", reply.kind)))?;
             Ok(NodeMessage {
@@ -93,5 +153,120 @@ impl Transport for GrpcTransport {
                 payload: reply.payload,
             })
         })
+    }
+}
+
+/// Sends `message` to `peer` (through its outbox, or alone) and waits for the reply.
+async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Result<Envelope, Failure> {
+    let envelope = Envelope {
+        partition: message.partition,
+        hlc: message.hlc,
+        kind: message.kind as u32,
+        payload: message.payload,
+        from: message.from,
+        error: String::new(),
+    };
+    match message.kind {
+        MessageKind::AppendEntries | MessageKind::Vote => {
+            let (reply, answer) = oneshot::channel();
+            let pending = Pending { envelope, deadline: Instant::now() + timeout, reply };
+            peer.outbox.send(pending).map_err(|_| Failure::new("the peer's outbox stopped"))?;
+            tokio::time::timeout(timeout, answer)
+                .await
+                .map_err(|_| Failure::timeout(timeout))?
+                .map_err(|_| Failure::new("the batch carrying the message was dropped"))?
+        }
+        kind => {
+            let mut client = peer.client.clone();
+            let call = async {
+                match kind {
+                    MessageKind::Forward => client.forward(envelope).await,
+                    _ => client.raft(envelope).await,
+                }
+            };
+            let reply = tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| Failure::timeout(timeout))?
+                .map_err(|s| Failure::new(format!("{}: {}", s.code(), s.message())))?;
+            Ok(reply.into_inner())
+        }
+    }
+}
+
+/// Drops `peer`'s connection (if it is still the one in use), so that the next call
+/// connects anew.
+fn forget(clients: &Peers, target: NodeId, peer: &Peer) {
+    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if clients.get(&target).is_some_and(|current| Arc::ptr_eq(&current.timeouts, &peer.timeouts)) {
+        clients.remove(&target);
+        tracing::debug!(target, "calls to the peer keep timing out; reconnecting");
+    }
+}
+
+/// A peer's outbox: waits for a message and a free call slot, then sends everything
+/// queued by then as one batch. Ends when the transport is dropped.
+async fn send_batches(client: NodeClient<Channel>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match queue.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        // Messages queued while waiting for a slot join this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = first.envelope.payload.len();
+        let mut batch = vec![first];
+        while let Ok(pending) = queue.try_recv() {
+            bytes += pending.envelope.payload.len();
+            if bytes > BATCH_BYTES_MAX {
+                carried = Some(pending);
+                break;
+            }
+            batch.push(pending);
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            send_batch(client, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Sends one batch and hands each waiter its own reply, or the call's failure.
+async fn send_batch(mut client: NodeClient<Channel>, batch: Vec<Pending>) {
+    // A waiter that gave up needs no answer.
+    let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+    let Some(deadline) = batch.iter().map(|p| p.deadline).max() else { return };
+    let (messages, waiters): (Vec<Envelope>, Vec<_>) = batch.into_iter().map(|p| (p.envelope, p.reply)).unzip();
+    let sent = messages.len();
+    tracing::trace!(messages = sent, "raft batch");
+    let started = Instant::now();
+    let replies = match tokio::time::timeout_at(deadline, client.raft_batch(Batch { messages })).await {
+        Err(_) => Err(Failure::timeout(deadline - started)),
+        Ok(Err(status)) => Err(Failure::new(format!("{}: {}", status.code(), status.message()))),
+        Ok(Ok(reply)) => {
+            let replies = reply.into_inner().messages;
+            if replies.len() == sent {
+                Ok(replies)
+            } else {
+                Err(Failure::new(format!("the batch of {sent} messages got {} replies", replies.len())))
+            }
+        }
+    };
+    match replies {
+        Ok(replies) => {
+            for (waiter, reply) in waiters.into_iter().zip(replies) {
+                let _ = waiter.send(if reply.error.is_empty() { Ok(reply) } else { Err(Failure::new(reply.error)) });
+            }
+        }
+        Err(reason) => {
+            for waiter in waiters {
+                let _ = waiter.send(Err(reason.clone()));
+            }
+        }
     }
 }
