@@ -51,7 +51,7 @@ pub use hlc::{Clock, Hlc, SystemClock, from_physical_ms, logical, physical_ms};
 pub use limits::*;
 pub use locks::{LockRecord, lock_step};
 pub use network::{CallFuture, MessageKind, NodeMessage, Transport, TransportError};
-pub use node::{Kernel, KernelConfig, Served};
+pub use node::{ClockSync, Kernel, KernelConfig, Served};
 pub use routing::{
     DEFAULT_PARTITIONS, PARTITIONS_MAX, bucket_of, fnv1a64, jump_consistent_hash, partition_of, partition_of_bucket,
 };

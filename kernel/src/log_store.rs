@@ -147,7 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let (p, bytes) = (self.partition, encode(vote));
         self.storage
-            .run(Flush::Log, move |t| {
+            .run_log(Flush::Log, move |t| {
                 t.raft_meta.insert((p, META_VOTE), bytes.as_slice())?;
                 Ok(())
             })
@@ -155,8 +155,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_error)
     }
 
+    /// The vote as saved, but never committed: openraft reads the vote only when the
+    /// partition starts, and restores a node whose committed vote names itself as leader
+    /// of that term at once. Its ephemeral state (keys, and locks whose fencing tokens
+    /// carry the term) died with the process, so a leader of the same term would hand out
+    /// ephemeral tokens again from the bottom of the term's range (the simulation's seed
+    /// 12: token `1 << 32 | 1` granted twice). Uncommitted, the vote still binds the node
+    /// to its choice in that term, and any leadership after a restart is a new term.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.read_meta(META_VOTE).map_err(read_error)
+        let vote: Option<Vote<u64>> = self.read_meta(META_VOTE).map_err(read_error)?;
+        Ok(vote.map(|v| Vote { committed: false, ..v }))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -185,7 +193,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let (p, tail) = (self.partition, self.tail.clone());
         self.storage
-            .submit(
+            .submit_log(
                 Flush::Log,
                 Box::new(move |t| {
                     let written: Result<(), StoreError> = rows.iter().try_for_each(|(index, bytes)| {
@@ -216,7 +224,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let p = self.partition;
         self.storage
-            .run(Flush::Nothing, move |t| {
+            .run_log(Flush::Nothing, move |t| {
                 t.log.retain_in((p, from)..=(p, u64::MAX), |_, _| false)?;
                 Ok(())
             })
@@ -236,7 +244,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // must never be needed to rebuild state after a crash.
         self.storage.run(Flush::State, |_| Ok(())).await.map_err(io_error)?;
         self.storage
-            .run(Flush::Nothing, move |t| {
+            .run_log(Flush::Nothing, move |t| {
                 t.log.retain_in((p, 0)..=(p, upto), |_, _| false)?;
                 t.raft_meta.insert((p, META_PURGED), bytes.as_slice())?;
                 Ok(())

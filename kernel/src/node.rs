@@ -83,6 +83,14 @@ impl Default for KernelConfig {
     }
 }
 
+/// A timestamp from [`Kernel::sync_clock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSync {
+    pub ts: u64,
+    /// Every peer's clock went into `ts`: no commit acknowledged before the call is above it.
+    pub complete: bool,
+}
+
 /// A response and the node that produced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served<T> {
@@ -357,13 +365,16 @@ impl Kernel {
     }
 
     /// Advances this node's clock past every other reachable node's, and returns a fresh
-    /// timestamp: a transaction's snapshot taken with it is no earlier than any commit
-    /// a partition leader acknowledged before the call (leaders observe what they apply).
+    /// timestamp: when every peer answered (`complete`), a transaction's snapshot taken
+    /// with it is no earlier than any commit a partition leader acknowledged before the
+    /// call (leaders observe what they apply).
     ///
     /// A peer that did not answer is skipped for [`CLOCK_SYNC_SKIP`], so that a dead or
-    /// cut-off node does not slow every transaction down; such a node cannot commit
-    /// either without reaching a quorum, whose members merge its clock.
-    pub async fn sync_clock(&self) -> u64 {
+    /// cut-off node does not slow every transaction down. The timestamp is then not
+    /// `complete`: a leader among the skipped peers may have acknowledged commits above
+    /// it (its clock ahead of this node's, say, while this node was cut off), so a
+    /// snapshot there may miss them.
+    pub async fn sync_clock(&self) -> ClockSync {
         let me = self.node_id();
         let now = tokio::time::Instant::now();
         let skipped: Vec<NodeId> = {
@@ -400,10 +411,12 @@ impl Kernel {
                 } else {
                     unreachable.insert(id, tokio::time::Instant::now());
                 }
+                answered
             }
         });
-        futures::future::join_all(calls).await;
-        self.inner.hlc.now()
+        let answered = futures::future::join_all(calls).await;
+        let complete = skipped.is_empty() && answered.iter().all(|a| *a);
+        ClockSync { ts: self.inner.hlc.now(), complete }
     }
 
     /// Handles a message from another node (a Raft RPC or a forwarded request) and

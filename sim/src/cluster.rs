@@ -1,19 +1,22 @@
-//! One simulation run: a cluster, the workload, the nemesis, all chosen by one seed; the
-//! history it recorded, judged by the register checker.
+//! One simulation run: a cluster, the workloads, the nemesis, all chosen by one seed; the
+//! histories they recorded, each judged by its checker.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use kahuna_check::{History, Outcome, RegisterOptions, RegisterReport, check_register};
+use kahuna_check::{
+    AppendOptions, History, Outcome, RegisterOptions, Report, check_append, check_lock, check_register, check_sequence,
+};
 use kahuna_kernel::{NodeId, SimDisk, fnv1a64};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::nemesis::Nemesis;
+use crate::derive;
+use crate::nemesis::{FaultCounts, Nemesis, Targets};
 use crate::net::{NODE_PORT, host_name};
-use crate::node::{self, Board, NodeSpec};
-use crate::workload::{self, CALL_TIMEOUT, WorkloadOutcome, WorkloadSpec};
+use crate::node::{self, Board, NodeSpec, SimClock};
+use crate::workload::{self, CALL_TIMEOUT, Clients, Workload, WorkloadOutcome, WorkloadSpec};
 
 /// The simulated wall clock starts here (2024-01-01), so every run sees the same times.
 const EPOCH_SECS: u64 = 1_704_067_200;
@@ -29,11 +32,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct SimConfig {
     pub seed: u64,
     pub nodes: u64,
-    pub clients: u64,
+    /// Clients of each workload; they all run at once against the one cluster.
+    pub clients: Clients,
+    /// Registers of the register workload.
     pub keys: usize,
     /// Simulated time with clients and faults; the recovery phase follows.
     pub active: Duration,
-    /// After the faults, how long every key may take to become readable again.
+    /// After the faults, how long every object (key, lock, sequence) may take to be
+    /// served again.
     pub recovery: Duration,
     /// Whether the nemesis runs.
     pub faults: bool,
@@ -45,7 +51,7 @@ impl SimConfig {
         Self {
             seed,
             nodes: 3,
-            clients: 4,
+            clients: Clients { register: 4, lock: 3, sequence: 3, append: 3 },
             keys: 4,
             active: Duration::from_secs(20),
             recovery: Duration::from_secs(30),
@@ -63,21 +69,49 @@ pub enum SimError {
     Turmoil { elapsed: Duration, reason: String },
 }
 
+/// One workload's history and its checker's verdict.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub history: History,
+    /// Whether the checker found the history valid.
+    pub ok: bool,
+    /// The checker's report, as it prints itself.
+    pub report: String,
+}
+
+impl Checked {
+    fn new(history: History, report: &impl Report) -> Self {
+        Self { ok: report.ok(), report: report.to_string(), history }
+    }
+
+    /// `"N ops (ok, failed, unknown)"`.
+    fn counts(&self) -> String {
+        let ops = self.history.operations().unwrap_or_default();
+        let count = |o: Outcome| ops.iter().filter(|op| op.outcome == o).count();
+        format!(
+            "{} ops ({} ok, {} failed, {} unknown)",
+            ops.len(),
+            count(Outcome::Ok),
+            count(Outcome::Fail),
+            count(Outcome::Unknown)
+        )
+    }
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct SimRun {
     pub config: SimConfig,
     /// The settings the seed chose, one line.
     pub setup: String,
-    pub history: History,
-    /// FNV-1a of the history as JSONL: equal for equal runs.
+    /// Each workload that ran, checked.
+    pub checked: BTreeMap<Workload, Checked>,
+    /// FNV-1a of every history as JSONL: equal for equal runs.
     pub history_hash: u64,
-    pub report: RegisterReport,
     pub workload: WorkloadOutcome,
     /// The nemesis's actions.
     pub faults: Vec<String>,
-    pub crashes: usize,
-    pub cuts: usize,
+    pub counts: FaultCounts,
     pub steps: u64,
     pub simulated: Duration,
 }
@@ -86,12 +120,15 @@ impl SimRun {
     /// Everything that makes this run a failure; empty when it passed.
     pub fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
-        if !self.report.ok() {
-            failures.push(format!("register checker: {}", self.report));
+        for (workload, checked) in &self.checked {
+            if !checked.ok {
+                failures.push(format!("{} checker: {}", workload.name(), checked.report));
+            }
         }
+        failures.extend(self.workload.anomalies.iter().cloned());
         if !self.workload.unrecovered.is_empty() {
             failures.push(format!(
-                "keys {:?} not readable within {:?} after the faults stopped",
+                "{:?} not served within {:?} after the faults stopped",
                 self.workload.unrecovered, self.config.recovery
             ));
         }
@@ -100,18 +137,17 @@ impl SimRun {
 
     /// One line: the counts of the run.
     pub fn summary(&self) -> String {
-        let ops = self.history.operations().unwrap_or_default();
-        let count = |o: Outcome| ops.iter().filter(|op| op.outcome == o).count();
+        let workloads: Vec<String> =
+            self.checked.iter().map(|(w, checked)| format!("{} {}", w.name(), checked.counts())).collect();
         format!(
-            "seed {}: {} ops ({} ok, {} failed, {} unknown), {} crashes, {} cuts, {:.1}s simulated in {} steps, \
-             recovered after {}, history {:016x}, {}",
+            "seed {}: {}; {} crashes, {} cuts, {} one-way cuts, {} clock jumps, {:.1}s simulated in {} steps, \
+             recovered after {}, histories {:016x}, {}",
             self.config.seed,
-            ops.len(),
-            count(Outcome::Ok),
-            count(Outcome::Fail),
-            count(Outcome::Unknown),
-            self.crashes,
-            self.cuts,
+            workloads.join(", "),
+            self.counts.crashes,
+            self.counts.cuts,
+            self.counts.one_way_cuts,
+            self.counts.clock_jumps,
             self.simulated.as_secs_f64(),
             self.steps,
             self.workload.recovered_after.map_or("never".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
@@ -119,14 +155,6 @@ impl SimRun {
             if self.failures().is_empty() { "PASS" } else { "FAIL" },
         )
     }
-}
-
-/// SplitMix64: independent sub-seeds from one seed.
-fn derive(seed: u64, stream: u64) -> u64 {
-    let mut z = seed.wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Runs the simulation `config` describes, to its end.
@@ -141,19 +169,22 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
     let mut timeouts: Vec<u64> = (0..10u64).map(|i| 250 + 20 * i).collect();
     let board = Board::default();
     let mut disks = BTreeMap::new();
+    let mut clocks = BTreeMap::new();
     let mut specs = Vec::new();
     for id in &ids {
         let election_timeout_ms = timeouts.swap_remove(rng.random_range(0..timeouts.len()));
         let skew_ms = rng.random_range(-50..=50);
         let disk = SimDisk::new();
         disks.insert(*id, disk.clone());
+        let clock = SimClock::new(skew_ms);
+        clocks.insert(*id, clock.clone());
         specs.push(NodeSpec {
             id: *id,
             peers: peers.clone(),
             partitions,
             disk,
             election_timeout_ms,
-            skew_ms,
+            clock,
             snapshot_logs,
             request_timeout: REQUEST_TIMEOUT,
             board: board.clone(),
@@ -164,7 +195,7 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
          clock skews {:?} ms",
         config.nodes,
         specs.iter().map(|s| s.election_timeout_ms).collect::<Vec<_>>(),
-        specs.iter().map(|s| s.skew_ms).collect::<Vec<_>>(),
+        specs.iter().map(|s| s.clock.skew_ms()).collect::<Vec<_>>(),
     );
 
     let total = config.active + config.recovery + CALL_TIMEOUT + Duration::from_secs(5);
@@ -196,7 +227,8 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
 
     let fault_end = if config.faults { config.active } else { Duration::ZERO };
     let hosts = ids.iter().map(|id| host_name(*id)).chain([WORKLOAD_HOST.to_owned()]).collect();
-    let mut nemesis = Nemesis::new(derive(config.seed, 3), ids, hosts, disks, board, fault_end, LATENCY_MAX);
+    let targets = Targets { nodes: ids, hosts, disks, clocks, board };
+    let mut nemesis = Nemesis::new(derive(config.seed, 3), targets, fault_end, LATENCY_MAX);
     let mut steps = 0u64;
     loop {
         steps += 1;
@@ -207,22 +239,29 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
         }
     }
     let workload = std::mem::take(&mut *outcome.lock().unwrap_or_else(|p| p.into_inner()));
-    let history = workload.history.clone();
+    let mut checked = BTreeMap::new();
     let mut jsonl = Vec::new();
-    // Writing to memory cannot fail.
-    let _ = history.to_jsonl(&mut jsonl);
-    let report = check_register(&history, &RegisterOptions::default());
-    let (crashes, cuts) = nemesis.counts();
+    for (kind, history) in &workload.histories {
+        // Writing to memory cannot fail.
+        let _ = history.to_jsonl(&mut jsonl);
+        let history = history.clone();
+        let judged = match kind {
+            Workload::Register => Checked::new(history.clone(), &check_register(&history, &RegisterOptions::default())),
+            Workload::Lock => Checked::new(history.clone(), &check_lock(&history)),
+            Workload::Sequence => Checked::new(history.clone(), &check_sequence(&history)),
+            Workload::Append => Checked::new(history.clone(), &check_append(&history, &AppendOptions::default())),
+        };
+        checked.insert(*kind, judged);
+    }
+    let setup = std::iter::once(setup).chain(workload.setup.iter().cloned()).collect::<Vec<_>>().join("; ");
     Ok(SimRun {
         config: config.clone(),
         setup,
+        checked,
         history_hash: fnv1a64(&jsonl),
-        history,
-        report,
         workload,
         faults: nemesis.log().to_vec(),
-        crashes,
-        cuts,
+        counts: nemesis.counts(),
         steps,
         simulated: sim.elapsed(),
     })

@@ -1,6 +1,7 @@
 //! Sockets over turmoil's simulated network: the node-to-node gRPC transport (the real
 //! `GrpcTransport`, its channels on simulated TCP), and the small framed protocol the
-//! workload's clients use to ask a node to `Kernel::execute` a request.
+//! workload's clients use to ask a node to `Kernel::execute` a request or to coordinate
+//! a transaction.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use kahuna_kernel::{KvError, NodeId, PartitionId, PartitionRequest, PartitionResponse, Served};
 use kahuna_server::GrpcTransport;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Endpoint, Uri};
 use turmoil::net::TcpStream;
@@ -59,9 +60,56 @@ fn connector() -> impl tower::Service<Uri, Response = Io, Error = io::Error, Fut
 }
 
 /// A request of the execute protocol.
-pub type ExecRequest = (PartitionId, PartitionRequest);
-/// Its reply: what `Kernel::execute` answered.
-pub type ExecReply = Result<Served<PartitionResponse>, KvError>;
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ExecRequest {
+    /// `Kernel::execute` of a request for a partition.
+    Partition(PartitionId, PartitionRequest),
+    /// A list-append transaction, coordinated by the node's transaction engine.
+    Append(AppendTxn),
+}
+
+/// Its reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ExecReply {
+    /// What `Kernel::execute` answered.
+    Partition(Result<Served<PartitionResponse>, KvError>),
+    /// How the transaction ended.
+    Txn(TxnOutcome),
+}
+
+/// One transaction of the list-append workload. A list is one key holding its elements
+/// as decimal text joined by commas; an append reads the key in the transaction and
+/// writes it back with `,v` added, so two concurrent appends to one list conflict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppendTxn {
+    /// Micro-operations, in order, each after a pause in ms (a client's think time
+    /// between calls, drawn by the workload so that the run stays one per seed).
+    pub mops: Vec<(u64, Mop)>,
+    pub timeout_ms: u64,
+}
+
+/// A micro-operation of a list-append transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mop {
+    /// Read a list.
+    Read(String),
+    /// Append a value to a list.
+    Append(String, u64),
+}
+
+/// How a transaction ended, by what it proves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TxnOutcome {
+    /// Committed (or, without writes, served from its snapshot): the stored text each
+    /// read saw, in order (empty for a missing key).
+    Committed { reads: Vec<Vec<u8>> },
+    /// Given up before its commit was sent: nothing of it took effect.
+    Abandoned(String),
+    /// Its commit answered `Conflict`: nothing of it took effect.
+    Conflict(String),
+    /// Its commit failed otherwise: it may have taken effect.
+    Unknown(String),
+}
 
 /// Writes one length-prefixed postcard frame.
 pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {

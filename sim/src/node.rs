@@ -1,36 +1,62 @@
 //! One simulated node: a real `Kernel` on a simulated disk and clock, the server's real
-//! node-to-node gRPC service, and the execute service the workload talks to.
+//! node-to-node gRPC service, a real transaction engine, and the execute service the
+//! workload talks to.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use kahuna_kernel::{Clock, DataFiles, Hlc, Kernel, KernelConfig, NodeId, PartitionStatus, SimDisk, StorageMode};
+use kahuna_kernel::{
+    Clock, DataFiles, Hlc, Kernel, KernelConfig, KvError, NodeId, PartitionStatus, PointRead, SetArgs, SimDisk,
+    StorageMode,
+};
 use kahuna_proto::MAX_MESSAGE_BYTES;
 use kahuna_proto::node::node_server::NodeServer;
 use kahuna_server::NodeService;
+use kahuna_txn::{TxnConfig, TxnEngine};
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::net::{self, EXEC_PORT, ExecRequest, NODE_PORT};
+use crate::net::{self, AppendTxn, EXEC_PORT, ExecReply, ExecRequest, Mop, NODE_PORT, TxnOutcome};
 
 /// How often a node publishes its partitions' status on the [`Board`].
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A node's physical clock: the simulator's time since its epoch, plus a fixed skew.
-#[derive(Debug, Clone, Copy)]
+/// A node's physical clock: the simulator's time since its epoch, plus a skew that the
+/// nemesis may change mid-run (a clock stepped forward or back, as NTP or an operator
+/// does). Clones share the skew, so a node keeps its clock across crashes, as a machine
+/// does.
+#[derive(Debug, Clone, Default)]
 pub struct SimClock {
-    pub skew_ms: i64,
+    skew_ms: Arc<AtomicI64>,
+}
+
+impl SimClock {
+    /// A clock `skew_ms` ahead of simulated time (behind when negative).
+    pub fn new(skew_ms: i64) -> Self {
+        Self { skew_ms: Arc::new(AtomicI64::new(skew_ms)) }
+    }
+
+    /// How far ahead of simulated time the clock is, in ms.
+    pub fn skew_ms(&self) -> i64 {
+        self.skew_ms.load(Ordering::Relaxed)
+    }
+
+    /// Steps the clock by `delta_ms` (back when negative) and returns the new skew.
+    pub fn jump(&self, delta_ms: i64) -> i64 {
+        self.skew_ms.fetch_add(delta_ms, Ordering::Relaxed).saturating_add(delta_ms)
+    }
 }
 
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
         // Outside a host (never on a node's own path) there is no simulated time to read.
         let since_epoch = turmoil::since_epoch().unwrap_or_default().as_millis() as i64;
-        u64::try_from(since_epoch.saturating_add(self.skew_ms)).unwrap_or(0)
+        u64::try_from(since_epoch.saturating_add(self.skew_ms())).unwrap_or(0)
     }
 }
 
@@ -77,7 +103,8 @@ pub struct NodeSpec {
     pub disk: SimDisk,
     /// This node's fixed election timeout (distinct per node).
     pub election_timeout_ms: u64,
-    pub skew_ms: i64,
+    /// The node's clock, shared with the nemesis (which makes it jump).
+    pub clock: SimClock,
     pub snapshot_logs: u64,
     pub request_timeout: Duration,
     pub board: Board,
@@ -101,10 +128,11 @@ pub async fn run(spec: NodeSpec) -> turmoil::Result {
         election_timeout_ms: Some(spec.election_timeout_ms),
         ..KernelConfig::default()
     };
-    let hlc = Arc::new(Hlc::new(Arc::new(SimClock { skew_ms: spec.skew_ms })));
+    let hlc = Arc::new(Hlc::new(Arc::new(spec.clock.clone())));
     let kernel = Kernel::open_with_clock(config, net::transport(spec.peers.clone()), hlc).await?;
     tokio::spawn(serve_node(kernel.clone(), node_listener));
-    tokio::spawn(serve_exec(kernel.clone(), exec_listener));
+    let txns = TxnEngine::new(kernel.clone(), TxnConfig::default());
+    tokio::spawn(serve_exec(txns, exec_listener));
     loop {
         spec.board.publish(spec.id, kernel.status());
         tokio::time::sleep(PUBLISH_INTERVAL).await;
@@ -139,29 +167,77 @@ async fn serve_node(kernel: Kernel, listener: TcpListener) {
     }
 }
 
-/// Serves the execute protocol: one request per connection, answered by `Kernel::execute`.
-async fn serve_exec(kernel: Kernel, listener: TcpListener) {
+/// Serves the execute protocol: one request per connection, answered by `Kernel::execute`
+/// or, for a transaction, by the transaction engine.
+async fn serve_exec(txns: TxnEngine, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(exec_one(kernel.clone(), stream));
+                tokio::spawn(exec_one(txns.clone(), stream));
             }
             Err(e) => tracing::debug!("execute service: accept: {e}"),
         }
     }
 }
 
-async fn exec_one(kernel: Kernel, mut stream: TcpStream) {
-    let (partition, request) = match net::read_frame::<ExecRequest>(&mut stream).await {
+async fn exec_one(txns: TxnEngine, mut stream: TcpStream) {
+    let request = match net::read_frame::<ExecRequest>(&mut stream).await {
         Ok(request) => request,
         Err(e) => {
             tracing::debug!("execute service: reading a request: {e}");
             return;
         }
     };
-    let reply = kernel.execute(partition, request).await;
+    let reply = match request {
+        ExecRequest::Partition(partition, request) => {
+            ExecReply::Partition(txns.kernel().execute(partition, request).await)
+        }
+        ExecRequest::Append(txn) => ExecReply::Txn(append(&txns, txn).await),
+    };
     // The client may have given up; its outcome is then unknown to it, as it should be.
     if let Err(e) = net::write_frame(&mut stream, &reply).await {
         tracing::debug!("execute service: answering: {e}");
+    }
+}
+
+/// Runs one list-append transaction as its coordinator, up to its commit.
+async fn append(txns: &TxnEngine, request: AppendTxn) -> TxnOutcome {
+    let abandoned = |e: KvError| TxnOutcome::Abandoned(e.to_string());
+    let mut txn = match txns.begin(Some(Duration::from_millis(request.timeout_ms))).await {
+        Ok(txn) => txn,
+        Err(e) => return abandoned(e),
+    };
+    let mut reads = Vec::new();
+    for (pause_ms, mop) in request.mops {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let key = match &mop {
+            Mop::Read(key) | Mop::Append(key, _) => key.clone(),
+        };
+        let read = PointRead { key: key.clone(), at_revision: None, as_of: None };
+        let text = match txn.get(&read).await {
+            Ok(found) => found.map(|kv| kv.value).unwrap_or_default(),
+            Err(e) => return abandoned(e),
+        };
+        match mop {
+            Mop::Read(_) => reads.push(text),
+            Mop::Append(_, value) => {
+                let mut list = text;
+                if !list.is_empty() {
+                    list.push(b',');
+                }
+                list.extend_from_slice(value.to_string().as_bytes());
+                match txn.set(SetArgs { key: key.clone(), value: list, ..SetArgs::default() }).await {
+                    Ok(true) => {}
+                    // An unconditional write always applies; never commit around a hole.
+                    Ok(false) => return TxnOutcome::Abandoned(format!("append to {key} not applied")),
+                    Err(e) => return abandoned(e),
+                }
+            }
+        }
+    }
+    match txn.commit().await {
+        Ok(_) => TxnOutcome::Committed { reads },
+        Err(KvError::Conflict(e)) => TxnOutcome::Conflict(e),
+        Err(e) => TxnOutcome::Unknown(e.to_string()),
     }
 }

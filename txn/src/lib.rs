@@ -4,7 +4,10 @@
 //! A [`Transaction`] is coordinated by the node that began it:
 //! - **Begin** takes a snapshot timestamp after reading every reachable node's clock
 //!   ([`Kernel::sync_clock`]), so the snapshot is no earlier than any commit
-//!   acknowledged before the call: that is the "strict" of strict serializability.
+//!   acknowledged before the call: that is the "strict" of strict serializability. When
+//!   some node's clock could not be read, the snapshot may be older than such a commit;
+//!   such a transaction is validated at commit even when it wrote nothing, so that it
+//!   serializes at its commit instead.
 //! - **Reads** come from the snapshot on each partition's leader (which first makes
 //!   sure no commit can still land at or below it, and waits for prepared transactions
 //!   that might), overlaid with the transaction's own buffered writes. Every key read,
@@ -21,14 +24,17 @@
 //! and are outside them (`InvalidInput`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kahuna_kernel::{
     Consistency, DeleteArgs, Durability, Kernel, KeyValue, KvError, LockOp, LockRecord, LockReply, PartitionId,
     PartitionRequest, PartitionResponse, PointRead, ScannedRange, SequenceInfo, SequenceOp, SequenceReply, SetArgs,
     TxnDecision, TxnPart, TxnRecord, TxnReply, WriteOp, check_key, lock_step, physical_ms, sequence_step,
 };
+// tokio's clock, not std's: the same in production, and the one a simulation drives.
+use tokio::time::Instant;
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -58,14 +64,15 @@ impl Default for TxnConfig {
 pub struct TxnEngine {
     kernel: Kernel,
     config: TxnConfig,
+    /// Makes transaction ids unique on this node (with the node id and the snapshot).
+    /// One per engine rather than per process, so that simulated nodes sharing a process
+    /// number their transactions as separate processes would, run after run.
+    next_txn: Arc<AtomicU64>,
 }
-
-/// Makes transaction ids unique within a process (with the node id and the snapshot).
-static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
 impl TxnEngine {
     pub fn new(kernel: Kernel, config: TxnConfig) -> Self {
-        Self { kernel, config }
+        Self { kernel, config, next_txn: Arc::new(AtomicU64::new(1)) }
     }
 
     pub fn kernel(&self) -> &Kernel {
@@ -88,12 +95,15 @@ impl TxnEngine {
                 timeout.as_millis()
             )));
         }
-        let snapshot_ts = self.kernel.sync_clock().await;
-        let id = format!("{}-{snapshot_ts:016x}-{}", self.kernel.node_id(), NEXT_TXN.fetch_add(1, Ordering::Relaxed));
+        let sync = self.kernel.sync_clock().await;
+        let snapshot_ts = sync.ts;
+        let id =
+            format!("{}-{snapshot_ts:016x}-{}", self.kernel.node_id(), self.next_txn.fetch_add(1, Ordering::Relaxed));
         Ok(Transaction {
             engine: self.clone(),
             id,
             snapshot_ts,
+            snapshot_complete: sync.complete,
             timeout,
             deadline: Instant::now() + timeout,
             view: BTreeMap::new(),
@@ -115,6 +125,9 @@ pub struct Transaction {
     engine: TxnEngine,
     id: String,
     snapshot_ts: u64,
+    /// Every node's clock went into the snapshot (`ClockSync::complete`): no commit
+    /// acknowledged before `begin` is above it.
+    snapshot_complete: bool,
     timeout: Duration,
     deadline: Instant,
     /// The transaction's view of every key it read or wrote: `None` = absent.
@@ -146,9 +159,11 @@ impl Transaction {
         self.snapshot_ts
     }
 
-    /// When the transaction times out.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// When the transaction times out, on the standard clock. The transaction itself
+    /// judges its deadline on tokio's clock, which is the standard clock in production
+    /// and the simulated one under a simulation.
+    pub fn deadline(&self) -> std::time::Instant {
+        self.deadline.into_std()
     }
 
     /// Whether the transaction buffered any write (of a key, lock or sequence).
@@ -437,23 +452,34 @@ impl Transaction {
     /// written, `KvError::Conflict` when validation failed (nothing committed).
     pub async fn commit(mut self) -> Result<Option<u64>, KvError> {
         self.check_open()?;
-        if !self.has_writes() {
+        let read_only = !self.has_writes();
+        if read_only && self.snapshot_complete {
             // Every read came from one snapshot taken after everything acknowledged
             // before the transaction began: it serializes at its snapshot.
             return Ok(None);
         }
+        // Without writes, the snapshot may predate a commit acknowledged before `begin`
+        // (a node whose clock was not read led it): the reads stand only if nothing they
+        // saw has changed since, and the transaction then serializes at this commit of
+        // nothing.
         let mut parts = self.parts();
+        if parts.is_empty() {
+            // It read nothing: nothing to be stale.
+            return Ok(None);
+        }
         let kernel = self.engine.kernel.clone();
-        if parts.len() == 1
+        let committed = if parts.len() == 1
             && let Some((p, part)) = parts.pop_first()
         {
             let request = PartitionRequest::TxnCommit { txn_id: self.id.clone(), snapshot_ts: self.snapshot_ts, part };
-            return match kernel.execute(p, request).await?.value {
-                PartitionResponse::Txn(TxnReply::Committed { commit_ts }) => Ok(Some(commit_ts)),
-                other => Err(KvError::Internal(format!("unexpected answer to a commit: {other:?}"))),
-            };
-        }
-        self.two_phase(parts).await
+            match kernel.execute(p, request).await?.value {
+                PartitionResponse::Txn(TxnReply::Committed { commit_ts }) => Some(commit_ts),
+                other => return Err(KvError::Internal(format!("unexpected answer to a commit: {other:?}"))),
+            }
+        } else {
+            self.two_phase(parts).await?
+        };
+        Ok(committed.filter(|_| !read_only))
     }
 
     async fn two_phase(self, parts: BTreeMap<PartitionId, TxnPart>) -> Result<Option<u64>, KvError> {

@@ -141,7 +141,7 @@ async fn abandoned_prepare_is_resolved_after_its_deadline() {
     let engine = engine(&dir).await;
     let kernel = engine.kernel().clone();
     let (a, b) = (key_in(&kernel, 0, "a"), key_in(&kernel, 1, "b"));
-    let snapshot_ts = kernel.sync_clock().await;
+    let snapshot_ts = kernel.sync_clock().await.ts;
     for key in [&a, &b] {
         let part = TxnPart { writes: vec![WriteOp::Set(set(key, "half"))], ..Default::default() };
         let request = PartitionRequest::TxnPrepare {

@@ -2,9 +2,11 @@
 //! locks live in the leader's [`Ephemeral`](super::Ephemeral) state, and try-locks
 //! that may wait queue on the leader ([`LockWaits`](crate::lock_waits::LockWaits)).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::ReadableDatabase;
+// tokio's clock, not std's: the same in production, and the one a simulation drives.
+use tokio::time::Instant;
 
 use super::Partition;
 use crate::error::KvError;
@@ -58,13 +60,13 @@ impl Partition {
             ticket.set_holder_expires_at_ms(Some(holder.expires_at_ms));
         }
         loop {
-            if tokio::time::timeout_at(deadline.into(), ticket.turn()).await.is_err() {
+            if tokio::time::timeout_at(deadline, ticket.turn()).await.is_err() {
                 break;
             }
             if let Some(expires_at_ms) = ticket.holder_expires_at_ms() {
                 let lease_left = expires_at_ms.saturating_sub(self.hlc.wall_ms()) + EXPIRY_MARGIN_MS;
                 let retry_at = (Instant::now() + Duration::from_millis(lease_left)).min(deadline);
-                let _ = tokio::time::timeout_at(retry_at.into(), ticket.woken()).await;
+                let _ = tokio::time::timeout_at(retry_at, ticket.woken()).await;
             }
             if Instant::now() >= deadline {
                 break;

@@ -1,0 +1,209 @@
+//! The list-append workload, as `kahuna check`'s (after Elle): short transactions read and
+//! append to a few lists, each coordinated by a random node's transaction engine; checked
+//! by `check_append` for G0, G1a/b/c, G-single, G2, lost appends and real-time order.
+//!
+//! Each transaction runs 1 to [`MOPS_MAX`] micro-operations on random lists, recorded as
+//! one `txn` whose `value` lists them: `["r", key, null]` (the `ok` fills in the list
+//! read) or `["append", key, v]`. Values count up per list, so each is unique to its key.
+//! A few lists are in use at a time, each a bucket of its own so that transactions span
+//! partitions (two-phase commit); a list is retired after [`APPENDS_PER_LIST_MAX`]
+//! appends, which keeps values short. The outcome rule is `kahuna check`'s: given up
+//! before the commit, or a `Conflict` on it, is `fail`; any other commit error `info`.
+//! Its recovery reads every list in use in one transaction.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kahuna_check::History;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::{CALL_TIMEOUT, Completion, Recorder, WorkloadSpec, any_node, think};
+use crate::derive;
+use crate::net::{self, AppendTxn, CallError, ExecReply, ExecRequest, Mop, TxnOutcome};
+
+/// Most micro-operations in one transaction.
+const MOPS_MAX: usize = 4;
+/// Share of micro-operations that read a list rather than append to it.
+const READ_PROBABILITY: f64 = 0.5;
+/// Appends handed out on one list before a fresh list replaces it.
+const APPENDS_PER_LIST_MAX: u64 = 64;
+/// Lists in use at a time: the seed picks within this range.
+const SLOTS: std::ops::RangeInclusive<usize> = 3..=5;
+/// Longest pause between two micro-operations, in ms (a client's think time).
+const PAUSE_MS_MAX: u64 = 10;
+/// A transaction's timeout: a few calls and a commit fit, and one stranded on a crashed
+/// coordinator stops holding its keys soon after.
+const TXN_TIMEOUT_MS: u64 = 2_000;
+
+/// The key of list `id`: a bucket of its own.
+fn list_key(id: usize) -> String {
+    format!("list-{id}")
+}
+
+/// Which list each slot uses now, and how many appends each list has handed out.
+/// Invariant: every value handed out for a list is one more than the previous.
+#[derive(Debug)]
+struct Lists {
+    slots: Vec<usize>,
+    appends: Vec<u64>,
+}
+
+impl Lists {
+    /// The key and the fresh value of an append through `slot`; retires the list once it
+    /// has handed out its last value.
+    fn append(&mut self, slot: usize) -> (String, u64) {
+        let id = self.slots[slot];
+        self.appends[id] += 1;
+        let value = self.appends[id];
+        if value >= APPENDS_PER_LIST_MAX {
+            self.slots[slot] = self.appends.len();
+            self.appends.push(0);
+        }
+        (list_key(id), value)
+    }
+}
+
+/// The list-append workload of one run. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Appends {
+    spec: Arc<WorkloadSpec>,
+    recorder: Recorder,
+    lists: Arc<Mutex<Lists>>,
+}
+
+impl Appends {
+    pub(super) fn new(spec: Arc<WorkloadSpec>, recorder: Recorder) -> Self {
+        let mut rng = SmallRng::seed_from_u64(derive(spec.seed, 700));
+        let slots = rng.random_range(SLOTS);
+        let lists = Lists { slots: (0..slots).collect(), appends: vec![0; slots] };
+        Self { spec, recorder, lists: Arc::new(Mutex::new(lists)) }
+    }
+
+    fn lists(&self) -> MutexGuard<'_, Lists> {
+        self.lists.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn history(&self) -> History {
+        self.recorder.history()
+    }
+
+    /// The lists the seed chose, one line.
+    pub(super) fn setup(&self) -> String {
+        format!("append lists in use at a time: {}", self.lists().slots.len())
+    }
+
+    /// Picks the micro-operations of one transaction.
+    fn plan(&self, rng: &mut SmallRng) -> Vec<Mop> {
+        let count = rng.random_range(1..=MOPS_MAX);
+        let mut lists = self.lists();
+        let slots = lists.slots.len();
+        (0..count)
+            .map(|_| {
+                let slot = rng.random_range(0..slots);
+                if rng.random_bool(READ_PROBABILITY) {
+                    Mop::Read(list_key(lists.slots[slot]))
+                } else {
+                    let (key, value) = lists.append(slot);
+                    Mop::Append(key, value)
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `mops` as one transaction coordinated by `node` and records it.
+    async fn invoke(&self, process: u64, node: u64, rng: &mut SmallRng, mops: Vec<Mop>) -> Completion {
+        let request: Vec<Value> = mops.iter().map(mop_request).collect();
+        self.recorder.invoke(process, "txn", json!({ "value": request }));
+        let mops: Vec<(u64, Mop)> = mops.into_iter().map(|m| (rng.random_range(0..=PAUSE_MS_MAX), m)).collect();
+        let txn = AppendTxn { mops: mops.clone(), timeout_ms: TXN_TIMEOUT_MS };
+        let completion = match net::execute(node, &ExecRequest::Append(txn), CALL_TIMEOUT).await {
+            Ok(ExecReply::Txn(TxnOutcome::Committed { reads })) => {
+                let mut reads = reads.into_iter();
+                let done: Vec<Value> = mops
+                    .iter()
+                    .map(|(_, mop)| match mop {
+                        Mop::Read(key) => json!(["r", key, decode(&reads.next().unwrap_or_default())]),
+                        Mop::Append(..) => mop_request(mop),
+                    })
+                    .collect();
+                Completion::Ok(json!({ "value": done, "node": node }))
+            }
+            Ok(ExecReply::Txn(TxnOutcome::Abandoned(e) | TxnOutcome::Conflict(e))) => {
+                Completion::Fail(json!({ "error": e, "node": node }))
+            }
+            Ok(ExecReply::Txn(TxnOutcome::Unknown(e))) => Completion::Info(json!({ "error": e, "node": node })),
+            Ok(other) => Completion::Info(json!({ "error": format!("unexpected answer {other:?}"), "node": node })),
+            Err(e @ CallError::NotSent(_)) => Completion::Fail(json!({ "error": e.to_string(), "node": node })),
+            Err(e) => Completion::Info(json!({ "error": e.to_string(), "node": node })),
+        };
+        self.recorder.complete(process, "txn", &completion);
+        completion
+    }
+
+    /// One client: one transaction after another, each through a random node.
+    pub(super) async fn client(self, index: u64) {
+        let spec = self.spec.clone();
+        let mut rng = SmallRng::seed_from_u64(derive(spec.seed, 800 + index));
+        let mut process = index;
+        while self.recorder.active(&spec) {
+            let mops = self.plan(&mut rng);
+            let node = any_node(&spec, &mut rng);
+            // A process with a transaction of unknown outcome is never reused.
+            if let Completion::Info(_) = self.invoke(process, node, &mut rng, mops).await {
+                process += spec.clients.append;
+            }
+            think(&mut rng).await;
+        }
+    }
+
+    /// One recovery attempt: every list in use read in one transaction.
+    pub(super) async fn recover(self, process: u64, attempt: usize) -> bool {
+        let mut rng = SmallRng::seed_from_u64(derive(self.spec.seed, 900 + attempt as u64));
+        let node = self.spec.nodes[attempt % self.spec.nodes.len()];
+        let mops: Vec<Mop> = self.lists().slots.iter().map(|id| Mop::Read(list_key(*id))).collect();
+        matches!(self.invoke(process, node, &mut rng, mops).await, Completion::Ok(_))
+    }
+}
+
+/// A micro-operation as the invoke records it: reads without their result.
+fn mop_request(mop: &Mop) -> Value {
+    match mop {
+        Mop::Read(key) => json!(["r", key, null]),
+        Mop::Append(key, value) => json!(["append", key, value]),
+    }
+}
+
+/// A stored list as the history records it: its elements, each the integer appended or
+/// the raw text of anything else (which the checker reports). Empty text is the empty
+/// list.
+fn decode(bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(bytes);
+    if text.is_empty() {
+        return json!([]);
+    }
+    let elements = text.split(',').map(|e| e.parse::<u64>().map_or_else(|_| json!(e), |n| json!(n)));
+    Value::Array(elements.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_retire_after_their_last_value() {
+        let mut lists = Lists { slots: vec![0], appends: vec![0] };
+        for v in 1..APPENDS_PER_LIST_MAX {
+            assert_eq!(lists.append(0), (list_key(0), v));
+        }
+        assert_eq!(lists.append(0), (list_key(0), APPENDS_PER_LIST_MAX));
+        assert_eq!(lists.append(0), (list_key(1), 1), "a fresh list takes the slot");
+    }
+
+    #[test]
+    fn decodes_lists() {
+        assert_eq!(decode(b""), json!([]));
+        assert_eq!(decode(b"1,2,3"), json!([1, 2, 3]));
+        assert_eq!(decode(b"1,x"), json!([1, "x"]));
+    }
+}
