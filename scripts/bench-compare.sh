@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs `kahuna bench` against Kahuna (one node, three nodes), etcd (one member) and Redis
-# (default persistence, and `appendonly yes` + `appendfsync always`) on loopback, one
-# system at a time, and writes BENCHMARKS.md: every figure, the Kahuna/peer ratios, and
-# the fsync time of the data disk measured in the same run.
+# Runs `kahuna bench` against Kahuna (one node, three nodes), etcd (one member, three
+# members) and Redis (default persistence, and `appendonly yes` + `appendfsync always`)
+# on loopback, one system at a time, and writes BENCHMARKS.md: every figure, the
+# Kahuna/peer ratios (three-node Kahuna beside three-member etcd, one-node Kahuna beside
+# one-member etcd), and the fsync time of the data disk measured in the same run.
 #
 # What it does:
 #   - installs Debian's etcd-server and redis-server with apt-get when `etcd` or
@@ -17,16 +18,18 @@
 #
 # The matrix, at each client count (— : the system has no faithful equivalent, so the
 # driver refuses it and the report shows "—"):
-#   workload          Kahuna 1 node  Kahuna 3 nodes  etcd  Redis default  Redis always
-#   put, get          yes            yes             yes                  yes (SET, GET)
+#   workload          Kahuna 1 node  Kahuna 3 nodes  etcd  etcd 3  Redis default  Redis always
+#   put, get          yes            yes             yes   yes                     yes (SET, GET)
 #   get-serializable  yes                            yes
 #   mixed             yes                            yes
-#   eput, eget        yes                            —     yes (SET, GET)
-#   lock              yes            yes             yes                  yes (SET NX PX + DEL)
-#   sequence-next     yes            yes             yes                  yes (INCR)
-#   sequence-reserve  yes            yes             yes                  yes (INCRBY)
-#   script            yes            yes             —                    yes (EVALSHA)
-#   txn, txn-2p       yes            yes             yes                  —
+#   eput, eget        yes                            —             yes (SET, GET)
+#   lock              yes            yes             yes   yes                     yes (SET NX PX + DEL)
+#   sequence-next     yes            yes             yes   yes                     yes (INCR)
+#   sequence-reserve  yes            yes             yes   yes                     yes (INCRBY)
+#   script            yes            yes             —     —                       yes (EVALSHA)
+#   txn, txn-2p       yes            yes             yes   yes                     —
+# (etcd 3: three etcd members on loopback, the peer of Kahuna 3 nodes; the bench's etcd
+# driver gets all three client URLs and balances its requests over them.)
 #
 # Environment (all optional):
 #   KAHUNA_BIN       kahuna binary built with --features peers, instead of building one
@@ -36,7 +39,9 @@
 #   BENCH_WORKLOADS  run only these workloads of the matrix (default: all of them)
 #   BENCH_KEYS       keys (and lock and sequence names) per run (default 10000)
 #   BENCH_PORT_BASE  first loopback port (default 27400); uses base..base+2 (Kahuna),
-#                    base+10, base+11 (etcd), base+20, base+21 (Redis)
+#                    base+10, base+11 (etcd), base+12..base+17 (etcd 3: clients
+#                    base+12..base+14, peers base+15..base+17), base+20, base+21 (Redis)
+#   BENCH_ETCD3      0 skips the three-member etcd (the kahuna-3 rows then show "-")
 #   BENCH_OUT        report file (default BENCHMARKS.md at the repository root)
 #   BENCH_JSON_OUT   file to append every run's JSON summary to
 #   BENCH_KEEP       1 keeps the temporary directory (logs, data) after the run
@@ -53,9 +58,10 @@ all_workloads="put get get-serializable mixed eput eget lock sequence-next seque
 kahuna1_workloads=$all_workloads
 kahuna3_workloads="put get lock sequence-next sequence-reserve script txn txn-2p"
 etcd_workloads="put get get-serializable mixed lock sequence-next sequence-reserve txn txn-2p"
+etcd3_workloads="put get lock sequence-next sequence-reserve txn txn-2p"
 redis_default_workloads="eput eget"
 redis_always_workloads="put get lock sequence-next sequence-reserve script"
-declare -A unsupported=([etcd]="eput eget script" [redis-default]="txn txn-2p" [redis-always]="txn txn-2p")
+declare -A unsupported=([etcd]="eput eget script" [etcd-3]="eput eget script" [redis-default]="txn txn-2p" [redis-always]="txn txn-2p")
 workloads_list=${BENCH_WORKLOADS:-$all_workloads}
 for workload in $workloads_list; do
   if [[ " $all_workloads " != *" $workload "* ]]; then
@@ -67,11 +73,16 @@ reserve_count=100
 keys=${BENCH_KEYS:-10000}
 port_base=${BENCH_PORT_BASE:-27400}
 out_file=${BENCH_OUT:-$repo/BENCHMARKS.md}
+etcd3=${BENCH_ETCD3:-1}
+if [[ $etcd3 != 0 && $etcd3 != 1 ]]; then
+  echo "BENCH_ETCD3 is $etcd3; it takes 0 (skip the three-member etcd) or 1" >&2
+  exit 1
+fi
 ready_timeout_s=60
 stop_grace_s=10
 command_line="$0${*:+ $*}"
 env_line=""
-for var in BENCH_DURATION BENCH_WARMUP BENCH_CLIENTS BENCH_WORKLOADS BENCH_KEYS BENCH_PORT_BASE KAHUNA_BIN; do
+for var in BENCH_DURATION BENCH_WARMUP BENCH_CLIENTS BENCH_WORKLOADS BENCH_KEYS BENCH_PORT_BASE BENCH_ETCD3 KAHUNA_BIN; do
   if [[ -n ${!var:-} ]]; then
     env_line+="$var=\"${!var}\" "
   fi
@@ -173,8 +184,12 @@ port_in_use() {
 
 p1=$port_base p2=$((port_base + 1)) p3=$((port_base + 2))
 etcd_port=$((port_base + 10)) etcd_peer_port=$((port_base + 11))
+# etcd 3: member i (1..3) serves clients on base+11+i and peers on base+14+i.
+etcd3_client_ports=($((port_base + 12)) $((port_base + 13)) $((port_base + 14)))
+etcd3_peer_ports=($((port_base + 15)) $((port_base + 16)) $((port_base + 17)))
 redis_port=$((port_base + 20)) redis_always_port=$((port_base + 21))
-for port in "$p1" "$p2" "$p3" "$etcd_port" "$etcd_peer_port" "$redis_port" "$redis_always_port"; do
+for port in "$p1" "$p2" "$p3" "$etcd_port" "$etcd_peer_port" "${etcd3_client_ports[@]}" "${etcd3_peer_ports[@]}" \
+  "$redis_port" "$redis_always_port"; do
   if port_in_use "$port"; then
     echo "port $port is in use; set BENCH_PORT_BASE" >&2
     exit 1
@@ -245,26 +260,55 @@ wait_kahuna() {
   return 1
 }
 
-start_etcd() {
-  local dir="$workdir/etcd"
+# start_etcd_member DIR NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER TOKEN: one etcd member
+# in the background, data and log in $workdir/DIR.
+start_etcd_member() {
+  local dir="$workdir/$1"
   mkdir -p "$dir"
-  "$etcd_bin" --name bench --data-dir "$dir/data" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-    --initial-cluster "bench=http://127.0.0.1:$etcd_peer_port" --initial-cluster-state new \
+  "$etcd_bin" --name "$2" --data-dir "$dir/data" \
+    --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
+    --listen-peer-urls "http://127.0.0.1:$4" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$4" \
+    --initial-cluster "$5" --initial-cluster-token "$6" --initial-cluster-state new \
     >"$dir/log" 2>&1 &
   running+=($!)
-  wait_port "$etcd_port"
-  # A single member elects itself at once; give it a moment to become leader.
+}
+
+# wait_etcd_ready DIR PATTERN: until the member's log in $workdir/DIR matches PATTERN.
+wait_etcd_ready() {
   local deadline=$((SECONDS + ready_timeout_s))
-  until grep -q "ready to serve client requests\|became leader" "$dir/log"; do
+  until grep -q "$2" "$workdir/$1/log"; do
     check_running
     if ((SECONDS >= deadline)); then
-      echo "etcd did not become ready within ${ready_timeout_s} s" >&2
+      echo "etcd in $workdir/$1 did not become ready within ${ready_timeout_s} s" >&2
       return 1
     fi
     sleep 0.2
+  done
+}
+
+start_etcd() {
+  start_etcd_member etcd bench "$etcd_port" "$etcd_peer_port" "bench=http://127.0.0.1:$etcd_peer_port" bench-1
+  wait_port "$etcd_port"
+  # A single member elects itself at once; give it a moment to become leader.
+  wait_etcd_ready etcd "ready to serve client requests\|became leader"
+}
+
+# start_etcd3: three members; each reports "ready to serve client requests" only once
+# the cluster has a leader and the member has published itself through it.
+start_etcd3() {
+  local i cluster=""
+  for i in 1 2 3; do
+    cluster+="${cluster:+,}etcd$i=http://127.0.0.1:${etcd3_peer_ports[i - 1]}"
+  done
+  for i in 1 2 3; do
+    start_etcd_member "etcd3-$i" "etcd$i" "${etcd3_client_ports[i - 1]}" "${etcd3_peer_ports[i - 1]}" "$cluster" bench-3
+  done
+  for i in 1 2 3; do
+    wait_port "${etcd3_client_ports[i - 1]}"
+  done
+  for i in 1 2 3; do
+    wait_etcd_ready "etcd3-$i" "ready to serve client requests"
   done
 }
 
@@ -363,6 +407,13 @@ if selects $etcd_workloads; then
 fi
 
 # shellcheck disable=SC2086
+if ((etcd3 == 1)) && selects $etcd3_workloads; then
+  start_etcd3
+  bench "etcd-3" etcd "$(printf '127.0.0.1:%s,' "${etcd3_client_ports[@]}" | sed 's/,$//')" $etcd3_workloads
+  stop_running
+fi
+
+# shellcheck disable=SC2086
 if selects $redis_default_workloads; then
   start_redis redis-default "$redis_port"
   bench "redis-default" redis "127.0.0.1:$redis_port" $redis_default_workloads
@@ -447,7 +498,7 @@ if [[ $duration -lt 10 || $clients_list != "1 16 64 256" || $workloads_list != "
 fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
 data_fs=$(df -PT "$workdir" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')
-systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
+systems=(kahuna-1 kahuna-3 etcd etcd-3 redis-default redis-always)
 
 {
   echo "# Benchmarks: Kahuna beside etcd and Redis"
@@ -464,12 +515,15 @@ systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
   echo "- Machine: $(nproc) cores (${cpu:-unknown CPU}), $(uname -sr), all traffic on loopback; data in a temporary directory ($data_fs); load average before the runs: $load_before (other work on the machine skews the figures)"
   echo "- Kahuna: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) ($build_note); etcd: $(version_of "$etcd_bin" --version); Redis: $(version_of "$redis_bin" --version)"
   echo "- Each run: ${warmup} s warmup, then ${duration} s measured; closed loop, one connection shared by the clients, $keys keys (lock and sequence names) of 8 bytes, 256-byte values; gets, mixed, script and txn runs first write every key, sequence runs first create every sequence; sequence-reserve takes ${reserve_count} values."
-  echo "- Setups: Kahuna on 1 node and on 3 nodes (loopback, 16 partitions); etcd as one member; Redis with its default persistence (RDB snapshots, no AOF) and with \`appendonly yes\` + \`appendfsync always\`. One system runs at a time."
+  etcd3_setup="etcd as one member and as three members (the peer of Kahuna on 3 nodes; the driver balances over the three client URLs)"
+  if ((etcd3 == 0)); then etcd3_setup="etcd as one member (three members skipped: BENCH_ETCD3=0)"; fi
+  echo "- Setups: Kahuna on 1 node and on 3 nodes (loopback, 16 partitions); $etcd3_setup; Redis with its default persistence (RDB snapshots, no AOF) and with \`appendonly yes\` + \`appendfsync always\`. One system runs at a time."
   echo "- fsync of the data disk (4 KiB write + fdatasync, \`dd oflag=dsync\`, mean of 500): ${fsync_before} ms before the runs, ${fsync_after} ms after."
   echo
   echo "## Ratios"
   echo
   echo "Kahuna/peer: above 1 means Kahuna did more ops/s; for p99, below 1 means Kahuna was faster."
+  echo "Kahuna on 3 nodes is compared with etcd on 3 members (etcd-3), Kahuna on 1 node with etcd on 1 member."
   echo "$unsupported_mark: the peer has no faithful equivalent (see the workloads below); -: not run or failed."
   echo
   echo "| Kahuna | peer | workload (Kahuna / peer) | clients | Kahuna ops/s | peer ops/s | ops/s ratio | Kahuna p99 ms | peer p99 ms | p99 ratio |"
@@ -487,9 +541,9 @@ systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
     done
   }
   pair kahuna-1 etcd put "put / Put"
-  pair kahuna-3 etcd put "put / Put"
+  pair kahuna-3 etcd-3 put "put / Put"
   pair kahuna-1 etcd get "linearizable get / Range"
-  pair kahuna-3 etcd get "linearizable get / Range"
+  pair kahuna-3 etcd-3 get "linearizable get / Range"
   pair kahuna-1 etcd get-serializable "serializable get / serializable Range"
   pair kahuna-1 etcd mixed "mixed / Put + Range"
   pair kahuna-1 redis-default eput "eput / SET"
@@ -497,20 +551,21 @@ systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
   pair kahuna-1 redis-always put "put / SET (fsync always)"
   pair kahuna-1 redis-always get "get / GET (fsync always)"
   pair kahuna-1 etcd lock "lock cycle / lease Txn + Txn delete"
-  pair kahuna-3 etcd lock "lock cycle / lease Txn + Txn delete"
+  pair kahuna-3 etcd-3 lock "lock cycle / lease Txn + Txn delete"
   pair kahuna-1 redis-always lock "lock cycle / SET NX PX + DEL, no fencing (fsync always)"
   pair kahuna-1 etcd sequence-next "sequence next / compare-and-swap"
-  pair kahuna-3 etcd sequence-next "sequence next / compare-and-swap"
+  pair kahuna-3 etcd-3 sequence-next "sequence next / compare-and-swap"
   pair kahuna-1 redis-always sequence-next "sequence next / INCR (fsync always)"
   pair kahuna-1 etcd sequence-reserve "sequence reserve ${reserve_count} / compare-and-swap"
+  pair kahuna-3 etcd-3 sequence-reserve "sequence reserve ${reserve_count} / compare-and-swap"
   pair kahuna-1 redis-always sequence-reserve "sequence reserve ${reserve_count} / INCRBY (fsync always)"
   pair kahuna-1 redis-always script "script / EVALSHA (fsync always)"
   pair kahuna-3 redis-always script "script / EVALSHA (fsync always)"
   pair kahuna-1 etcd script "script / none"
   pair kahuna-1 etcd txn "txn, one partition / read Txn + compare Txn"
-  pair kahuna-3 etcd txn "txn, one partition / read Txn + compare Txn"
+  pair kahuna-3 etcd-3 txn "txn, one partition / read Txn + compare Txn"
   pair kahuna-1 etcd txn-2p "txn, two partitions / read Txn + compare Txn"
-  pair kahuna-3 etcd txn-2p "txn, two partitions / read Txn + compare Txn"
+  pair kahuna-3 etcd-3 txn-2p "txn, two partitions / read Txn + compare Txn"
   pair kahuna-1 redis-always txn "txn / none"
   echo
   echo "## Goals"
@@ -518,10 +573,42 @@ systems=(kahuna-1 kahuna-3 etcd redis-default redis-always)
   one_p50=$(field "kahuna-1|put|1" 2)
   etcd_one_p50=$(field "etcd|put|1" 2)
   if is_number "$one_p50"; then
-    echo "- One client's sequential persistent put on one node: Kahuna p50 $(fmt_ms "$one_p50") ms," \
-      "etcd p50 $(fmt_ms "$etcd_one_p50") ms; goal: below etcd and at most fsync + 0.2 ms" \
+    echo "- One client's sequential persistent put on one node: Kahuna 1 node p50 $(fmt_ms "$one_p50") ms," \
+      "etcd 1 member p50 $(fmt_ms "$etcd_one_p50") ms; goal: below etcd and at most fsync + 0.2 ms" \
       "= $(awk -v f="$fsync_before" 'BEGIN { printf "%.3f", f + 0.2 }') ms."
   fi
+  # goal_throughput KAHUNA PEER WORKLOAD LABEL P99: at 64 and 256 clients, KAHUNA/PEER
+  # ops/s against the goal of at least 2 (and, when P99 is 1, a p99 ratio below 1).
+  goal_throughput() {
+    local clients ops_r p99_r verdict line="$4:" any=0
+    ran "$1" "$3" || return 0
+    for clients in 64 256; do
+      if [[ " ${client_counts[*]} " != *" $clients "* ]]; then continue; fi
+      any=1
+      ops_r=$(ratio "$(field "$1|$3|$clients" 1)" "$(field "$2|$3|$clients" 1)")
+      p99_r=$(ratio "$(field "$1|$3|$clients" 3)" "$(field "$2|$3|$clients" 3)")
+      verdict=""
+      if is_number "$ops_r" && { [[ $5 != 1 ]] || is_number "$p99_r"; }; then
+        verdict=$(awk -v o="$ops_r" -v p="$p99_r" -v lat="$5" \
+          'BEGIN { print ((o >= 2 && (lat != 1 || p < 1)) ? " (met)" : " (not met)") }')
+      fi
+      if [[ $5 == 1 ]]; then
+        line+=" $clients clients ops/s $ops_r, p99 $p99_r$verdict;"
+      else
+        line+=" $clients clients $ops_r$verdict;"
+      fi
+    done
+    if ((any == 0)); then
+      line+=" not measured (this run's clients: ${clients_list});"
+    fi
+    echo "${line%;}."
+  }
+  goal_throughput kahuna-3 etcd-3 put \
+    "- Three-node persistent put, Kahuna 3 nodes / etcd 3 members, goal ops/s at least 2 and p99 below 1 at 64 and 256 clients" 1
+  goal_throughput kahuna-3 etcd-3 get \
+    "- Linearizable get, Kahuna 3 nodes / etcd 3 members, goal ops/s at least 2 at 64 and 256 clients" 0
+  goal_throughput kahuna-1 etcd get \
+    "- Linearizable get, Kahuna 1 node / etcd 1 member, goal ops/s at least 2 at 64 and 256 clients" 0
   if ran kahuna-1 script; then
     line="- Script (read + write one key), Kahuna 1 node / Redis EVALSHA with \`appendfsync always\`, goal at least 0.5:"
     for clients in "${client_counts[@]}"; do

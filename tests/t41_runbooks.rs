@@ -1,8 +1,9 @@
 //! Every runbook in `scripts/*.kahuna` run with `kahuna shell -f` against a live node:
 //! each exits 0, its JSON output shows the pattern it documents, and it runs again
 //! cleanly (in table format) on the state the first run left. Also the Lua example
-//! `scripts/counter.lua` run with `run`, and what a script does when a transaction in it
-//! fails (rolls back, exit 1) or is left open (refused before anything runs, exit 2).
+//! `scripts/counter.lua` run with `run` (every other `scripts/*.lua` must be run by a
+//! runbook), and what a script does when a transaction in it fails (rolls back, exit 1)
+//! or is left open (refused before anything runs, exit 2).
 
 mod common;
 
@@ -46,15 +47,24 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn runbooks() -> Vec<PathBuf> {
+/// The files in `scripts/` ending in `.extension`, sorted.
+fn scripts(extension: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scripts/ exists")
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "kahuna"))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
         .collect();
     files.sort();
     files
+}
+
+fn runbooks() -> Vec<PathBuf> {
+    scripts("kahuna")
+}
+
+fn lua_files() -> Vec<PathBuf> {
+    scripts("lua")
 }
 
 fn name(path: &Path) -> String {
@@ -235,6 +245,15 @@ async fn every_runbook_runs_and_shows_its_pattern() {
     let names: Vec<String> = files.iter().map(|f| name(f)).collect();
     for known in KNOWN {
         assert!(names.iter().any(|n| n == known), "scripts/{known} is missing; found {names:?}");
+    }
+    // Every Lua example in scripts/ runs here too: from a runbook, or below.
+    let runbook_text: String = files.iter().map(|f| std::fs::read_to_string(f).expect("read runbook")).collect();
+    for lua in lua_files() {
+        let lua = name(&lua);
+        assert!(
+            lua == "counter.lua" || runbook_text.contains(&format!("run {lua}")),
+            "scripts/{lua} is run by no runbook and no test"
+        );
     }
 
     for file in &files {

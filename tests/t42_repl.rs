@@ -1,10 +1,12 @@
 //! The interactive shell driven through a pseudo-terminal: a visible error for a bad
-//! command, tab completion of a command and of a key, Ctrl-D leaving with exit code 0,
-//! history recalled with the Up arrow after a restart (HOME is a temporary directory, so
-//! the history goes there), the transaction prompt with commit, rollback, a conflict and
-//! Ctrl-D, a multi-line Lua block at the continuation prompt, and the notice when the
-//! client moves past an endpoint that does not answer. Only output is matched, never
-//! timing.
+//! command, `help COMMAND`, tab completion of a command, an option and a key, Ctrl-C
+//! clearing the line, Ctrl-D leaving with exit code 0, history recalled with the Up arrow
+//! and with Ctrl-R after a restart (HOME is a temporary directory, so the history goes
+//! there), the transaction prompt with commit, rollback, a conflict and
+//! Ctrl-D, a multi-line Lua block at the continuation prompt, the notice when the
+//! client moves past an endpoint that does not answer, and the retries told one by one
+//! when the only endpoint dies, in and out of a transaction. Only output is matched,
+//! never timing.
 
 mod common;
 
@@ -21,6 +23,9 @@ const EXPECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Up arrow, as a terminal sends it.
 const UP: &str = "\x1b[A";
+
+/// Ctrl-R: reverse search of the history.
+const CTRL_R: &str = "\x12";
 
 type Shell = expectrl::session::OsSession;
 
@@ -72,13 +77,28 @@ async fn repl_history_completion_errors_and_ctrl_d() {
     shell.expect("unknown command \"frobnicate\"").expect("error for a bad command");
     shell.expect(prompt.as_str()).expect("prompt after the error");
 
+    // help COMMAND shows the syntax and an example, also for a multi-word command
+    // asked for by its first word.
+    shell.send_line("help scan").expect("send help scan");
+    shell.expect("scan by prefix PREFIX [limit N]").expect("the syntax");
+    shell.expect("Example:").expect("an example");
+    shell.expect(prompt.as_str()).expect("prompt after help");
+
+    // Ctrl-C clears the line being edited: it never runs, and the next line starts empty.
+    shell.send("set repl/ctrl-c typed").expect("type a line");
+    shell.send(ControlCode::EndOfText).expect("send Ctrl-C");
+    // Redrawing the line while typing never starts a new line; Ctrl-C does. Typing on
+    // before it was handled would be lost with the interrupted line.
+    shell.expect("\r\n").expect("Ctrl-C ends the line");
+    shell.expect(prompt.as_str()).expect("a fresh prompt after Ctrl-C");
+    shell.send_line("exists repl/ctrl-c").expect("send exists");
+    shell.expect("false").expect("the cleared line did not run, nor join the next one");
+    shell.expect(prompt.as_str()).expect("prompt after exists");
+
+    // Tab completes an option word of the command being typed.
+    complete(&mut shell, "set repl/option v cmpr", "cmprev", " 7", "(not modified", &prompt);
     // Tab completes a unique command prefix; the completed command then runs.
-    shell.send("get-lo").expect("type prefix");
-    shell.send("\t").expect("press Tab");
-    shell.expect("get-lock").expect("the completed command is shown");
-    shell.send_line(" repl/no-such-lock").expect("finish the line");
-    shell.expect("(free; last token 0").expect("the completed command ran");
-    shell.expect(prompt.as_str()).expect("prompt after get-lock");
+    complete(&mut shell, "get-lo", "get-lock", " repl/no-such-lock", "(free; last token 0", &prompt);
 
     shell.send_line("set repl/marker history-42").expect("send set");
     shell.expect("OK (revision 0").expect("set ran");
@@ -100,6 +120,13 @@ async fn repl_history_completion_errors_and_ctrl_d() {
     shell.send_line("").expect("press Enter");
     shell.expect("\"history-42\"").expect("the recalled command ran");
     shell.expect(prompt.as_str()).expect("prompt after the recalled command");
+    // Ctrl-R finds an older line by what it contains, and Enter runs it.
+    shell.send(CTRL_R).expect("press Ctrl-R");
+    shell.send("history-4").expect("type the search");
+    shell.expect("reverse-i-search").expect("the search prompt");
+    shell.send_line("").expect("press Enter");
+    shell.expect("OK (revision 1").expect("the found set ran again");
+    shell.expect(prompt.as_str()).expect("prompt after the found command");
     leave(shell);
 }
 
@@ -120,6 +147,15 @@ fn step(shell: &mut Shell, line: &str, output: &str, prompt: &str) {
     shell.expect(prompt).unwrap_or_else(|e| panic!("prompt {prompt:?} after {line:?}: {e}"));
 }
 
+/// Types `typed`, presses Tab and expects `shown`; then types `rest` and Enter, and
+/// expects `output` and the prompt.
+fn complete(shell: &mut Shell, typed: &str, shown: &str, rest: &str, output: &str, prompt: &str) {
+    shell.send(typed).unwrap_or_else(|e| panic!("type {typed:?}: {e}"));
+    shell.send("\t").expect("press Tab");
+    shell.expect(shown).unwrap_or_else(|e| panic!("Tab after {typed:?} should show {shown:?}: {e}"));
+    step(shell, rest, output, prompt);
+}
+
 #[tokio::test]
 async fn repl_transactions_lua_blocks_key_completion_and_failover() {
     let cluster = Cluster::start(1, 1, &[]).await;
@@ -131,12 +167,7 @@ async fn repl_transactions_lua_blocks_key_completion_and_failover() {
     let txn_prompt = format!("kahuna {endpoint} txn ");
 
     // Tab completes a key from the server by its prefix.
-    shell.send("get repl/completion-k").expect("type a key prefix");
-    shell.send("\t").expect("press Tab");
-    shell.expect("repl/completion-key-one").expect("the key is completed");
-    shell.send_line("").expect("press Enter");
-    shell.expect("\"17\"").expect("the completed key was read");
-    shell.expect(prompt.as_str()).expect("prompt after get");
+    complete(&mut shell, "get repl/completion-k", "repl/completion-key-one", "", "\"17\"", &prompt);
 
     // A transaction shows in the prompt; its write is buffered until commit.
     step(&mut shell, "begin", "begun transaction", &txn_prompt);
@@ -193,7 +224,9 @@ async fn repl_transactions_lua_blocks_key_completion_and_failover() {
     let dead = format!("127.0.0.1:{}", free_port());
     let (mut shell, _) = start_shell_with(&format!("{dead},{endpoint}"), &dead, home.path());
     shell.send_line("get repl/txn").expect("send get");
-    shell.expect(format!("connection to {dead} lost; trying {endpoint}").as_str()).expect("the failover notice");
+    shell.expect(format!("connection to {dead} lost (unavailable: ").as_str()).expect("the failover notice");
+    shell.expect(format!("); trying {endpoint} in ").as_str()).expect("the failover notice names the next endpoint");
+    shell.expect(" ms (attempt 2 of 5)").expect("the failover notice counts the attempts");
     shell.expect("\"committed\"").expect("the next endpoint answered");
     shell.expect(prompt.as_str()).expect("the prompt names the endpoint in use");
     leave(shell);
@@ -206,4 +239,51 @@ fn leave_after_eof(mut shell: Shell) {
         WaitStatus::Exited(_, code) => assert_eq!(code, 0, "exit code after Ctrl-D"),
         other => panic!("the shell did not exit normally: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn repl_retries_are_told_when_the_only_endpoint_dies() {
+    let mut cluster = Cluster::start(1, 1, &[]).await;
+    let endpoint = cluster.nodes[0].address.clone();
+    let home = tempfile::tempdir().expect("temporary HOME");
+    let (mut shell, prompt) = start_shell(&endpoint, home.path());
+    let txn_prompt = format!("kahuna {endpoint} txn ");
+    step(&mut shell, "set repl/retry before", "OK (revision", &prompt);
+    step(&mut shell, "begin", "begun transaction", &txn_prompt);
+
+    cluster.node(1).kill();
+
+    // In the transaction: its node is unreachable and the transaction stays on it; each
+    // retry is told, then the error, and the transaction is still open.
+    shell.send_line("get repl/retry").expect("send get");
+    for attempt in 2..=5 {
+        shell.expect(format!("the transaction's node {endpoint} is unreachable (").as_str()).expect("pinned notice");
+        shell.expect("the transaction stays on it, retrying in ").expect("the notice does not claim another endpoint");
+        shell.expect(format!(" ms (attempt {attempt} of 5)").as_str()).expect("the attempt");
+    }
+    shell.expect(format!("(at http://{endpoint}, after 5 attempts)").as_str()).expect("the final error");
+    shell.expect(txn_prompt.as_str()).expect("the transaction prompt after the error");
+    // Rollback cannot reach the node either: told, and the transaction is abandoned.
+    shell.send_line("rollback").expect("send rollback");
+    shell.expect("the transaction stays on it, retrying in ").expect("rollback is retried on the node");
+    shell.expect("abandoned").expect("the transaction is abandoned");
+    shell.expect(prompt.as_str()).expect("the plain prompt after the rollback");
+
+    // Outside a transaction: the connection is lost, retried on the same endpoint with
+    // each retry told, then the error; the shell carries on.
+    shell.send_line("get repl/retry").expect("send get");
+    for attempt in 2..=5 {
+        shell.expect(format!("connection to {endpoint} lost (unavailable: ").as_str()).expect("the retry notice");
+        shell.expect("); retrying in ").expect("the pause");
+        shell.expect(format!(" ms (attempt {attempt} of 5)").as_str()).expect("the attempt");
+    }
+    shell.expect(format!("(at http://{endpoint}, after 5 attempts) (Unavailable)").as_str()).expect("the final error");
+    shell.expect(prompt.as_str()).expect("the prompt after the error");
+    step(&mut shell, "help get", "Example:", &prompt);
+
+    // The node comes back: the same shell reaches it again.
+    cluster.node(1).start();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    step(&mut shell, "get repl/retry", "\"before\"", &prompt);
+    leave(shell);
 }

@@ -9,7 +9,7 @@ use kahuna_proto::v1::cluster_client::ClusterClient;
 use kahuna_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::Channel;
 
-use crate::connection::{Config, Pool, RETRIES_MAX, request};
+use crate::connection::{Config, OnRetry, Pool, RETRIES_MAX, RetryEvent, request};
 use crate::error::Error;
 use crate::options::{
     DeleteItem, DeleteOptions, ExtendOptions, GetOptions, ReadOptions, ScanOptions, SetItem, SetOptions,
@@ -60,6 +60,20 @@ impl ClientBuilder {
     /// (default [`RETRIES_DEFAULT`](crate::RETRIES_DEFAULT), at most [`RETRIES_MAX`]).
     pub fn retries(mut self, retries: u32) -> ClientBuilder {
         self.config.retries = retries;
+        self
+    }
+
+    /// Sets a function told of every retry, before its pause: which attempt comes next,
+    /// the endpoint that failed and why, the endpoint tried next and the backoff (see
+    /// [`RetryEvent`]). For showing a lost connection as it happens, where the error a
+    /// call returns comes only after its last attempt.
+    ///
+    /// It runs inside the call, on the task that made it: it should return quickly and
+    /// must not block. It is not told of the client's own background calls (reading the
+    /// cluster's status to learn partition leaders). Without it (the default), retrying
+    /// costs nothing extra.
+    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> ClientBuilder {
+        self.config.on_retry = Some(OnRetry(Arc::new(hook)));
         self
     }
 

@@ -3,8 +3,10 @@
 //! Every endpoint gets one lazily connected tonic [`Channel`]; nothing touches the network
 //! until the first call. Calls go to the current endpoint; an endpoint-level failure
 //! (`Unavailable`, `Timeout`) moves the current endpoint to the next one. Only calls that
-//! are safe to repeat are retried, at most `retries_max` times with a growing backoff.
+//! are safe to repeat are retried, at most `retries_max` times with a growing backoff;
+//! the optional retry hook ([`RetryEvent`]) is told of each retry before its pause.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,11 +37,54 @@ const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 const KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
 
 /// Settings of a [`Client`](crate::Client); see [`ClientBuilder`](crate::ClientBuilder).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) retries: u32,
+    /// Told of every retry; see [`ClientBuilder::on_retry`](crate::ClientBuilder::on_retry).
+    pub(crate) on_retry: Option<OnRetry>,
+}
+
+/// One retry of a call, as told to the hook set with
+/// [`ClientBuilder::on_retry`](crate::ClientBuilder::on_retry): attempt `attempt - 1`
+/// failed at `failed_endpoint` with `error`, and attempt `attempt` goes to
+/// `next_endpoint` after `backoff`.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RetryEvent<'a> {
+    /// The call's gRPC method, e.g. `Get` or `Commit`.
+    pub method: &'static str,
+    /// Number of the attempt about to be made, from 2 (the first retry).
+    pub attempt: u32,
+    /// Most attempts the call may make: the configured retries plus one.
+    pub attempts_max: u32,
+    /// URI of the endpoint whose attempt failed, e.g. `http://127.0.0.1:2070`.
+    pub failed_endpoint: &'a str,
+    /// Why the attempt failed: mostly `Unavailable` or `Timeout` (the endpoint is down or
+    /// too slow), else an error the server said had no effect (`Locked`, for a script).
+    pub error: &'a Error,
+    /// URI of the endpoint the next attempt goes to: `failed_endpoint` again when the
+    /// client has one endpoint, when the call is `pinned`, and when the error was not the
+    /// endpoint's fault. (Another call of the same client failing over during the pause
+    /// may still move the next attempt on.)
+    pub next_endpoint: &'a str,
+    /// The pause before the next attempt.
+    pub backoff: Duration,
+    /// Whether the call is bound to `failed_endpoint`: a call of a
+    /// [`Transaction`](crate::Transaction), which lives on the node that began it and
+    /// never fails over.
+    pub pinned: bool,
+}
+
+/// The retry hook of a client: cheap to clone, printed as `OnRetry(..)`.
+#[derive(Clone)]
+pub(crate) struct OnRetry(pub(crate) Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>);
+
+impl fmt::Debug for OnRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRetry(..)")
+    }
 }
 
 impl Default for Config {
@@ -48,6 +93,7 @@ impl Default for Config {
             timeout: Duration::from_millis(TIMEOUT_MS_DEFAULT),
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
             retries: RETRIES_DEFAULT,
+            on_retry: None,
         }
     }
 }
@@ -111,6 +157,11 @@ pub(crate) struct Pool {
 enum Target {
     /// The current endpoint (moving on after an endpoint failure).
     Current,
+    /// The current endpoint as read before the call started the background read of the
+    /// cluster's status, which may fail over too: the first attempt goes to this index,
+    /// so that an endpoint failure there is the call's own (and told as its retry); then
+    /// as `Current`.
+    CurrentWas(usize),
     /// Always this endpoint (a transaction's node).
     Pinned(usize),
     /// This endpoint, which leads `partition`; after an endpoint failure there, the
@@ -249,14 +300,14 @@ impl Pool {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.fetch_routes();
         let partition = self.routes.partition(route);
         let target = match partition.and_then(|p| self.routes.leader(p).map(|index| (p, index))) {
             Some((partition, index)) if index < self.nodes.len() => Target::Routed { index, partition },
-            _ => Target::Current,
+            _ => Target::CurrentWas(self.current()),
         };
+        self.fetch_routes();
         let retry = if retry_safe { Retry::Safe } else { Retry::Never };
-        let (response, _) = self.call_at(target, method, retry, timeout, attempt).await?;
+        let (response, _) = self.call_at(target, method, retry, timeout, true, attempt).await?;
         if let Some(p) = partition {
             self.routes.learn(p, response.served_by());
         }
@@ -271,15 +322,23 @@ impl Pool {
         }
         let pool = self.clone();
         tokio::spawn(async move {
+            // The client's own call, which no caller made: its retries are not reported.
             let status = pool
-                .call("Status", true, |channel, timeout| async move {
-                    kahuna_proto::v1::cluster_client::ClusterClient::new(channel)
-                        .status(request(kahuna_proto::v1::StatusRequest {}, timeout))
-                        .await
-                })
+                .call_at(
+                    Target::Current,
+                    "Status",
+                    Retry::Safe,
+                    pool.config.timeout,
+                    false,
+                    |channel, timeout| async move {
+                        kahuna_proto::v1::cluster_client::ClusterClient::new(channel)
+                            .status(request(kahuna_proto::v1::StatusRequest {}, timeout))
+                            .await
+                    },
+                )
                 .await;
             match status {
-                Ok(status) => pool.routes.learn_status(&status, |address| {
+                Ok((status, _)) => pool.routes.learn_status(&status, |address| {
                     let uri = normalize_endpoint(address).ok()?;
                     pool.nodes.iter().position(|node| node.uri == uri)
                 }),
@@ -309,15 +368,18 @@ impl Pool {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let target = pinned.filter(|i| *i < self.nodes.len()).map_or(Target::Current, Target::Pinned);
-        self.call_at(target, method, retry, timeout, attempt).await
+        self.call_at(target, method, retry, timeout, true, attempt).await
     }
 
+    /// The retry loop of every call: see [`Pool::call_on`]. With `report`, each retry is
+    /// told to the retry hook, if one is set.
     async fn call_at<T, F, Fut>(
         self: &Arc<Self>,
         mut target: Target,
         method: &'static str,
         retry: Retry,
         timeout: Duration,
+        report: bool,
         mut attempt: F,
     ) -> Result<(T, usize), Error>
     where
@@ -328,7 +390,7 @@ impl Pool {
         loop {
             let index = match target {
                 Target::Current => self.current(),
-                Target::Pinned(index) | Target::Routed { index, .. } => index,
+                Target::CurrentWas(index) | Target::Pinned(index) | Target::Routed { index, .. } => index,
             };
             let channel = self.nodes[index].channel.clone();
             let (error, not_committed) = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
@@ -346,6 +408,10 @@ impl Pool {
                     false,
                 ),
             };
+            if let Target::CurrentWas(_) = target {
+                // Only the first attempt goes there.
+                target = Target::Current;
+            }
             if error.is_failover() {
                 match target {
                     Target::Routed { partition, .. } => {
@@ -353,7 +419,7 @@ impl Pool {
                         self.routes.forget(partition);
                         target = Target::Current;
                     }
-                    Target::Current | Target::Pinned(_) => self.fail_over(index),
+                    Target::Current | Target::CurrentWas(_) | Target::Pinned(_) => self.fail_over(index),
                 }
             }
             let repeatable = match retry {
@@ -377,7 +443,24 @@ impl Pool {
                 %error,
                 "retrying"
             );
-            tokio::time::sleep(backoff(retries)).await;
+            let pause = backoff(retries);
+            if report && let Some(OnRetry(hook)) = &self.config.on_retry {
+                let next = match target {
+                    Target::Current => self.current(),
+                    Target::CurrentWas(index) | Target::Pinned(index) | Target::Routed { index, .. } => index,
+                };
+                hook(&RetryEvent {
+                    method,
+                    attempt: retries + 1,
+                    attempts_max: self.config.retries + 1,
+                    failed_endpoint: &self.nodes[index].uri,
+                    error: &error,
+                    next_endpoint: &self.nodes[next].uri,
+                    backoff: pause,
+                    pinned: matches!(target, Target::Pinned(_)),
+                });
+            }
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -534,6 +617,91 @@ mod tests {
             .await;
         assert!(matches!(result, Err(Error::InvalidInput(_))));
         assert_eq!(attempts, 1, "bad input is never retried");
+    }
+
+    /// What the test hook records of a retry: attempt, attempts_max, failed endpoint,
+    /// next endpoint, pinned, error code.
+    type Seen = (u32, u32, String, String, bool, String);
+
+    /// A hook that records every retry, and what it recorded.
+    fn recording() -> (OnRetry, Arc<std::sync::Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let hook = OnRetry(Arc::new(move |event: &RetryEvent<'_>| {
+            assert!(event.backoff <= Duration::from_millis(BACKOFF_MS_MAX), "{event:?}");
+            log.lock().expect("not poisoned").push((
+                event.attempt,
+                event.attempts_max,
+                event.failed_endpoint.to_owned(),
+                event.next_endpoint.to_owned(),
+                event.pinned,
+                event.error.code().to_owned(),
+            ));
+        }));
+        (hook, seen)
+    }
+
+    #[tokio::test]
+    async fn the_retry_hook_is_told_each_retry_with_its_endpoints() {
+        let (hook, seen) = recording();
+        let config = Config { retries: 3, on_retry: Some(hook), ..Config::default() };
+        let endpoints = vec!["a:1".into(), "b:2".into(), "c:3".into()];
+        let pool = Arc::new(Pool::new(endpoints, config).expect("valid endpoints"));
+        let take = || std::mem::take(&mut *seen.lock().expect("not poisoned"));
+        let event = |attempt: u32, failed: &str, next: &str, pinned: bool| {
+            (attempt, 4, format!("http://{failed}"), format!("http://{next}"), pinned, "Unavailable".to_owned())
+        };
+
+        // Failing over: each retry names the endpoint that failed and the next one.
+        let result: Result<(), Error> =
+            pool.call("Get", true, |_channel, _timeout| async { Err(tonic::Status::unavailable("down")) }).await;
+        assert!(result.is_err());
+        assert_eq!(
+            take(),
+            [event(2, "a:1", "b:2", false), event(3, "b:2", "c:3", false), event(4, "c:3", "a:1", false)]
+        );
+
+        // A pinned call (a transaction's) stays on its endpoint, and says so.
+        let result: Result<((), usize), Error> = pool
+            .call_on(Some(1), "Commit", Retry::Safe, Duration::from_secs(1), |_channel, _timeout| async {
+                Err(tonic::Status::unavailable("down"))
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(take(), [event(2, "b:2", "b:2", true), event(3, "b:2", "b:2", true), event(4, "b:2", "b:2", true)]);
+
+        // No retry, no call: a success, an error that is not retried, an unsafe call, and
+        // a success after one retry tells exactly one.
+        let ok: Result<(), Error> = pool.call("Get", true, |_c, _t| async { Ok(tonic::Response::new(())) }).await;
+        assert!(ok.is_ok());
+        let bad: Result<(), Error> =
+            pool.call("Get", true, |_c, _t| async { Err(tonic::Status::invalid_argument("bad")) }).await;
+        assert!(bad.is_err());
+        let unsafe_call: Result<(), Error> =
+            pool.call("Eval", false, |_c, _t| async { Err(tonic::Status::unavailable("down")) }).await;
+        assert!(unsafe_call.is_err());
+        assert_eq!(take(), [], "nothing was retried");
+        let current = pool.current_endpoint().trim_start_matches("http://").to_owned();
+        let mut attempts = 0;
+        let once: Result<(), Error> = pool
+            .call("Get", true, |_c, _t| {
+                attempts += 1;
+                let first = attempts == 1;
+                async move { if first { Err(tonic::Status::unavailable("down")) } else { Ok(tonic::Response::new(())) } }
+            })
+            .await;
+        assert!(once.is_ok());
+        let next = pool.current_endpoint().trim_start_matches("http://").to_owned();
+        assert_eq!(take(), [event(2, &current, &next, false)]);
+
+        // The client's own background calls are not told.
+        let quiet: Result<((), usize), Error> = pool
+            .call_at(Target::Current, "Status", Retry::Safe, Duration::from_secs(1), false, |_c, _t| async {
+                Err(tonic::Status::unavailable("down"))
+            })
+            .await;
+        assert!(quiet.is_err());
+        assert_eq!(take(), []);
     }
 
     #[tokio::test]

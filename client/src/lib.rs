@@ -5,7 +5,8 @@
 //! safe to repeat: reads always, and writes that carry an operation id, which every write
 //! gets by default (see [`OperationId`]) so that the server answers a repeated write from
 //! its first outcome. Retries are bounded ([`RETRIES_DEFAULT`], at most [`RETRIES_MAX`]),
-//! with a short backoff; each attempt has a timeout ([`TIMEOUT_MS_DEFAULT`]).
+//! with a short backoff; each attempt has a timeout ([`TIMEOUT_MS_DEFAULT`]). A hook set
+//! with [`ClientBuilder::on_retry`] is told of each retry as it happens ([`RetryEvent`]).
 //!
 //! Every result names the node that served it (`served_by`). Errors are one
 //! [`Error`] enum; [`Error::is_retryable`] says which may succeed when repeated.
@@ -67,7 +68,8 @@
 //! - `txn`: [`Client::begin`] and [`Transaction`], pinned to the node that began it.
 //! - `scripts`: [`Client::eval`], [`Client::eval_sha`] and [`Client::script_load`].
 //! - `script_value`: [`ScriptValue`] and [`ScriptArgs`], Lua values on the client side.
-//! - `connection`: endpoint normalisation, lazy channels, failover and the retry loop.
+//! - `connection`: endpoint normalisation, lazy channels, failover, the retry loop and
+//!   [`RetryEvent`].
 //! - `routes`: which endpoint leads each partition, learned from the cluster's status
 //!   and from every answer's `served_by`, so calls go straight to the leader.
 //! - `error`: [`Error`] and its mapping from gRPC statuses.
@@ -92,7 +94,7 @@ mod types;
 pub use client::{Client, ClientBuilder, SCAN_ALL_ITEMS_MAX, SCAN_PAGE_LIMIT_MAX, TIMEOUT_MS_MAX};
 pub use connection::{
     BACKOFF_MS_BASE, BACKOFF_MS_MAX, CONNECT_TIMEOUT_MS_DEFAULT, ENDPOINTS_MAX, RETRIES_DEFAULT, RETRIES_MAX,
-    TIMEOUT_MS_DEFAULT, normalize_endpoint,
+    RetryEvent, TIMEOUT_MS_DEFAULT, normalize_endpoint,
 };
 pub use error::{Error, KAHUNA_CODE_METADATA, ScriptErrorKind};
 pub use hlc::{HLC_LOGICAL_BITS, hlc_end_of_ms, hlc_logical, hlc_unix_ms};

@@ -13,9 +13,10 @@
 //!   `redb_space` (the persistent keyspace): pure or storage-only, time passed in.
 //! - `locks`, `sequences`: lock and sequence semantics, pure; `lock_waits`: the FIFO
 //!   queue of waiting try-locks on a leader.
-//! - `schema`: every redb table and its key layout; `storage`: the storage thread
-//!   (group commit over the log file and the state file); `sim_disk`: the simulated
-//!   disk a deterministic simulation keeps those files on.
+//! - `schema`: every redb table of the state file and its key layout; `wal`: the Raft
+//!   log of all partitions in append-only segment files; `storage`: the storage thread
+//!   (group commit over the log and the state file); `sim_disk`: the simulated disk a
+//!   deterministic simulation keeps those files on.
 //! - `raft_types`, `log_store`, `state_machine`, `network`: openraft's types, storage
 //!   and network traits implemented over the above.
 //! - `txn_state`: transactions inside the state machine: validation, intents, records.
@@ -45,6 +46,7 @@ mod state_machine;
 mod storage;
 mod txn_state;
 mod types;
+mod wal;
 
 pub use error::{KvError, OpenError, StoreError};
 pub use hlc::{Clock, Hlc, SystemClock, from_physical_ms, logical, physical_ms};

@@ -1,4 +1,5 @@
-//! One partition's Raft log and vote, on the shared storage thread.
+//! One partition's Raft log and vote, in the node's log (`wal`), written by the shared
+//! storage thread.
 //!
 //! Appended entries go into an in-memory tail first, so they are readable at once
 //! (openraft requires that when `append` returns) and replication can start while the
@@ -12,11 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use redb::ReadableDatabase;
 
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
-use crate::schema::{LOG, LOG_TABLE, META_PURGED, META_VOTE, RAFT_META, RAFT_META_TABLE, decode, encode};
+use crate::schema::{decode, encode};
 use crate::storage::{Flush, Storage};
 use crate::types::PartitionId;
 
@@ -27,7 +27,7 @@ const LOG_TAIL_ENTRIES_MAX: usize = 2048;
 #[derive(Default)]
 struct Tail {
     entries: Mutex<BTreeMap<u64, Entry>>,
-    /// Highest index known to be committed to redb.
+    /// Highest index known to be written to the log (synced or not).
     flushed: AtomicU64,
 }
 
@@ -58,41 +58,19 @@ impl LogStore {
         self.tail.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.storage.log_db().begin_read()?;
-        let table = txn.open_table(RAFT_META)?;
-        let found = table.get((self.partition, name))?;
-        found.map(|v| decode(RAFT_META_TABLE, v.value())).transpose()
-    }
-
     fn read_disk(&self, start: u64, end: u64) -> Result<Vec<Entry>, StoreError> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let txn = self.storage.log_db().begin_read()?;
-        let table = txn.open_table(LOG)?;
-        let mut out = Vec::new();
-        for row in table.range((self.partition, start)..(self.partition, end))? {
-            let (_, v) = row?;
-            out.push(decode(LOG_TABLE, v.value())?);
-        }
-        Ok(out)
+        let rows = self.storage.log().read(self.partition, start, end)?;
+        rows.iter().map(|bytes| decode(LOG_TABLE, bytes)).collect()
     }
 
     fn last_on_disk(&self) -> Result<Option<LogId>, StoreError> {
-        let txn = self.storage.log_db().begin_read()?;
-        let table = txn.open_table(LOG)?;
-        let last = table.range((self.partition, 0)..=(self.partition, u64::MAX))?.next_back();
-        match last {
-            Some(row) => {
-                let (_, v) = row?;
-                let entry: Entry = decode(LOG_TABLE, v.value())?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
+        let Some(last) = self.storage.log().last_index(self.partition) else { return Ok(None) };
+        Ok(self.read_disk(last, last + 1)?.pop().map(|e| e.log_id))
     }
 }
+
+/// Names the log in decoding errors.
+const LOG_TABLE: &str = "raft log";
 
 fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     let start = match range.start_bound() {
@@ -131,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = self.read_meta(META_PURGED).map_err(read_error)?;
+        let purged = self.storage.log().purged(self.partition);
         let tail_last = self.lock_tail().values().next_back().map(|e| e.log_id);
         let last = match tail_last {
             Some(id) => Some(id),
@@ -145,10 +123,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let (p, bytes) = (self.partition, encode(vote));
+        let (p, vote) = (self.partition, *vote);
         self.storage
-            .run_log(Flush::Log, move |t| {
-                t.raft_meta.insert((p, META_VOTE), bytes.as_slice())?;
+            .run_log(Flush::Log, move |log| {
+                log.vote(p, vote);
                 Ok(())
             })
             .await
@@ -163,7 +141,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// 12: token `1 << 32 | 1` granted twice). Uncommitted, the vote still binds the node
     /// to its choice in that term, and any leadership after a restart is a new term.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        let vote: Option<Vote<u64>> = self.read_meta(META_VOTE).map_err(read_error)?;
+        let vote = self.storage.log().vote(self.partition);
         Ok(vote.map(|v| Vote { committed: false, ..v }))
     }
 
@@ -195,20 +173,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.storage
             .submit_log(
                 Flush::Log,
-                Box::new(move |t| {
-                    let written: Result<(), StoreError> = rows.iter().try_for_each(|(index, bytes)| {
-                        t.log.insert((p, *index), bytes.as_slice()).map(|_| ()).map_err(Into::into)
-                    });
+                Box::new(move |log| {
+                    for (index, bytes) in rows {
+                        log.entry(p, index, bytes);
+                    }
                     Box::new(move |commit: Result<(), String>| {
-                        let outcome = match (commit, written) {
-                            (Ok(()), Ok(())) => {
-                                tail.flushed.fetch_max(last, Ordering::AcqRel);
-                                Ok(())
-                            }
-                            (Err(e), _) => Err(std::io::Error::other(e)),
-                            (_, Err(e)) => Err(std::io::Error::other(e.to_string())),
-                        };
-                        callback.log_io_completed(outcome);
+                        let outcome = commit.map(|()| {
+                            tail.flushed.fetch_max(last, Ordering::AcqRel);
+                        });
+                        callback.log_io_completed(outcome.map_err(std::io::Error::other));
                     })
                 }),
             )
@@ -224,8 +197,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let p = self.partition;
         self.storage
-            .run_log(Flush::Nothing, move |t| {
-                t.log.retain_in((p, from)..=(p, u64::MAX), |_, _| false)?;
+            .run_log(Flush::Nothing, move |log| {
+                log.truncate(p, from);
                 Ok(())
             })
             .await
@@ -239,14 +212,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let keep = tail.split_off(&(upto + 1));
             *tail = keep;
         }
-        let (p, bytes) = (self.partition, encode(&log_id));
+        let p = self.partition;
         // Make the state file durable first, in a batch of its own: the purged entries
         // must never be needed to rebuild state after a crash.
         self.storage.run(Flush::State, |_| Ok(())).await.map_err(io_error)?;
         self.storage
-            .run_log(Flush::Nothing, move |t| {
-                t.log.retain_in((p, 0)..=(p, upto), |_, _| false)?;
-                t.raft_meta.insert((p, META_PURGED), bytes.as_slice())?;
+            .run_log(Flush::Nothing, move |log| {
+                log.purge(p, log_id);
                 Ok(())
             })
             .await

@@ -1,13 +1,10 @@
-//! Every redb table of a node's data files, with its key layout, and the format version.
+//! Every redb table of a node's state file, with its key layout, and the format version.
 //!
-//! A node keeps two files, each holding all partitions: the Raft log file (`LOG`,
-//! `RAFT_META`; fsynced on every batch that appends or votes) and the state file
-//! (everything else; fsynced only before the log is purged or a snapshot installed).
-//! Keeping them apart means a log fsync writes only the few log pages a batch touched,
-//! not every page the state machine dirtied since the last one. Every key starts with
-//! the partition number so a partition's rows are contiguous. Integers inside keys are
-//! encoded by redb's tuple and integer types (fixed-width little-endian, compared
-//! numerically).
+//! The state file holds all partitions' state machines; it is fsynced only before the
+//! Raft log is purged or a snapshot installed (the log, in `wal`, is what makes a write
+//! durable). Every key starts with the partition number so a partition's rows are
+//! contiguous. Integers inside keys are encoded by redb's tuple and integer types
+//! (fixed-width little-endian, compared numerically).
 
 use redb::TableDefinition;
 use serde::{Serialize, de::DeserializeOwned};
@@ -15,28 +12,18 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::StoreError;
 
 /// The layout this build reads and writes. A file with another version is refused.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+/// Version 3: the Raft log moved from a redb file into segment files (`wal`).
+pub(crate) const FORMAT_VERSION: u64 = 3;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub(crate) const FORMAT_TABLE: &str = "format";
 pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new(FORMAT_TABLE);
 
-/// `(partition, log index)` → postcard of an openraft `Entry`.
-pub(crate) const LOG_TABLE: &str = "raft_log";
-pub(crate) const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new(LOG_TABLE);
-
-/// In the log file: `(partition, name)` → postcard of Raft's own state (`META_VOTE`,
-/// `META_PURGED`).
-pub(crate) const RAFT_META_TABLE: &str = "raft_meta";
-pub(crate) const RAFT_META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(RAFT_META_TABLE);
-
-/// In the state file: `(partition, name)` → postcard of the state machine's own state
+/// `(partition, name)` → postcard of the state machine's own state
 /// (`META_APPLIED`, `META_MEMBERSHIP`, `META_LAST_COMMIT_TS`, `META_COMPACTED_BEFORE`).
 pub(crate) const META_TABLE: &str = "meta";
 pub(crate) const META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(META_TABLE);
 
-pub(crate) const META_VOTE: &str = "vote";
-pub(crate) const META_PURGED: &str = "purged";
 pub(crate) const META_APPLIED: &str = "applied";
 pub(crate) const META_MEMBERSHIP: &str = "membership";
 pub(crate) const META_LAST_COMMIT_TS: &str = "last_commit_ts";

@@ -86,6 +86,17 @@ impl SimDisk {
         self.state().files.get(file).map_or(0, |f| f.dirty.len() as u64 * SIM_PAGE_BYTES)
     }
 
+    /// The names of the files on the disk.
+    pub fn files(&self) -> Vec<String> {
+        self.state().files.keys().cloned().collect()
+    }
+
+    /// Removes `file`; the removal survives a crash at once (a real directory is fsynced
+    /// after a removal).
+    pub(crate) fn remove(&self, file: &str) {
+        self.state().files.remove(file);
+    }
+
     /// A redb backend for `file`, valid until the next crash.
     pub(crate) fn backend(&self, file: &str) -> SimFileBackend {
         let mut state = self.state();

@@ -1,14 +1,15 @@
 //! The storage thread: the one owner of redb's write transactions.
 //!
 //! Work from every partition (log appends, votes, truncations, purges, applies,
-//! snapshot installs) is queued here. Each job writes one of the node's two files (see
-//! `schema`): log jobs get the log file's tables ([`LogTables`]), state jobs the state
-//! file's ([`Tables`]). The thread drains the queue into one write transaction on each
-//! file the batch touches, commits them — the log file first, each fsynced when a job in
-//! the batch asks for it ([`Flush`]) — and only then completes each job. That is group
-//! commit: many writers share one fsync and each still waits for exactly one. A file no
-//! job of the batch writes is not committed at all: on a busy node appends and applies
-//! often land in different batches, and a redb commit costs CPU even without an fsync.
+//! snapshot installs) is queued here. Each job writes one of the node's two stores: log
+//! jobs add records to the batch's [`LogBatch`] for the Raft log (`wal`), state jobs
+//! get the state file's redb tables ([`Tables`], see `schema`). The thread drains the
+//! queue into one log write and one state write transaction, commits them — the log
+//! first, each fsynced when a job in the batch asks for it ([`Flush`]) — and only then
+//! completes each job. That is group commit: many writers share one fsync and each
+//! still waits for exactly one. A store no job of the batch writes is not touched: on a
+//! busy node appends and applies often land in different batches, and a redb commit
+//! costs CPU even without an fsync.
 //!
 //! The log file commits before the state file, so state on disk never runs ahead of
 //! the log on disk: an entry is appended (and its append queued here) before it can be
@@ -30,10 +31,11 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTr
 
 use crate::error::StoreError;
 use crate::schema::{
-    FINISHED, FORMAT, FORMAT_VERSION, INTENTS, LOCK_OPERATIONS, LOCKS, LOG, META, OPERATIONS, PREPARED, RAFT_META,
-    SEQUENCE_KEYS, SEQUENCES, TXN_RECORDS, VERSIONS,
+    FINISHED, FORMAT, FORMAT_VERSION, INTENTS, LOCK_OPERATIONS, LOCKS, META, OPERATIONS, PREPARED, SEQUENCE_KEYS,
+    SEQUENCES, TXN_RECORDS, VERSIONS,
 };
 use crate::sim_disk::SimDisk;
+use crate::wal::{LogBatch, LogDir, Wal};
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
@@ -47,18 +49,6 @@ pub(crate) enum Flush {
     Log,
     /// The state file (before purging the log, installing a snapshot).
     State,
-}
-
-/// The log file's tables in one batch's write transaction, opened once per batch.
-pub(crate) struct LogTables<'t> {
-    pub(crate) log: Table<'t, (u32, u64), &'static [u8]>,
-    pub(crate) raft_meta: Table<'t, (u32, &'static str), &'static [u8]>,
-}
-
-impl<'t> LogTables<'t> {
-    fn open(log: &'t WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self { log: log.open_table(LOG)?, raft_meta: log.open_table(RAFT_META)? })
-    }
 }
 
 /// The state file's tables in one batch's write transaction, opened once per batch.
@@ -96,8 +86,8 @@ impl<'t> Tables<'t> {
 
 /// Called once the batch holding a job committed (or failed to).
 pub(crate) type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A log job's work inside the batch's log transaction; returns what to do after the commit.
-pub(crate) type LogWork = Box<dyn for<'t> FnOnce(&mut LogTables<'t>) -> Completion + Send>;
+/// A log job's records for the batch's log write; returns what to do after the commit.
+pub(crate) type LogWork = Box<dyn FnOnce(&mut LogBatch) -> Completion + Send>;
 /// A state job's work inside the batch's state transaction.
 type StateWork = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
 
@@ -112,18 +102,16 @@ struct Job {
     work: Work,
 }
 
-/// The Raft log file's name.
-const LOG_FILE: &str = "raft-log.redb";
 /// The state file's name.
 const STATE_FILE: &str = "state.redb";
 
 /// Where a node's two data files live.
 #[derive(Debug, Clone, Default)]
 pub enum DataFiles {
-    /// `raft-log.redb` and `state.redb` in the data directory.
+    /// The Raft log's segments and `state.redb` in the data directory.
     #[default]
     Directory,
-    /// The same two files on a simulated disk (deterministic simulation only).
+    /// The same files on a simulated disk (deterministic simulation only).
     Simulated(SimDisk),
 }
 
@@ -139,9 +127,9 @@ pub enum StorageMode {
     Inline,
 }
 
-/// Handle to a node's two data files and whoever commits to them.
+/// Handle to a node's Raft log and state file, and whoever commits to them.
 pub(crate) struct Storage {
-    log: Arc<Database>,
+    log: Arc<Wal>,
     state: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,
 }
@@ -156,21 +144,20 @@ impl Storage {
     /// Opens (or creates) the data files in `dir` or on a simulated disk, committed by the
     /// storage thread or inline.
     pub(crate) fn open_with(dir: &Path, files: &DataFiles, mode: StorageMode) -> Result<Arc<Self>, StoreError> {
-        let (log, state) = match files {
+        let state = match files {
             DataFiles::Directory => {
                 std::fs::create_dir_all(dir)?;
-                (Database::create(dir.join(LOG_FILE))?, Database::create(dir.join(STATE_FILE))?)
+                Database::create(dir.join(STATE_FILE))?
             }
-            DataFiles::Simulated(disk) => {
-                let builder = redb::Builder::new();
-                (
-                    builder.create_with_backend(disk.backend(LOG_FILE))?,
-                    builder.create_with_backend(disk.backend(STATE_FILE))?,
-                )
-            }
+            DataFiles::Simulated(disk) => redb::Builder::new().create_with_backend(disk.backend(STATE_FILE))?,
         };
+        // The state file first: its format check refuses a directory of an older build.
+        check_format(&state)?;
+        let log = Wal::open(match files {
+            DataFiles::Directory => LogDir::Directory(dir.to_path_buf()),
+            DataFiles::Simulated(disk) => LogDir::Simulated(disk.clone()),
+        })?;
         let (log, state) = (Arc::new(log), Arc::new(state));
-        check_format(&log, &state)?;
         let jobs = match mode {
             StorageMode::Inline => None,
             StorageMode::Thread => {
@@ -190,12 +177,12 @@ impl Storage {
         &self.state
     }
 
-    /// The Raft log file, for read transactions.
-    pub(crate) fn log_db(&self) -> &Database {
+    /// The Raft log, for reads.
+    pub(crate) fn log(&self) -> &Wal {
         &self.log
     }
 
-    /// Queues `work` on the log file; its completion runs after the batch commits.
+    /// Queues `work` on the log; its completion runs after the batch commits.
     pub(crate) fn submit_log(&self, flush: Flush, work: LogWork) -> Result<(), StoreError> {
         debug_assert!(flush != Flush::State, "a log job cannot ask for the state file's fsync");
         self.submit(Job { flush, work: Work::Log(work) })
@@ -226,11 +213,11 @@ impl Storage {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// As [`Storage::run`], on the log file.
+    /// As [`Storage::run`], on the log.
     pub(crate) async fn run_log<T, F>(&self, flush: Flush, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'t> FnOnce(&mut LogTables<'t>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut LogBatch) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit_log(flush, Box::new(move |tables| answer(f(tables), tx)))?;
@@ -252,9 +239,9 @@ fn answer<T: Send + 'static>(
     })
 }
 
-fn check_format(log: &Database, state: &Database) -> Result<(), StoreError> {
-    let (log_txn, state_txn) = (log.begin_write()?, state.begin_write()?);
-    for txn in [&log_txn, &state_txn] {
+fn check_format(state: &Database) -> Result<(), StoreError> {
+    let txn = state.begin_write()?;
+    {
         let mut format = txn.open_table(FORMAT)?;
         let found = format.get("version")?.map(|v| v.value());
         match found {
@@ -266,10 +253,8 @@ fn check_format(log: &Database, state: &Database) -> Result<(), StoreError> {
         }
     }
     // Create every table so read transactions never meet a missing one.
-    LogTables::open(&log_txn)?;
-    Tables::open(&state_txn)?;
-    state_txn.commit()?;
-    log_txn.commit()?;
+    Tables::open(&txn)?;
+    txn.commit()?;
     Ok(())
 }
 
@@ -285,7 +270,7 @@ pub(crate) fn setting_or_init(db: &Database, name: &str, value: u64) -> Result<u
     Ok(value)
 }
 
-fn run(log: &Database, state: &Database, queue: &mpsc::Receiver<Job>) {
+fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_JOBS_MAX {
@@ -309,7 +294,7 @@ fn begin(db: &Database, durable: bool) -> Result<WriteTransaction, StoreError> {
     Ok(txn)
 }
 
-fn run_batch(log: &Database, state: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
+fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
     let (mut log_work, mut state_work) = (Vec::new(), Vec::new());
     let (mut log_durable, mut state_durable) = (false, false);
     for job in batch {
@@ -321,20 +306,22 @@ fn run_batch(log: &Database, state: &Database, batch: Vec<Job>) -> Result<(), St
         }
     }
     let (writes_log, writes_state) = (!log_work.is_empty(), !state_work.is_empty());
-    let log_txn = writes_log.then(|| begin(log, log_durable)).transpose()?;
     let state_txn = writes_state.then(|| begin(state, state_durable)).transpose()?;
     let mut completions = Vec::with_capacity(log_work.len() + state_work.len());
-    if let Some(txn) = &log_txn {
-        let mut tables = LogTables::open(txn)?;
-        completions.extend(log_work.into_iter().map(|work| work(&mut tables)));
-    }
+    let mut log_batch = LogBatch::default();
+    completions.extend(log_work.into_iter().map(|work| work(&mut log_batch)));
     if let Some(txn) = &state_txn {
         let mut tables = Tables::open(txn)?;
         completions.extend(state_work.into_iter().map(|work| work(&mut tables)));
     }
     let started = std::time::Instant::now();
     // Log first: state on disk must never hold an entry the log on disk lacks.
-    let outcome = commit(log_txn).and_then(|()| commit(state_txn)).map_err(|e| e.to_string());
+    let outcome = match writes_log {
+        true => log.commit(log_batch, log_durable),
+        false => Ok(()),
+    }
+    .and_then(|()| commit(state_txn).map_err(StoreError::from))
+    .map_err(|e| e.to_string());
     tracing::trace!(
         jobs = completions.len(),
         writes_log,

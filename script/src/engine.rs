@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use mlua::MultiValue;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::api::{self, RunCtx};
 use crate::cache::{ScriptCache, ScriptHash};
@@ -239,6 +240,9 @@ impl ScriptEngine {
             Err(_elapsed) => Err(budget.kill(budget.time_limit(None))),
             Ok(Err(e)) if sandbox::is_memory_lua_error(&e) => Err(budget.kill(budget.memory_limit())),
             Ok(Err(e)) => Err(ScriptError::from_lua(&e)),
+            // Neither the hook nor the timer can stop a C function (a backtracking
+            // pattern match): a run that returned past its budget still does not commit.
+            Ok(Ok(_)) if Instant::now() >= budget.deadline => Err(budget.kill(budget.time_limit(None))),
             Ok(Ok(values)) => value::from_lua_multi(values),
         }
     }

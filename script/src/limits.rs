@@ -6,6 +6,10 @@
 //! the run is *killed*: every later hook call and every `pcall`/`xpcall`/
 //! `coroutine.resume` that caught the error raises it again, and the run ends with it
 //! whatever the script does.
+//!
+//! Neither check can stop a C function: one call (a backtracking pattern match such as
+//! `string.find(s, ".-.-x")`) runs to its end, however far past the budget. A run that
+//! returns past its budget still ends with the time limit, so it never commits.
 
 use std::sync::Mutex;
 use std::sync::PoisonError;

@@ -41,13 +41,18 @@ local function denied_table(name, hint)
   local function fail(_, k) error(name .. "." .. tostring(k) .. " is not available in scripts" .. hint, 2) end
   return setmetatable({}, { __index = fail, __newindex = fail, __metatable = false })
 end
+-- Iterates `t` without handing it out: `pairs` returns its state value to the caller, so
+-- `next, t` would give a script the writable table behind a read-only proxy.
+local function iterate(t)
+  return function() return function(_, k) return next(t, k) end, nil, nil end
+end
 local function readonly(name, t)
   return setmetatable({}, {
     __index = t,
     __newindex = function(_, k)
       error("cannot set " .. name .. "." .. tostring(k) .. ": " .. name .. " is read-only", 2)
     end,
-    __pairs = function() return next, t, nil end,
+    __pairs = iterate(t),
     __len = function() return #t end,
     __metatable = false,
   })
@@ -95,7 +100,7 @@ local env = setmetatable({}, {
     k = tostring(k)
     error("cannot set global '" .. k .. "': the global table is read-only; use a local (local " .. k .. " = ...)", 2)
   end,
-  __pairs = function() return next, G, nil end,
+  __pairs = iterate(G),
   __metatable = false,
 })
 G._G = env

@@ -415,6 +415,22 @@ async fn infinite_loops_are_stopped_by_the_time_budget() {
     assert!(matches!(e.line(), Some(2..=4)), "the error names the looping line: {e}");
 }
 
+/// A C function cannot be interrupted (here a backtracking pattern match, cubic in the
+/// subject's length): a run that returns past its budget ends with the time limit and
+/// commits nothing.
+#[tokio::test]
+async fn a_run_returning_past_its_budget_does_not_commit() {
+    let store = MemStore::default();
+    let engine = test_engine(Limits { time_ms_max: 20, ..Limits::default() });
+    let text = "kahuna.set('late', 'v')\nreturn string.find(string.rep('a', 600), '.-.-b')";
+    let started = std::time::Instant::now();
+    let e = engine.run(text, &ScriptArgs::new(), store.begin()).await.unwrap_err();
+    assert!(started.elapsed() > Duration::from_millis(20), "the match ran within the budget: pick a longer subject");
+    assert_eq!(e, ScriptError::TimeLimit { limit_ms: 20, line: None });
+    assert_eq!(store.value("late"), None);
+    assert_eq!(store.counts(), (1, 0, 1), "rolled back");
+}
+
 #[tokio::test]
 async fn instruction_budget_when_configured() {
     let store = MemStore::default();
@@ -484,6 +500,10 @@ async fn the_sandbox_has_no_way_out() {
         ("string.upper = nil", "cannot set string.upper: string is read-only"),
         ("kahuna.get = nil", "cannot set kahuna.get: kahuna is read-only"),
         ("getmetatable('').__index.upper = 1", "attempt to index a boolean value"),
+        // `pairs` over a read-only proxy does not hand out the table behind it.
+        ("local _, g = pairs(_G)\ng.x = 1", "script:2: attempt to index a nil value"),
+        ("local _, t = pairs(string)\nt.upper = nil", "script:2: attempt to index a nil value"),
+        ("local _, t = pairs(kahuna)\nt.get = nil", "script:2: attempt to index a nil value"),
     ] {
         let e = run(&store, text).await.unwrap_err();
         assert!(matches!(e, ScriptError::Runtime(_)), "{text}: {e:?}");
@@ -498,7 +518,9 @@ async fn the_sandbox_has_no_way_out() {
         local ok, err = pcall(error, "caught")
         local n = 0
         for _ in pairs(string) do n = n + 1 end
-        return {sq(7), t.hi, ok, err, string.format("%05d", 42), utf8.char(72, 105), n > 10, type(_G)}
+        local g = 0
+        for k, v in pairs(_G) do if _G[k] == v then g = g + 1 end end
+        return {sq(7), t.hi, ok, err, string.format("%05d", 42), utf8.char(72, 105), n > 10 and g > 10, type(_G)}
         "#,
     )
     .await

@@ -30,9 +30,6 @@ const SCAN_PAGE_ITEMS: usize = 1_000;
 /// Hex digits of the random owner a shell session takes locks as.
 const SESSION_OWNER_HEX_DIGITS: usize = 16;
 
-/// How often a running command checks whether the client moved to another endpoint.
-const FAILOVER_POLL_MS: u64 = 50;
-
 /// What a shell remembers between commands: the owner it takes locks as, the owner of
 /// each lock it took (`lock R ... owner O`), so `unlock R` works later, and the open
 /// transaction.
@@ -332,41 +329,6 @@ pub enum Outcome {
     },
     /// An eval, lua block or run ran a script.
     Script(ScriptResult),
-}
-
-/// Runs `command` as [`execute`] does, calling `notice(from, to)` whenever the client
-/// moves to another endpoint meanwhile: `from` stopped answering and the call is being
-/// retried on `to` (when it is safe to repeat).
-///
-/// # Cancel safety
-///
-/// As for [`execute`].
-pub async fn execute_noting_failover(
-    client: &Client,
-    session: &mut Session,
-    command: Command,
-    notice: &mut dyn FnMut(&str, &str),
-) -> Result<Outcome, ShellError> {
-    let mut current = client.current_endpoint().to_owned();
-    let mut check = |current: &mut String| {
-        let now = client.current_endpoint();
-        if now != current.as_str() {
-            notice(current, now);
-            *current = now.to_owned();
-        }
-    };
-    let run = execute(client, session, command);
-    tokio::pin!(run);
-    let mut poll = tokio::time::interval(Duration::from_millis(FAILOVER_POLL_MS));
-    loop {
-        tokio::select! {
-            result = &mut run => {
-                check(&mut current);
-                return result;
-            }
-            _ = poll.tick() => check(&mut current),
-        }
-    }
 }
 
 /// Runs `command`.

@@ -308,7 +308,7 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "help",
         brief: "this list, or one command in detail",
         syntax: "help [COMMAND]",
-        summary: "Lists the commands, or explains one.",
+        summary: "Lists the commands, or explains one. ? is short for help.",
         example: "help set",
         ephemeral_form: false,
     },
@@ -350,15 +350,28 @@ a transaction rolls it back. Exit codes: 0 all commands succeeded, 1 a command f
 script does not parse (nothing ran; this includes Lua syntax errors and begin without
 commit or rollback) or the shell could not start.";
 
-/// Returns the entry named `name` (an `e`-prefixed form finds its base command; `quit`
-/// finds `exit`), ignoring ASCII case and repeated spaces.
+/// Returns the entry named `name`, ignoring ASCII case and repeated spaces. An
+/// `e`-prefixed form finds its base command; `quit` finds `exit` and `?` finds `help`; the
+/// first word of a multi-word command finds it when no command has that word as its whole
+/// name (`scan` finds `scan by prefix`, but `get` finds `get`).
 pub fn find(name: &str) -> Option<&'static CommandHelp> {
     let name = name.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
-    let name = if name == "quit" { "exit".to_owned() } else { name };
-    COMMANDS.iter().find(|c| c.name == name).or_else(|| {
-        let base = name.strip_prefix('e')?;
-        COMMANDS.iter().find(|c| c.ephemeral_form && c.name == base)
-    })
+    let name = match name.as_str() {
+        "quit" => "exit".to_owned(),
+        "?" => "help".to_owned(),
+        _ => name,
+    };
+    let named = |name: &str, ephemeral: bool| {
+        let candidates = || COMMANDS.iter().filter(move |c| !ephemeral || c.ephemeral_form);
+        candidates().find(|c| c.name == name).or_else(|| {
+            let mut longer = candidates().filter(|c| c.name.strip_prefix(name).is_some_and(|r| r.starts_with(' ')));
+            match (longer.next(), longer.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        })
+    };
+    named(&name, false).or_else(|| named(name.strip_prefix('e')?, true))
 }
 
 /// The option words of a command (the lower-case words in its syntax's `[...]` parts,
@@ -458,8 +471,15 @@ mod tests {
         assert_eq!(find("eset").map(|c| c.name), Some("set"));
         assert_eq!(find("EGET  by   BUCKET").map(|c| c.name), Some("get by bucket"));
         assert_eq!(find("quit").map(|c| c.name), Some("exit"));
+        assert_eq!(find("?").map(|c| c.name), Some("help"));
+        // A multi-word command's first word alone finds it, unless a command has that name.
+        assert_eq!(find("scan").map(|c| c.name), Some("scan by prefix"));
+        assert_eq!(find("ESCAN").map(|c| c.name), Some("scan by prefix"));
+        assert_eq!(find("get").map(|c| c.name), Some("get"));
         assert!(find("estatus").is_none());
         assert!(find("nope").is_none());
+        assert!(find("sca").is_none(), "a prefix of a word finds nothing");
+        assert!(find("").is_none());
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //! - `help`: the command reference, shared by `help`, error messages, completion and hints.
 //! - `hints`: argument hints in the REPL, from the `help` table.
 //! - `colour`: syntax highlighting in the REPL (terminals only).
-//! - `runner`: scripts. `repl`: the interactive loop. `error`: `ShellError`.
+//! - `runner`: scripts, and the notices on stderr (a retry, a rollback). `repl`: the
+//!   interactive loop. `error`: `ShellError`.
 #![warn(missing_docs)]
 
 mod args;
@@ -68,7 +69,9 @@ pub const SCRIPT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// thread, which a dropped future cannot stop: it ends at the next Ctrl-D or `exit`.
 pub async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
-    let client = match Client::builder(endpoints).timeout(Duration::from_millis(args.timeout_ms)).build() {
+    let client =
+        Client::builder(endpoints).timeout(Duration::from_millis(args.timeout_ms)).on_retry(runner::note_retry).build();
+    let client = match client {
         Ok(client) => client,
         Err(e) => {
             eprintln!("kahuna shell: {e}");

@@ -429,6 +429,9 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
     if head.quoted {
         return Err(ParseError::new(format!("unknown command {:?}: command names are never quoted", head.lossy())));
     }
+    if !is_command_word(&name) {
+        return Err(ParseError::new(format!("unknown command {:?}; try help", head.lossy())));
+    }
     match name.as_str() {
         "help" | "?" => {
             let topic = rest.iter().map(Word::lossy).collect::<Vec<_>>().join(" ");
@@ -488,6 +491,39 @@ pub fn parse(words: &[Word]) -> Result<Command, ParseError> {
         "mdel" => parse_delete_many(&mut args, durability),
         lock => parse_lock(&mut args, lock, durability),
     }
+}
+
+/// First words of the commands without an ephemeral form. With [`WITH_EPHEMERAL_FORM`]
+/// and its `e` forms, these are all the words a command may start with: `parse` refuses
+/// any other first word, so a new command must be listed here, where a test checks that
+/// `help` explains it and completion offers it.
+const COMMAND_WORDS: &[&str] = &[
+    "help",
+    "?",
+    "exit",
+    "quit",
+    "status",
+    "ping",
+    "members",
+    "timing",
+    "begin",
+    "commit",
+    "rollback",
+    "eval",
+    "lua",
+    "run",
+    "create-sequence",
+    "next-sequence",
+    "reserve-sequence",
+    "get-sequence",
+    "delete-sequence",
+];
+
+/// Returns true when `word` (lower case) is a first word `parse` accepts.
+fn is_command_word(word: &str) -> bool {
+    COMMAND_WORDS.contains(&word)
+        || WITH_EPHEMERAL_FORM.contains(&word)
+        || word.strip_prefix('e').is_some_and(|base| WITH_EPHEMERAL_FORM.contains(&base))
 }
 
 /// Commands that have an `e`-prefixed ephemeral form.
@@ -1384,6 +1420,31 @@ mod tests {
                     panic!("{}: example {:?}: {e}", command.name, command.example);
                 }
             }
+        }
+    }
+
+    /// Every first word the parser accepts, each ephemeral form included.
+    fn accepted_words() -> Vec<String> {
+        let mut words: Vec<String> = COMMAND_WORDS.iter().map(|w| (*w).to_owned()).collect();
+        for base in WITH_EPHEMERAL_FORM {
+            words.push((*base).to_owned());
+            words.push(format!("e{base}"));
+        }
+        words
+    }
+
+    #[test]
+    fn every_accepted_command_has_help_and_is_completed() {
+        let completed = help::first_words();
+        for word in accepted_words() {
+            let text = help::text(Some(&word)).unwrap_or_else(|e| panic!("help {word}: {e}"));
+            assert!(text.contains("Example:"), "help {word}: {text}");
+            // `?` is an alias typed in full; every other word is offered by Tab.
+            assert!(word == "?" || completed.contains(&word), "Tab does not offer {word}");
+        }
+        for word in completed {
+            let message = parse_line(&word).err().map(|e| e.message).unwrap_or_default();
+            assert!(!message.contains("unknown command"), "Tab offers {word}, which the parser refuses");
         }
     }
 

@@ -8,8 +8,10 @@
 //!
 //! It runs on a blocking thread (rustyline blocks) and drives each command on the tokio
 //! runtime through a [`Handle`]. Ctrl-C clears the line being edited, or abandons the
-//! command being run; Ctrl-D leaves, rolling back an open transaction. When the client
-//! moves to another endpoint because one stopped answering, stderr says so.
+//! command being run; Ctrl-D leaves, rolling back an open transaction. When a call of a
+//! command fails at its endpoint and is retried, stderr says so as it happens: where,
+//! why, after what pause, which attempt, and on which endpoint (an open transaction's
+//! calls stay on its node). The prompt then names the endpoint in use.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -38,7 +40,7 @@ use crate::hints;
 use crate::lex::{self, LexError};
 use crate::lua;
 use crate::parse;
-use crate::runner::{emit, emit_latency, note_failover, note_rollback};
+use crate::runner::{emit, emit_latency, execute_telling_retries, note_rollback};
 
 /// File name of the history, in the user's home directory.
 const HISTORY_FILE: &str = ".kahuna_history";
@@ -185,10 +187,9 @@ fn run_line(client: &Client, session: &mut exec::Session, line: &str, format: Fo
             }
         };
         let started = Instant::now();
-        let mut notice = |from: &str, to: &str| note_failover(from, to);
         let result = handle.block_on(async {
             tokio::select! {
-                result = exec::execute_noting_failover(client, session, command, &mut notice) => Some(result),
+                result = execute_telling_retries(client, session, command) => Some(result),
                 () = ctrl_c() => None,
             }
         });
@@ -230,7 +231,13 @@ fn print_error(error: &ShellError, format: Format) {
 
 /// Returns `~/.kahuna_history`, or `None` without a home directory (no history then).
 fn history_path() -> Option<PathBuf> {
-    std::env::home_dir().filter(|home| !home.as_os_str().is_empty()).map(|home| home.join(HISTORY_FILE))
+    history_in(std::env::home_dir())
+}
+
+/// Returns the history file in `home`; `None` without a home. Never a temporary
+/// directory: history outlives reboots.
+fn history_in(home: Option<PathBuf>) -> Option<PathBuf> {
+    home.filter(|home| !home.as_os_str().is_empty()).map(|home| home.join(HISTORY_FILE))
 }
 
 fn endpoint_text(endpoint: &str) -> &str {
@@ -290,17 +297,15 @@ fn slot(before: &[&str]) -> Slot {
     if first == "help" || first == "?" {
         return if before.len() == 1 { Slot::Command } else { Slot::Nothing };
     }
-    let (base, durability) = match help::find(&first) {
-        // Only an `e`-prefixed form finds an entry under another name (`quit` finds
-        // `exit`, which completes nothing either way).
-        Some(entry) if entry.name != first.as_str() => (entry.name, Durability::Ephemeral),
-        Some(entry) => (entry.name, Durability::Persistent),
-        None => match first.as_str() {
-            "scan" => ("scan by prefix", Durability::Persistent),
-            "escan" => ("scan by prefix", Durability::Ephemeral),
-            _ => return Slot::Nothing,
-        },
+    let Some(entry) = help::find(&first) else {
+        return Slot::Nothing;
     };
+    // `find` also takes a multi-word command's first word (`scan`) and aliases (`quit`):
+    // only an `e` before the entry's own first word means the ephemeral keyspace.
+    let entry_first = entry.name.split(' ').next().unwrap_or(entry.name);
+    let ephemeral = entry.ephemeral_form && first.strip_prefix('e') == Some(entry_first);
+    let durability = if ephemeral { Durability::Ephemeral } else { Durability::Persistent };
+    let base = entry.name;
     let position = before.len();
     let by = |word: &str| before.get(1).is_some_and(|w| w.eq_ignore_ascii_case(word));
     match base {
@@ -430,6 +435,9 @@ mod tests {
         assert_eq!(slot(&["EGET"]), Slot::Key(Durability::Ephemeral));
         assert_eq!(slot(&["get", "by"]), Slot::Words(&["bucket"]));
         assert_eq!(slot(&["scan"]), Slot::Words(&["by"]));
+        assert_eq!(slot(&["scan", "by", "prefix"]), Slot::Key(Durability::Persistent));
+        assert_eq!(slot(&["quit"]), Slot::Nothing);
+        assert_eq!(slot(&["?"]), Slot::Command);
         assert_eq!(slot(&["escan", "by"]), Slot::Words(&["prefix"]));
         assert_eq!(slot(&["escan", "by", "prefix"]), Slot::Key(Durability::Ephemeral));
         assert_eq!(slot(&["exists"]), Slot::Key(Durability::Persistent));
@@ -455,10 +463,13 @@ mod tests {
     }
 
     #[test]
-    fn history_lives_in_home_not_tmp() {
-        if let Some(path) = history_path() {
-            assert!(path.ends_with(HISTORY_FILE));
-            assert!(!path.starts_with("/tmp"));
+    fn history_lives_in_home() {
+        assert_eq!(history_in(Some(PathBuf::from("/home/ada"))), Some(PathBuf::from("/home/ada/.kahuna_history")));
+        assert_eq!(history_in(Some(PathBuf::new())), None, "an empty HOME keeps no history");
+        assert_eq!(history_in(None), None);
+        // Whatever HOME is, the file is directly in it (t42 checks this with a real HOME).
+        if let (Some(path), Some(home)) = (history_path(), std::env::home_dir()) {
+            assert_eq!(path.parent(), Some(home.as_path()));
         }
     }
 }

@@ -6,13 +6,16 @@
 //! transaction stand between them. Commands then run in order; the first failed command
 //! stops the script (exit 1), rolling back a transaction it was in. `exit` stops it
 //! successfully.
+//!
+//! Here too: the client's retry hook, [`note_retry`], which tells on stderr of every
+//! retry of a command the user gave (in scripts and in the REPL), as it happens.
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use kahuna_client::Client;
+use kahuna_client::{Client, Error, RetryEvent};
 
 use crate::args::Format;
 use crate::error::ShellError;
@@ -124,10 +127,9 @@ async fn run_commands(
     format: Format,
     multi_line: bool,
 ) -> ExitCode {
-    let mut notice = |from: &str, to: &str| note_failover(from, to);
     for (line, command) in commands {
         let started = Instant::now();
-        let result = exec::execute_noting_failover(client, session, command, &mut notice).await;
+        let result = execute_telling_retries(client, session, command).await;
         let elapsed = started.elapsed();
         let written = match &result {
             Ok(Outcome::Exit) => return ExitCode::from(EXIT_OK),
@@ -149,10 +151,69 @@ async fn run_commands(
     ExitCode::from(EXIT_OK)
 }
 
-/// Tells on stderr that the client moved from endpoint `from` to `to`.
-pub fn note_failover(from: &str, to: &str) {
-    let strip = |e: &str| e.strip_prefix("http://").unwrap_or(e).to_owned();
-    let _ = emit(format!("connection to {} lost; trying {}\n", strip(from), strip(to)).as_bytes(), Stream::Stderr);
+tokio::task_local! {
+    /// Set while a command the user gave runs: [`note_retry`] tells only of its retries,
+    /// not of those of tab completion, which would land in the line being edited.
+    static TELLING_RETRIES: ();
+}
+
+/// Runs `command` as [`exec::execute`] does, telling on stderr of each retry of its calls
+/// (see [`note_retry`]).
+///
+/// # Cancel safety
+///
+/// As for [`exec::execute`].
+pub async fn execute_telling_retries(
+    client: &Client,
+    session: &mut exec::Session,
+    command: Command,
+) -> Result<Outcome, ShellError> {
+    TELLING_RETRIES.scope((), exec::execute(client, session, command)).await
+}
+
+/// The client's retry hook (see `ClientBuilder::on_retry`): tells on stderr, as it
+/// happens, that a call of a running command failed and is tried again, where and when.
+/// Calls made outside [`execute_telling_retries`] are not told.
+pub fn note_retry(event: &RetryEvent<'_>) {
+    if TELLING_RETRIES.try_with(|()| ()).is_ok() {
+        let text = retry_notice(
+            event.failed_endpoint,
+            event.error,
+            event.next_endpoint,
+            event.pinned,
+            event.backoff,
+            (event.attempt, event.attempts_max),
+        );
+        let _ = emit(text.as_bytes(), Stream::Stderr);
+    }
+}
+
+/// The line [`note_retry`] prints: the call to `failed` ended with `error`; attempt
+/// `attempts.0` of at most `attempts.1` goes to `next` after `backoff`. A `pinned` call
+/// (an open transaction's) stays on its node, whose endpoint `failed` is.
+fn retry_notice(
+    failed: &str,
+    error: &Error,
+    next: &str,
+    pinned: bool,
+    backoff: Duration,
+    (attempt, attempts_max): (u32, u32),
+) -> String {
+    let strip = |e: &'static str, endpoint: &str| endpoint.strip_prefix(e).unwrap_or(endpoint).to_owned();
+    let (failed, next) = (strip("http://", failed), strip("http://", next));
+    let then = format!("in {} ms (attempt {attempt} of {attempts_max})", backoff.as_millis());
+    let lost = matches!(error, Error::Unavailable(_) | Error::Timeout(_));
+    if !lost {
+        format!("{failed} answered ({error}); retrying {then}\n")
+    } else if pinned {
+        format!(
+            "the transaction's node {failed} is unreachable ({error}); the transaction stays on it, retrying {then}\n"
+        )
+    } else if failed == next {
+        format!("connection to {failed} lost ({error}); retrying {then}\n")
+    } else {
+        format!("connection to {failed} lost ({error}); trying {next} {then}\n")
+    }
 }
 
 /// Tells on stderr what became of a transaction the shell had to abandon.
@@ -212,6 +273,48 @@ pub fn emit(bytes: &[u8], stream: Stream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_notices_say_where_the_next_attempt_goes() {
+        let down = Error::Unavailable("tcp connect error".to_owned());
+        let a = "http://127.0.0.1:2070";
+        let pause = Duration::from_millis(40);
+        assert_eq!(
+            retry_notice(a, &down, a, false, pause, (2, 5)),
+            "connection to 127.0.0.1:2070 lost (unavailable: tcp connect error); retrying in 40 ms (attempt 2 of 5)\n"
+        );
+        assert_eq!(
+            retry_notice(a, &down, "http://127.0.0.1:2071", false, pause, (3, 5)),
+            "connection to 127.0.0.1:2070 lost (unavailable: tcp connect error); trying 127.0.0.1:2071 in 40 ms \
+             (attempt 3 of 5)\n"
+        );
+        // An open transaction's calls never move: the notice does not claim they do.
+        let notice = retry_notice(a, &down, a, true, pause, (2, 5));
+        assert_eq!(
+            notice,
+            "the transaction's node 127.0.0.1:2070 is unreachable (unavailable: tcp connect error); the \
+             transaction stays on it, retrying in 40 ms (attempt 2 of 5)\n"
+        );
+        let locked = Error::Locked("key k is held".to_owned());
+        assert_eq!(
+            retry_notice(a, &locked, a, true, pause, (2, 3)),
+            "127.0.0.1:2070 answered (locked: key k is held); retrying in 40 ms (attempt 2 of 3)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_are_told_only_inside_a_command() {
+        // The hook is called either way; it prints only inside `execute_telling_retries`,
+        // which this checks by the scope it sees.
+        assert!(TELLING_RETRIES.try_with(|()| ()).is_err());
+        let inside = TELLING_RETRIES.scope((), async { TELLING_RETRIES.try_with(|()| ()).is_ok() }).await;
+        assert!(inside);
+        let spawned = TELLING_RETRIES
+            .scope((), async { tokio::spawn(async { TELLING_RETRIES.try_with(|()| ()).is_ok() }).await })
+            .await
+            .expect("the task ran");
+        assert!(!spawned, "the client's background tasks are not the command's");
+    }
 
     #[test]
     fn scripts_parse_whole_before_running() {

@@ -307,10 +307,7 @@ impl Nemesis {
     fn crash(&mut self, sim: &mut Sim<'_>, now: Duration, node: NodeId, aim: &str) {
         // Half the crashes lose every unsynced page; the others keep each with chance 1/2.
         let torn = self.rng.random_bool(0.5);
-        let unsynced: u64 = ["raft-log.redb", "state.redb"]
-            .iter()
-            .map(|f| self.disks.get(&node).map_or(0, |d| d.unsynced_bytes(f)))
-            .sum();
+        let unsynced: u64 = self.disks.get(&node).map_or(0, |d| d.files().iter().map(|f| d.unsynced_bytes(f)).sum());
         if let Some(disk) = self.disks.get(&node) {
             // First the disk, so nothing the dying node does on its way down reaches it.
             if torn {
