@@ -609,15 +609,23 @@ systems=(kahuna-1 kahuna-3 etcd etcd-3 redis-default redis-always)
     "- Linearizable get, Kahuna 3 nodes / etcd 3 members, goal ops/s at least 2 at 64 and 256 clients" 0
   goal_throughput kahuna-1 etcd get \
     "- Linearizable get, Kahuna 1 node / etcd 1 member, goal ops/s at least 2 at 64 and 256 clients" 0
+  # goal_ratio KAHUNA PEER WORKLOAD CLIENTS: KAHUNA/PEER ops/s against the goal of 0.5.
+  goal_ratio() {
+    local r verdict=""
+    r=$(ratio "$(field "$1|$3|$4" 1)" "$(field "$2|$3|$4" 1)")
+    if is_number "$r"; then
+      verdict=$(awk -v r="$r" 'BEGIN { print (r >= 0.5 ? " (met)" : " (not met)") }')
+    fi
+    echo "$r$verdict"
+  }
+  if ran kahuna-1 eput || ran kahuna-1 eget; then
+    echo "- Ephemeral set/get, Kahuna 1 node / Redis with default persistence, goal at least 0.5 at 64 clients:" \
+      "eput/SET $(goal_ratio kahuna-1 redis-default eput 64); eget/GET $(goal_ratio kahuna-1 redis-default eget 64)."
+  fi
   if ran kahuna-1 script; then
     line="- Script (read + write one key), Kahuna 1 node / Redis EVALSHA with \`appendfsync always\`, goal at least 0.5:"
     for clients in "${client_counts[@]}"; do
-      r=$(ratio "$(field "kahuna-1|script|$clients" 1)" "$(field "redis-always|script|$clients" 1)")
-      verdict=""
-      if is_number "$r"; then
-        verdict=$(awk -v r="$r" 'BEGIN { print (r >= 0.5 ? " (met)" : " (not met)") }')
-      fi
-      line+=" $clients clients $r$verdict;"
+      line+=" $clients clients $(goal_ratio kahuna-1 redis-always script "$clients");"
     done
     echo "${line%;}."
   fi

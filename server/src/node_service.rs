@@ -49,6 +49,7 @@ impl Node for NodeService {
     async fn raft_batch(&self, request: Request<Batch>) -> Result<Response<Batch>, Status> {
         // Concurrently: each message may wait for its partition's log fsync, and the
         // storage thread folds those waits into one.
+        let started = std::time::Instant::now();
         let replies = futures::future::join_all(request.into_inner().messages.into_iter().map(|envelope| async {
             self.handle(envelope).await.unwrap_or_else(|status| Envelope {
                 error: format!("{}: {}", status.code(), status.message()),
@@ -56,6 +57,11 @@ impl Node for NodeService {
             })
         }))
         .await;
+        tracing::trace!(
+            messages = replies.len(),
+            handled_us = started.elapsed().as_micros() as u64,
+            "raft batch handled"
+        );
         Ok(Response::new(Batch { messages: replies }))
     }
 

@@ -257,6 +257,12 @@ async fn send_batch(mut client: NodeClient<Channel>, batch: Vec<Pending>) {
             }
         }
     };
+    tracing::trace!(
+        messages = sent,
+        ok = replies.is_ok(),
+        round_trip_us = started.elapsed().as_micros() as u64,
+        "raft batch answered"
+    );
     match replies {
         Ok(replies) => {
             for (waiter, reply) in waiters.into_iter().zip(replies) {

@@ -49,7 +49,7 @@ pub(super) fn list_key(prefix: &str, id: usize) -> String {
 /// unrecorded).
 pub(super) async fn run(options: &WorkloadOptions) -> Result<WorkloadRun, WorkloadError> {
     let probe_client = probe(options).await?;
-    let lists = Arc::new(Mutex::new(Lists::new(&options.key_prefix, options.keys)));
+    let lists = Arc::new(Mutex::new(AppendLists::new(&options.key_prefix, options.keys, APPENDS_PER_LIST_MAX)));
     let timeout = txn_timeout(options);
     let run = drive(WorkloadKind::Append, options, |process| {
         let lists = lists.clone();
@@ -66,49 +66,65 @@ pub(super) async fn run(options: &WorkloadOptions) -> Result<WorkloadRun, Worklo
     Ok(run)
 }
 
-/// The lists of a run: which list each of the `keys` slots uses now, and how many
-/// appends each list has handed out. Invariant: every value handed out for a list is
-/// one more than the previous, so values are unique per key.
+/// The lists of a list-append run: which list each slot uses now, and how many appends
+/// each list has handed out. Invariant: every value handed out for a list is one more
+/// than the previous, so values are unique per key. A list is retired after its last
+/// value and a fresh one takes its slot, which keeps values short. Shared with the
+/// simulation's workload.
 #[derive(Debug)]
-struct Lists {
+pub struct AppendLists {
     prefix: String,
+    /// Values handed out on one list before it is retired.
+    per_list: u64,
     /// The list id behind each slot.
     slots: Vec<usize>,
     /// Appends handed out, by list id.
     appends: Vec<u64>,
 }
 
-impl Lists {
-    fn new(prefix: &str, slots: usize) -> Lists {
-        Lists { prefix: prefix.to_string(), slots: (0..slots).collect(), appends: vec![0; slots] }
+impl AppendLists {
+    /// `slots` lists in use at a time, keys `{prefix}-list-{id}`, each retired after
+    /// `per_list` values.
+    pub fn new(prefix: &str, slots: usize, per_list: u64) -> AppendLists {
+        AppendLists { prefix: prefix.to_string(), per_list, slots: (0..slots).collect(), appends: vec![0; slots] }
+    }
+
+    /// Lists in use at a time.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// The key slot `slot` reads now.
-    fn read(&self, slot: usize) -> String {
+    pub fn read(&self, slot: usize) -> String {
         list_key(&self.prefix, self.slots[slot])
     }
 
     /// The key and the fresh value of an append through slot `slot`; retires the list
     /// once it has handed out its last value.
-    fn append(&mut self, slot: usize) -> (String, u64) {
+    pub fn append(&mut self, slot: usize) -> (String, u64) {
         let id = self.slots[slot];
         self.appends[id] += 1;
         let value = self.appends[id];
-        if value >= APPENDS_PER_LIST_MAX {
+        if value >= self.per_list {
             self.slots[slot] = self.appends.len();
             self.appends.push(0);
         }
         (list_key(&self.prefix, id), value)
     }
 
+    /// The keys of the lists in use now.
+    pub fn in_use(&self) -> Vec<String> {
+        (0..self.slots.len()).map(|slot| self.read(slot)).collect()
+    }
+
     /// Every key the run may have written.
-    fn keys(&self) -> Vec<String> {
+    pub fn keys(&self) -> Vec<String> {
         (0..self.appends.len()).map(|id| list_key(&self.prefix, id)).collect()
     }
 }
 
 /// The list state, still usable after a panicking process: each change is one call.
-fn lock(lists: &Mutex<Lists>) -> MutexGuard<'_, Lists> {
+fn lock(lists: &Mutex<AppendLists>) -> MutexGuard<'_, AppendLists> {
     lists.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -130,7 +146,7 @@ impl Mop {
 }
 
 /// Picks the micro-operations of one transaction.
-fn plan(rng: &mut impl Rng, lists: &Mutex<Lists>) -> Vec<Mop> {
+fn plan(rng: &mut impl Rng, lists: &Mutex<AppendLists>) -> Vec<Mop> {
     let count = rng.random_range(1..=MOPS_MAX);
     let mut lists = lock(lists);
     let slots = lists.slots.len();
@@ -148,7 +164,7 @@ fn plan(rng: &mut impl Rng, lists: &Mutex<Lists>) -> Vec<Mop> {
 }
 
 /// One process: one transaction after another.
-async fn client_loop(mut p: Process, lists: &Mutex<Lists>, timeout: Duration) {
+async fn client_loop(mut p: Process, lists: &Mutex<AppendLists>, timeout: Duration) {
     while p.running() {
         let mops = plan(&mut p.rng, lists);
         let request: Vec<Value> = mops.iter().map(Mop::request).collect();
@@ -166,7 +182,7 @@ async fn run_txn(p: &Process, mops: &[Mop], timeout: Duration) -> Result<Prepare
         match mop {
             Mop::Read(key) => {
                 let text = txn.get(key.as_str(), GetOptions::new()).await?.kv.map(|kv| kv.value).unwrap_or_default();
-                done.push(json!(["r", key, decode(&text)]));
+                done.push(json!(["r", key, decode_list(&text)]));
             }
             Mop::Append(key, value) => {
                 let text = txn.get(key.as_str(), GetOptions::new()).await?.kv.map(|kv| kv.value).unwrap_or_default();
@@ -182,10 +198,10 @@ async fn run_txn(p: &Process, mops: &[Mop], timeout: Duration) -> Result<Prepare
     Ok((txn, results))
 }
 
-/// A stored list as the history records it: its elements, each the integer this workload
-/// appended or the raw text of anything else (which the checker reports as never
+/// A stored list as the history records it: its elements, each the integer a list-append
+/// workload appended or the raw text of anything else (which the checker reports as never
 /// appended). No key, or an empty value, is the empty list.
-fn decode(bytes: &[u8]) -> Value {
+pub fn decode_list(bytes: &[u8]) -> Value {
     let text = String::from_utf8_lossy(bytes);
     if text.is_empty() {
         return json!([]);
@@ -216,14 +232,14 @@ mod tests {
     fn lists_round_trip_through_their_text() {
         let text = extend(&extend(&extend(b"", 1), 2), 30);
         assert_eq!(text, b"1,2,30");
-        assert_eq!(decode(&text), json!([1, 2, 30]));
-        assert_eq!(decode(b""), json!([]));
-        assert_eq!(decode(b"1,x"), json!([1, "x"]));
+        assert_eq!(decode_list(&text), json!([1, 2, 30]));
+        assert_eq!(decode_list(b""), json!([]));
+        assert_eq!(decode_list(b"1,x"), json!([1, "x"]));
     }
 
     #[test]
     fn lists_retire_after_their_last_value() {
-        let mut lists = Lists::new("p", 2);
+        let mut lists = AppendLists::new("p", 2, APPENDS_PER_LIST_MAX);
         for expected in 1..=APPENDS_PER_LIST_MAX {
             assert_eq!(lists.append(1), ("p-list-1".to_string(), expected));
         }
@@ -235,7 +251,7 @@ mod tests {
 
     #[test]
     fn plans_are_short_and_values_unique_per_key() {
-        let lists = Mutex::new(Lists::new("p", 3));
+        let lists = Mutex::new(AppendLists::new("p", 3, APPENDS_PER_LIST_MAX));
         let mut rng = StdRng::seed_from_u64(7);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2_000 {

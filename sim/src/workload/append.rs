@@ -5,15 +5,15 @@
 //! Each transaction runs 1 to [`MOPS_MAX`] micro-operations on random lists, recorded as
 //! one `txn` whose `value` lists them: `["r", key, null]` (the `ok` fills in the list
 //! read) or `["append", key, v]`. Values count up per list, so each is unique to its key.
-//! A few lists are in use at a time, each a bucket of its own so that transactions span
-//! partitions (two-phase commit); a list is retired after [`APPENDS_PER_LIST_MAX`]
-//! appends, which keeps values short. The outcome rule is `kahuna check`'s: given up
+//! A few lists are in use at a time (`kahuna_check::AppendLists`), each a bucket of its
+//! own so that transactions span partitions (two-phase commit); a list is retired after
+//! [`APPENDS_PER_LIST_MAX`] appends, which keeps values short. The outcome rule is `kahuna check`'s: given up
 //! before the commit, or a `Conflict` on it, is `fail`; any other commit error `info`.
 //! Its recovery reads every list in use in one transaction.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kahuna_check::History;
+use kahuna_check::{AppendLists, History, decode_list};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -36,51 +36,26 @@ const PAUSE_MS_MAX: u64 = 10;
 /// coordinator stops holding its keys soon after.
 const TXN_TIMEOUT_MS: u64 = 2_000;
 
-/// The key of list `id`: a bucket of its own.
-fn list_key(id: usize) -> String {
-    format!("list-{id}")
-}
-
-/// Which list each slot uses now, and how many appends each list has handed out.
-/// Invariant: every value handed out for a list is one more than the previous.
-#[derive(Debug)]
-struct Lists {
-    slots: Vec<usize>,
-    appends: Vec<u64>,
-}
-
-impl Lists {
-    /// The key and the fresh value of an append through `slot`; retires the list once it
-    /// has handed out its last value.
-    fn append(&mut self, slot: usize) -> (String, u64) {
-        let id = self.slots[slot];
-        self.appends[id] += 1;
-        let value = self.appends[id];
-        if value >= APPENDS_PER_LIST_MAX {
-            self.slots[slot] = self.appends.len();
-            self.appends.push(0);
-        }
-        (list_key(id), value)
-    }
-}
+/// The prefix of the lists' keys (`sim-list-0`, …): each key a bucket of its own.
+const KEY_PREFIX: &str = "sim";
 
 /// The list-append workload of one run. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Appends {
     spec: Arc<WorkloadSpec>,
     recorder: Recorder,
-    lists: Arc<Mutex<Lists>>,
+    lists: Arc<Mutex<AppendLists>>,
 }
 
 impl Appends {
     pub(super) fn new(spec: Arc<WorkloadSpec>, recorder: Recorder) -> Self {
         let mut rng = SmallRng::seed_from_u64(derive(spec.seed, 700));
         let slots = rng.random_range(SLOTS);
-        let lists = Lists { slots: (0..slots).collect(), appends: vec![0; slots] };
+        let lists = AppendLists::new(KEY_PREFIX, slots, APPENDS_PER_LIST_MAX);
         Self { spec, recorder, lists: Arc::new(Mutex::new(lists)) }
     }
 
-    fn lists(&self) -> MutexGuard<'_, Lists> {
+    fn lists(&self) -> MutexGuard<'_, AppendLists> {
         self.lists.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -90,19 +65,19 @@ impl Appends {
 
     /// The lists the seed chose, one line.
     pub(super) fn setup(&self) -> String {
-        format!("append lists in use at a time: {}", self.lists().slots.len())
+        format!("append lists in use at a time: {}", self.lists().slots())
     }
 
     /// Picks the micro-operations of one transaction.
     fn plan(&self, rng: &mut SmallRng) -> Vec<Mop> {
         let count = rng.random_range(1..=MOPS_MAX);
         let mut lists = self.lists();
-        let slots = lists.slots.len();
+        let slots = lists.slots();
         (0..count)
             .map(|_| {
                 let slot = rng.random_range(0..slots);
                 if rng.random_bool(READ_PROBABILITY) {
-                    Mop::Read(list_key(lists.slots[slot]))
+                    Mop::Read(lists.read(slot))
                 } else {
                     let (key, value) = lists.append(slot);
                     Mop::Append(key, value)
@@ -123,7 +98,7 @@ impl Appends {
                 let done: Vec<Value> = mops
                     .iter()
                     .map(|(_, mop)| match mop {
-                        Mop::Read(key) => json!(["r", key, decode(&reads.next().unwrap_or_default())]),
+                        Mop::Read(key) => json!(["r", key, decode_list(&reads.next().unwrap_or_default())]),
                         Mop::Append(..) => mop_request(mop),
                     })
                     .collect();
@@ -161,7 +136,7 @@ impl Appends {
     pub(super) async fn recover(self, process: u64, attempt: usize) -> bool {
         let mut rng = SmallRng::seed_from_u64(derive(self.spec.seed, 900 + attempt as u64));
         let node = self.spec.nodes[attempt % self.spec.nodes.len()];
-        let mops: Vec<Mop> = self.lists().slots.iter().map(|id| Mop::Read(list_key(*id))).collect();
+        let mops: Vec<Mop> = self.lists().in_use().into_iter().map(Mop::Read).collect();
         matches!(self.invoke(process, node, &mut rng, mops).await, Completion::Ok(_))
     }
 }
@@ -171,39 +146,5 @@ fn mop_request(mop: &Mop) -> Value {
     match mop {
         Mop::Read(key) => json!(["r", key, null]),
         Mop::Append(key, value) => json!(["append", key, value]),
-    }
-}
-
-/// A stored list as the history records it: its elements, each the integer appended or
-/// the raw text of anything else (which the checker reports). Empty text is the empty
-/// list.
-fn decode(bytes: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(bytes);
-    if text.is_empty() {
-        return json!([]);
-    }
-    let elements = text.split(',').map(|e| e.parse::<u64>().map_or_else(|_| json!(e), |n| json!(n)));
-    Value::Array(elements.collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_retire_after_their_last_value() {
-        let mut lists = Lists { slots: vec![0], appends: vec![0] };
-        for v in 1..APPENDS_PER_LIST_MAX {
-            assert_eq!(lists.append(0), (list_key(0), v));
-        }
-        assert_eq!(lists.append(0), (list_key(0), APPENDS_PER_LIST_MAX));
-        assert_eq!(lists.append(0), (list_key(1), 1), "a fresh list takes the slot");
-    }
-
-    #[test]
-    fn decodes_lists() {
-        assert_eq!(decode(b""), json!([]));
-        assert_eq!(decode(b"1,2,3"), json!([1, 2, 3]));
-        assert_eq!(decode(b"1,x"), json!([1, "x"]));
     }
 }
