@@ -69,7 +69,7 @@ pub use register::{RegisterOptions, RegisterReport, check_register};
 pub use report::{OpRef, Report, Verdict, Violation, ViolationKind};
 pub use sequence::{SequenceReport, check_sequence};
 pub use workload::{
-    AppendLists, CLIENTS_MAX, CheckArgs, DURATION_SECS_MAX, EXIT_UNDECIDED, EXIT_VIOLATIONS, KEYS_MAX, Tally,
+    AppendLists, CLIENTS_MAX, CheckArgs, DURATION_SECS_MAX, EXIT_UNDECIDED, EXIT_VIOLATIONS, KEYS_MAX, ListOp, Tally,
     WorkloadError, WorkloadKind, WorkloadOptions, WorkloadRun, check_workload, decode_list, history_time, run,
     run_workload, violations_in,
 };

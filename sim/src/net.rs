@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kahuna_check::ListOp;
 use kahuna_kernel::{KvError, NodeId, PartitionId, PartitionRequest, PartitionResponse, Served};
 use kahuna_server::GrpcTransport;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -84,17 +85,8 @@ pub enum ExecReply {
 pub struct AppendTxn {
     /// Micro-operations, in order, each after a pause in ms (a client's think time
     /// between calls, drawn by the workload so that the run stays one per seed).
-    pub mops: Vec<(u64, Mop)>,
+    pub mops: Vec<(u64, ListOp)>,
     pub timeout_ms: u64,
-}
-
-/// A micro-operation of a list-append transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mop {
-    /// Read a list.
-    Read(String),
-    /// Append a value to a list.
-    Append(String, u64),
 }
 
 /// How a transaction ended, by what it proves.

@@ -21,7 +21,8 @@ use kahuna_server::NodeService;
 use kahuna_txn::{TxnConfig, TxnEngine};
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::net::{self, AppendTxn, EXEC_PORT, ExecReply, ExecRequest, Mop, NODE_PORT, TxnOutcome};
+use crate::net::{self, AppendTxn, EXEC_PORT, ExecReply, ExecRequest, NODE_PORT, TxnOutcome};
+use kahuna_check::ListOp;
 
 /// How often a node publishes its partitions' status on the [`Board`].
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -211,7 +212,7 @@ async fn append(txns: &TxnEngine, request: AppendTxn) -> TxnOutcome {
     for (pause_ms, mop) in request.mops {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         let key = match &mop {
-            Mop::Read(key) | Mop::Append(key, _) => key.clone(),
+            ListOp::Read(key) | ListOp::Append(key, _) => key.clone(),
         };
         let read = PointRead { key: key.clone(), at_revision: None, as_of: None };
         let text = match txn.get(&read).await {
@@ -219,8 +220,8 @@ async fn append(txns: &TxnEngine, request: AppendTxn) -> TxnOutcome {
             Err(e) => return abandoned(e),
         };
         match mop {
-            Mop::Read(_) => reads.push(text),
-            Mop::Append(_, value) => {
+            ListOp::Read(_) => reads.push(text),
+            ListOp::Append(_, value) => {
                 let mut list = text;
                 if !list.is_empty() {
                     list.push(b',');

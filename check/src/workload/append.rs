@@ -112,6 +112,24 @@ impl AppendLists {
         (list_key(&self.prefix, id), value)
     }
 
+    /// The micro-operations of one transaction: 1 to `mops_max`, each on a random slot,
+    /// a read with probability `read_probability`, else an append of the list's next value.
+    pub fn plan(&mut self, rng: &mut impl Rng, mops_max: usize, read_probability: f64) -> Vec<ListOp> {
+        let count = rng.random_range(1..=mops_max);
+        let slots = self.slots.len();
+        (0..count)
+            .map(|_| {
+                let slot = rng.random_range(0..slots);
+                if rng.random_bool(read_probability) {
+                    ListOp::Read(self.read(slot))
+                } else {
+                    let (key, value) = self.append(slot);
+                    ListOp::Append(key, value)
+                }
+            })
+            .collect()
+    }
+
     /// The keys of the lists in use now.
     pub fn in_use(&self) -> Vec<String> {
         (0..self.slots.len()).map(|slot| self.read(slot)).collect()
@@ -128,46 +146,31 @@ fn lock(lists: &Mutex<AppendLists>) -> MutexGuard<'_, AppendLists> {
     lists.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One micro-operation to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mop {
+/// One micro-operation of a list-append transaction. Shared with the simulation, which
+/// also sends it between its processes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ListOp {
+    /// Read a list.
     Read(String),
+    /// Append a value to a list.
     Append(String, u64),
 }
 
-impl Mop {
+impl ListOp {
     /// As the invoke records it: reads without their result.
-    fn request(&self) -> Value {
+    pub fn request(&self) -> Value {
         match self {
-            Mop::Read(key) => json!(["r", key, null]),
-            Mop::Append(key, value) => json!(["append", key, value]),
+            ListOp::Read(key) => json!(["r", key, null]),
+            ListOp::Append(key, value) => json!(["append", key, value]),
         }
     }
-}
-
-/// Picks the micro-operations of one transaction.
-fn plan(rng: &mut impl Rng, lists: &Mutex<AppendLists>) -> Vec<Mop> {
-    let count = rng.random_range(1..=MOPS_MAX);
-    let mut lists = lock(lists);
-    let slots = lists.slots.len();
-    (0..count)
-        .map(|_| {
-            let slot = rng.random_range(0..slots);
-            if rng.random_bool(READ_PROBABILITY) {
-                Mop::Read(lists.read(slot))
-            } else {
-                let (key, value) = lists.append(slot);
-                Mop::Append(key, value)
-            }
-        })
-        .collect()
 }
 
 /// One process: one transaction after another.
 async fn client_loop(mut p: Process, lists: &Mutex<AppendLists>, timeout: Duration) {
     while p.running() {
-        let mops = plan(&mut p.rng, lists);
-        let request: Vec<Value> = mops.iter().map(Mop::request).collect();
+        let mops = lock(lists).plan(&mut p.rng, MOPS_MAX, READ_PROBABILITY);
+        let request: Vec<Value> = mops.iter().map(ListOp::request).collect();
         let pending = p.invoke("txn", json!({"value": request}));
         let prepared = run_txn(&p, &mops, timeout).await;
         finish(&p, pending, prepared).await;
@@ -175,16 +178,16 @@ async fn client_loop(mut p: Process, lists: &Mutex<AppendLists>, timeout: Durati
 }
 
 /// Runs `mops` in one transaction, up to its commit.
-async fn run_txn(p: &Process, mops: &[Mop], timeout: Duration) -> Result<Prepared, Abandoned> {
+async fn run_txn(p: &Process, mops: &[ListOp], timeout: Duration) -> Result<Prepared, Abandoned> {
     let txn = p.client.begin(Some(timeout)).await?;
     let mut done = Vec::with_capacity(mops.len());
     for mop in mops {
         match mop {
-            Mop::Read(key) => {
+            ListOp::Read(key) => {
                 let text = txn.get(key.as_str(), GetOptions::new()).await?.kv.map(|kv| kv.value).unwrap_or_default();
                 done.push(json!(["r", key, decode_list(&text)]));
             }
-            Mop::Append(key, value) => {
+            ListOp::Append(key, value) => {
                 let text = txn.get(key.as_str(), GetOptions::new()).await?.kv.map(|kv| kv.value).unwrap_or_default();
                 if !txn.set(key.as_str(), extend(&text, *value), SetOptions::new()).await? {
                     // An unconditional write always applies; refuse to commit around a hole.
@@ -255,10 +258,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2_000 {
-            let mops = plan(&mut rng, &lists);
+            let mops = lock(&lists).plan(&mut rng, MOPS_MAX, READ_PROBABILITY);
             assert!((1..=MOPS_MAX).contains(&mops.len()));
             for mop in mops {
-                if let Mop::Append(key, value) = mop {
+                if let ListOp::Append(key, value) = mop {
                     assert!(seen.insert((key, value)), "a value handed out twice");
                 }
             }

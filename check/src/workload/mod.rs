@@ -34,7 +34,7 @@ use crate::report::{Report, ViolationKind};
 use crate::{AppendOptions, BankOptions, RegisterOptions, check_append, check_bank, check_lock, check_register};
 use crate::{check_sequence, report::Verdict};
 
-pub use append::{AppendLists, decode_list};
+pub use append::{AppendLists, ListOp, decode_list};
 pub use cli::{CheckArgs, EXIT_UNDECIDED, EXIT_VIOLATIONS, run};
 
 /// Most client tasks one run may start.

@@ -13,14 +13,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kahuna_check::{AppendLists, History, decode_list};
+use kahuna_check::{AppendLists, History, ListOp, decode_list};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::{CALL_TIMEOUT, Completion, Recorder, WorkloadSpec, any_node, think};
 use crate::derive;
-use crate::net::{self, AppendTxn, CallError, ExecReply, ExecRequest, Mop, TxnOutcome};
+use crate::net::{self, AppendTxn, CallError, ExecReply, ExecRequest, TxnOutcome};
 
 /// Most micro-operations in one transaction.
 const MOPS_MAX: usize = 4;
@@ -69,28 +69,15 @@ impl Appends {
     }
 
     /// Picks the micro-operations of one transaction.
-    fn plan(&self, rng: &mut SmallRng) -> Vec<Mop> {
-        let count = rng.random_range(1..=MOPS_MAX);
-        let mut lists = self.lists();
-        let slots = lists.slots();
-        (0..count)
-            .map(|_| {
-                let slot = rng.random_range(0..slots);
-                if rng.random_bool(READ_PROBABILITY) {
-                    Mop::Read(lists.read(slot))
-                } else {
-                    let (key, value) = lists.append(slot);
-                    Mop::Append(key, value)
-                }
-            })
-            .collect()
+    fn plan(&self, rng: &mut SmallRng) -> Vec<ListOp> {
+        self.lists().plan(rng, MOPS_MAX, READ_PROBABILITY)
     }
 
     /// Runs `mops` as one transaction coordinated by `node` and records it.
-    async fn invoke(&self, process: u64, node: u64, rng: &mut SmallRng, mops: Vec<Mop>) -> Completion {
-        let request: Vec<Value> = mops.iter().map(mop_request).collect();
+    async fn invoke(&self, process: u64, node: u64, rng: &mut SmallRng, mops: Vec<ListOp>) -> Completion {
+        let request: Vec<Value> = mops.iter().map(ListOp::request).collect();
         self.recorder.invoke(process, "txn", json!({ "value": request }));
-        let mops: Vec<(u64, Mop)> = mops.into_iter().map(|m| (rng.random_range(0..=PAUSE_MS_MAX), m)).collect();
+        let mops: Vec<(u64, ListOp)> = mops.into_iter().map(|m| (rng.random_range(0..=PAUSE_MS_MAX), m)).collect();
         let txn = AppendTxn { mops: mops.clone(), timeout_ms: TXN_TIMEOUT_MS };
         let completion = match net::execute(node, &ExecRequest::Append(txn), CALL_TIMEOUT).await {
             Ok(ExecReply::Txn(TxnOutcome::Committed { reads })) => {
@@ -98,8 +85,8 @@ impl Appends {
                 let done: Vec<Value> = mops
                     .iter()
                     .map(|(_, mop)| match mop {
-                        Mop::Read(key) => json!(["r", key, decode_list(&reads.next().unwrap_or_default())]),
-                        Mop::Append(..) => mop_request(mop),
+                        ListOp::Read(key) => json!(["r", key, decode_list(&reads.next().unwrap_or_default())]),
+                        ListOp::Append(..) => mop.request(),
                     })
                     .collect();
                 Completion::Ok(json!({ "value": done, "node": node }))
@@ -136,15 +123,7 @@ impl Appends {
     pub(super) async fn recover(self, process: u64, attempt: usize) -> bool {
         let mut rng = SmallRng::seed_from_u64(derive(self.spec.seed, 900 + attempt as u64));
         let node = self.spec.nodes[attempt % self.spec.nodes.len()];
-        let mops: Vec<Mop> = self.lists().in_use().into_iter().map(Mop::Read).collect();
+        let mops: Vec<ListOp> = self.lists().in_use().into_iter().map(ListOp::Read).collect();
         matches!(self.invoke(process, node, &mut rng, mops).await, Completion::Ok(_))
-    }
-}
-
-/// A micro-operation as the invoke records it: reads without their result.
-fn mop_request(mop: &Mop) -> Value {
-    match mop {
-        Mop::Read(key) => json!(["r", key, null]),
-        Mop::Append(key, value) => json!(["append", key, value]),
     }
 }
