@@ -1,12 +1,13 @@
 //! The kernel's transport seam over gRPC: one `Node` service for every partition.
 //!
-//! Append-entries and vote messages to a peer leave through that peer's outbox: a task
+//! Append-entries messages to a peer leave through that peer's outbox: a task
 //! that sends whatever has queued up as one `RaftBatch` call, with at most
 //! [`BATCHES_IN_FLIGHT`] calls outstanding. Each partition is its own Raft group, so a
 //! node leading several partitions would otherwise make one call per partition per
 //! round; under load the queue fills while calls are in flight and the next call
-//! carries all of it. An idle peer's message leaves at once. Snapshots (large),
-//! forwarded client requests (which may wait on locks) and clock reads go one by one.
+//! carries all of it. An idle peer's message leaves at once. Votes (which must not wait
+//! behind other partitions' appends), snapshots (large), forwarded client requests
+//! (which may wait on locks) and clock reads go one by one.
 //!
 //! A peer whose calls time out [`TIMEOUTS_BEFORE_RECONNECT`] times in a row gets a new
 //! connection: after a network cut heals, the old TCP connection may sit out seconds of
@@ -167,7 +168,10 @@ async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Resul
         error: String::new(),
     };
     match message.kind {
-        MessageKind::AppendEntries | MessageKind::Vote => {
+        // Votes go alone: a batch is answered only when all of its messages are, and a
+        // vote waiting behind other partitions' appends can arrive after the candidate's
+        // election timeout (seen in t20: two survivors took nine terms, 9 s, to elect).
+        MessageKind::AppendEntries => {
             let (reply, answer) = oneshot::channel();
             let pending = Pending { envelope, deadline: Instant::now() + timeout, reply };
             peer.outbox.send(pending).map_err(|_| Failure::new("the peer's outbox stopped"))?;
