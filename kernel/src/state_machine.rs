@@ -151,7 +151,7 @@ fn apply_entries(
     p: PartitionId,
     entries: Vec<Entry>,
 ) -> Result<(Vec<ApplyResult>, u64), StoreError> {
-    let mut last_commit_ts: u64 = meta_get(&t.meta, p, META_LAST_COMMIT_TS)?.unwrap_or(0);
+    let mut last_commit_ts: u64 = meta_get(t.meta.open()?, p, META_LAST_COMMIT_TS)?.unwrap_or(0);
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
     for entry in entries {
@@ -166,7 +166,7 @@ fn apply_entries(
             }
             EntryPayload::Membership(m) => {
                 let stored = Membership::new(Some(entry.log_id), m);
-                t.meta.insert((p, META_MEMBERSHIP), encode(&stored).as_slice())?;
+                t.meta.open()?.insert((p, META_MEMBERSHIP), encode(&stored).as_slice())?;
                 ApplyResult::None
             }
         };
@@ -174,8 +174,8 @@ fn apply_entries(
         results.push(result);
     }
     if let Some(applied) = last_applied {
-        t.meta.insert((p, META_APPLIED), encode(&applied).as_slice())?;
-        t.meta.insert((p, META_LAST_COMMIT_TS), encode(&last_commit_ts).as_slice())?;
+        t.meta.open()?.insert((p, META_APPLIED), encode(&applied).as_slice())?;
+        t.meta.open()?.insert((p, META_LAST_COMMIT_TS), encode(&last_commit_ts).as_slice())?;
     }
     Ok((results, last_commit_ts))
 }
@@ -184,7 +184,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
     match command {
         Command::Write { ops, operation_id } => {
             if let Some(id) = &operation_id
-                && let Some(found) = t.operations.get((p, id.as_str()))?
+                && let Some(found) = t.operations.open()?.get((p, id.as_str()))?
             {
                 let record: OperationRecord = decode(OPERATIONS_TABLE, found.value())?;
                 return Ok(ApplyResult::Write(record.results));
@@ -192,11 +192,11 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             if let Err(e) = txn_state::check_plain_writes(t, p, ops.iter().map(|op| op.key()))? {
                 return Ok(ApplyResult::Blocked(e));
             }
-            let mut space = RedbSpace { table: &mut t.versions, partition: p };
+            let mut space = RedbSpace { table: t.versions.open()?, partition: p };
             let results = ops.iter().map(|op| apply_write(&mut space, op, ts)).collect::<Result<Vec<_>, _>>()?;
             if let Some(id) = &operation_id {
                 let record = OperationRecord { ts, results: results.clone() };
-                t.operations.insert((p, id.as_str()), encode(&record).as_slice())?;
+                t.operations.open()?.insert((p, id.as_str()), encode(&record).as_slice())?;
             }
             Ok(ApplyResult::Write(results))
         }
@@ -225,20 +225,20 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             TxnCommand::Resolve { txn_id, decision } => txn_state::apply_resolve(t, p, &txn_id, decision, ts)?,
         })),
         Command::Compact { before_ts, operations_before_ts } => {
-            let mut space = RedbSpace { table: &mut t.versions, partition: p };
+            let mut space = RedbSpace { table: t.versions.open()?, partition: p };
             let versions_removed = space.compact(before_ts)?;
-            t.operations.retain_in((p, "")..(p + 1, ""), |_, v| {
+            t.operations.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
                 decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
-            t.lock_operations.retain_in((p, "")..(p + 1, ""), |_, v| {
+            t.lock_operations.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
                 decode::<LockOperationRecord>(LOCK_OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
-            t.sequence_keys.retain_in((p, "", "")..(p + 1, "", ""), |_, v| {
+            t.sequence_keys.open()?.retain_in((p, "", "")..(p + 1, "", ""), |_, v| {
                 decode::<KeyRecord>(SEQUENCE_KEYS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
             })?;
             txn_state::compact(t, p, operations_before_ts)?;
-            let horizon = meta_get::<u64>(&t.meta, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
-            t.meta.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
+            let horizon = meta_get::<u64>(t.meta.open()?, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
+            t.meta.open()?.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
             Ok(ApplyResult::Compacted { versions_removed })
         }
     }
@@ -252,18 +252,18 @@ fn apply_lock_command(
     ts: u64,
 ) -> Result<ApplyResult, StoreError> {
     if let Some(id) = operation_id
-        && let Some(record) = get_named::<LockOperationRecord>(&t.lock_operations, LOCK_OPERATIONS_TABLE, p, id)?
+        && let Some(record) = get_named::<LockOperationRecord>(t.lock_operations.open()?, LOCK_OPERATIONS_TABLE, p, id)?
     {
         return Ok(ApplyResult::Lock(record.result));
     }
-    let current: Option<LockRecord> = get_named(&t.locks, LOCKS_TABLE, p, op.name())?;
+    let current: Option<LockRecord> = get_named(t.locks.open()?, LOCKS_TABLE, p, op.name())?;
     let (next, result) = apply_lock(current.as_ref(), op, ts, TokenSpace::PERSISTENT);
     if let Some(next) = next {
-        t.locks.insert((p, op.name()), encode(&next).as_slice())?;
+        t.locks.open()?.insert((p, op.name()), encode(&next).as_slice())?;
     }
     if let Some(id) = operation_id {
         let record = LockOperationRecord { ts, result: result.clone() };
-        t.lock_operations.insert((p, id), encode(&record).as_slice())?;
+        t.lock_operations.open()?.insert((p, id), encode(&record).as_slice())?;
     }
     Ok(ApplyResult::Lock(result))
 }
@@ -276,7 +276,7 @@ fn apply_sequence_command(
     op: SequenceOp,
     ts: u64,
 ) -> Result<Result<SequenceReply, KvError>, StoreError> {
-    let existing: Option<SequenceInfo> = get_named(&t.sequences, SEQUENCES_TABLE, p, op.name())?;
+    let existing: Option<SequenceInfo> = get_named(t.sequences.open()?, SEQUENCES_TABLE, p, op.name())?;
     match op {
         SequenceOp::Create { name, start, increment, max } => {
             let (info, created) = match sequences::create(existing.as_ref(), start, increment, max) {
@@ -284,7 +284,7 @@ fn apply_sequence_command(
                 Err(e) => return Ok(Err(e)),
             };
             if created {
-                t.sequences.insert((p, name.as_str()), encode(&info).as_slice())?;
+                t.sequences.open()?.insert((p, name.as_str()), encode(&info).as_slice())?;
             }
             Ok(Ok(SequenceReply::Created { created, info }))
         }
@@ -294,7 +294,7 @@ fn apply_sequence_command(
             };
             let key = idempotency_key.as_deref();
             if let Some(key) = key
-                && let Some(prior) = t.sequence_keys.get((p, name.as_str(), key))?
+                && let Some(prior) = t.sequence_keys.open()?.get((p, name.as_str(), key))?
             {
                 let prior: KeyRecord = decode(SEQUENCE_KEYS_TABLE, prior.value())?;
                 let replayed = sequences::replay(&name, key, &prior, count);
@@ -304,18 +304,18 @@ fn apply_sequence_command(
                 Ok(reserved) => reserved,
                 Err(e) => return Ok(Err(e)),
             };
-            t.sequences.insert((p, name.as_str()), encode(&next).as_slice())?;
+            t.sequences.open()?.insert((p, name.as_str()), encode(&next).as_slice())?;
             if let Some(key) = key {
                 let record = KeyRecord { ts, allocation };
-                t.sequence_keys.insert((p, name.as_str(), key), encode(&record).as_slice())?;
+                t.sequence_keys.open()?.insert((p, name.as_str(), key), encode(&record).as_slice())?;
             }
             Ok(Ok(SequenceReply::Allocated { allocation, replayed: false }))
         }
         SequenceOp::Delete { name } => {
-            let deleted = t.sequences.remove((p, name.as_str()))?.is_some();
+            let deleted = t.sequences.open()?.remove((p, name.as_str()))?.is_some();
             // "name\0" is the smallest name after "name": the range holds exactly its keys.
             let end = format!("{name}\0");
-            t.sequence_keys.retain_in((p, name.as_str(), "")..(p, end.as_str(), ""), |_, _| false)?;
+            t.sequence_keys.open()?.retain_in((p, name.as_str(), "")..(p, end.as_str(), ""), |_, _| false)?;
             Ok(Ok(SequenceReply::Deleted { deleted }))
         }
     }
@@ -364,33 +364,33 @@ fn install(
     applied: Option<LogId>,
     membership: &Membership,
 ) -> Result<(), StoreError> {
-    t.versions.retain_in((p, "", 0u64)..(p + 1, "", 0u64), |_, _| false)?;
+    t.versions.open()?.retain_in((p, "", 0u64)..(p + 1, "", 0u64), |_, _| false)?;
     for (key, ts, version) in &snap.versions {
-        t.versions.insert((p, key.as_str(), !ts), encode(version).as_slice())?;
+        t.versions.open()?.insert((p, key.as_str(), !ts), encode(version).as_slice())?;
     }
-    install_named(&mut t.operations, p, &snap.operations)?;
-    install_named(&mut t.locks, p, &snap.locks)?;
-    install_named(&mut t.lock_operations, p, &snap.lock_operations)?;
-    install_named(&mut t.sequences, p, &snap.sequences)?;
-    t.sequence_keys.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
+    install_named(t.operations.open()?, p, &snap.operations)?;
+    install_named(t.locks.open()?, p, &snap.locks)?;
+    install_named(t.lock_operations.open()?, p, &snap.lock_operations)?;
+    install_named(t.sequences.open()?, p, &snap.sequences)?;
+    t.sequence_keys.open()?.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
     for (name, key, record) in &snap.sequence_keys {
-        t.sequence_keys.insert((p, name.as_str(), key.as_str()), encode(record).as_slice())?;
+        t.sequence_keys.open()?.insert((p, name.as_str(), key.as_str()), encode(record).as_slice())?;
     }
-    t.intents.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
+    t.intents.open()?.retain_in((p, "", "")..(p + 1, "", ""), |_, _| false)?;
     for (key, txn_id, intent) in &snap.intents {
-        t.intents.insert((p, key.as_str(), txn_id.as_str()), encode(intent).as_slice())?;
+        t.intents.open()?.insert((p, key.as_str(), txn_id.as_str()), encode(intent).as_slice())?;
     }
-    install_named(&mut t.prepared, p, &snap.prepared)?;
-    install_named(&mut t.finished, p, &snap.finished)?;
-    install_named(&mut t.txn_records, p, &snap.txn_records)?;
+    install_named(t.prepared.open()?, p, &snap.prepared)?;
+    install_named(t.finished.open()?, p, &snap.finished)?;
+    install_named(t.txn_records.open()?, p, &snap.txn_records)?;
     // Stored as a bare LogId (see `applied_state`), absent when nothing was applied.
     match applied {
-        Some(applied) => t.meta.insert((p, META_APPLIED), encode(&applied).as_slice())?,
-        None => t.meta.remove((p, META_APPLIED))?,
+        Some(applied) => t.meta.open()?.insert((p, META_APPLIED), encode(&applied).as_slice())?,
+        None => t.meta.open()?.remove((p, META_APPLIED))?,
     };
-    t.meta.insert((p, META_MEMBERSHIP), encode(membership).as_slice())?;
-    t.meta.insert((p, META_LAST_COMMIT_TS), encode(&snap.last_commit_ts).as_slice())?;
-    t.meta.insert((p, META_COMPACTED_BEFORE), encode(&snap.compacted_before).as_slice())?;
+    t.meta.open()?.insert((p, META_MEMBERSHIP), encode(membership).as_slice())?;
+    t.meta.open()?.insert((p, META_LAST_COMMIT_TS), encode(&snap.last_commit_ts).as_slice())?;
+    t.meta.open()?.insert((p, META_COMPACTED_BEFORE), encode(&snap.compacted_before).as_slice())?;
     Ok(())
 }
 

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Database, Durability, Key, ReadableDatabase, ReadableTable, Table, TableDefinition, Value, WriteTransaction,
+};
 
 use crate::error::StoreError;
 use crate::schema::{
@@ -35,7 +37,7 @@ use crate::schema::{
     SEQUENCES, TXN_RECORDS, VERSIONS,
 };
 use crate::sim_disk::SimDisk;
-use crate::wal::{LogBatch, LogDir, Wal};
+use crate::wal::{LogBatch, LogDir, SEGMENT_BYTES, Wal};
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
@@ -51,36 +53,81 @@ pub(crate) enum Flush {
     State,
 }
 
-/// The state file's tables in one batch's write transaction, opened once per batch.
+/// One of the state file's tables in a batch's write transaction, opened the first time
+/// a job of the batch uses it. Opening one is a lookup in redb's table tree and each open
+/// table is flushed at commit; a put uses four of the eleven (`meta`, `versions`,
+/// `operations`, `intents`; `prepared` when checking scans).
+pub(crate) struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<'static, K, V>,
+    table: Option<Table<'t, K, V>>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
+    fn new(txn: &'t WriteTransaction, definition: TableDefinition<'static, K, V>) -> Self {
+        Self { txn, definition, table: None }
+    }
+
+    /// The table, opened now if no job of the batch opened it yet.
+    pub(crate) fn open(&mut self) -> Result<&mut Table<'t, K, V>, StoreError> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => self.txn.open_table(self.definition)?,
+        };
+        Ok(self.table.insert(table))
+    }
+}
+
+/// A table keyed by partition and name (locks, sequences, operations, ...).
+pub(crate) type NamedTable<'t> = LazyTable<'t, (u32, &'static str), &'static [u8]>;
+
+/// The state file's tables in one batch's write transaction.
 pub(crate) struct Tables<'t> {
-    pub(crate) meta: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) versions: Table<'t, (u32, &'static str, u64), &'static [u8]>,
-    pub(crate) operations: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) locks: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) lock_operations: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) sequences: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) sequence_keys: Table<'t, (u32, &'static str, &'static str), &'static [u8]>,
-    pub(crate) intents: Table<'t, (u32, &'static str, &'static str), &'static [u8]>,
-    pub(crate) prepared: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) finished: Table<'t, (u32, &'static str), &'static [u8]>,
-    pub(crate) txn_records: Table<'t, (u32, &'static str), &'static [u8]>,
+    pub(crate) meta: NamedTable<'t>,
+    pub(crate) versions: LazyTable<'t, (u32, &'static str, u64), &'static [u8]>,
+    pub(crate) operations: NamedTable<'t>,
+    pub(crate) locks: NamedTable<'t>,
+    pub(crate) lock_operations: NamedTable<'t>,
+    pub(crate) sequences: NamedTable<'t>,
+    pub(crate) sequence_keys: LazyTable<'t, (u32, &'static str, &'static str), &'static [u8]>,
+    pub(crate) intents: LazyTable<'t, (u32, &'static str, &'static str), &'static [u8]>,
+    pub(crate) prepared: NamedTable<'t>,
+    pub(crate) finished: NamedTable<'t>,
+    pub(crate) txn_records: NamedTable<'t>,
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            meta: txn.open_table(META)?,
-            versions: txn.open_table(VERSIONS)?,
-            operations: txn.open_table(OPERATIONS)?,
-            locks: txn.open_table(LOCKS)?,
-            lock_operations: txn.open_table(LOCK_OPERATIONS)?,
-            sequences: txn.open_table(SEQUENCES)?,
-            sequence_keys: txn.open_table(SEQUENCE_KEYS)?,
-            intents: txn.open_table(INTENTS)?,
-            prepared: txn.open_table(PREPARED)?,
-            finished: txn.open_table(FINISHED)?,
-            txn_records: txn.open_table(TXN_RECORDS)?,
-        })
+    fn new(txn: &'t WriteTransaction) -> Self {
+        Self {
+            meta: LazyTable::new(txn, META),
+            versions: LazyTable::new(txn, VERSIONS),
+            operations: LazyTable::new(txn, OPERATIONS),
+            locks: LazyTable::new(txn, LOCKS),
+            lock_operations: LazyTable::new(txn, LOCK_OPERATIONS),
+            sequences: LazyTable::new(txn, SEQUENCES),
+            sequence_keys: LazyTable::new(txn, SEQUENCE_KEYS),
+            intents: LazyTable::new(txn, INTENTS),
+            prepared: LazyTable::new(txn, PREPARED),
+            finished: LazyTable::new(txn, FINISHED),
+            txn_records: LazyTable::new(txn, TXN_RECORDS),
+        }
+    }
+
+    /// Opens every table, creating those the file lacks.
+    fn create_all(txn: &'t WriteTransaction) -> Result<(), StoreError> {
+        let mut t = Self::new(txn);
+        t.meta.open()?;
+        t.versions.open()?;
+        t.operations.open()?;
+        t.locks.open()?;
+        t.lock_operations.open()?;
+        t.sequences.open()?;
+        t.sequence_keys.open()?;
+        t.intents.open()?;
+        t.prepared.open()?;
+        t.finished.open()?;
+        t.txn_records.open()?;
+        Ok(())
     }
 }
 
@@ -144,6 +191,15 @@ impl Storage {
     /// Opens (or creates) the data files in `dir` or on a simulated disk, committed by the
     /// storage thread or inline.
     pub(crate) fn open_with(dir: &Path, files: &DataFiles, mode: StorageMode) -> Result<Arc<Self>, StoreError> {
+        Self::open_segments(dir, files, mode, SEGMENT_BYTES)
+    }
+
+    fn open_segments(
+        dir: &Path,
+        files: &DataFiles,
+        mode: StorageMode,
+        segment_bytes: u64,
+    ) -> Result<Arc<Self>, StoreError> {
         let state = match files {
             DataFiles::Directory => {
                 std::fs::create_dir_all(dir)?;
@@ -153,10 +209,13 @@ impl Storage {
         };
         // The state file first: its format check refuses a directory of an older build.
         check_format(&state)?;
-        let log = Wal::open(match files {
-            DataFiles::Directory => LogDir::Directory(dir.to_path_buf()),
-            DataFiles::Simulated(disk) => LogDir::Simulated(disk.clone()),
-        })?;
+        let log = Wal::open_with(
+            match files {
+                DataFiles::Directory => LogDir::Directory(dir.to_path_buf()),
+                DataFiles::Simulated(disk) => LogDir::Simulated(disk.clone()),
+            },
+            segment_bytes,
+        )?;
         let (log, state) = (Arc::new(log), Arc::new(state));
         let jobs = match mode {
             StorageMode::Inline => None,
@@ -253,7 +312,7 @@ fn check_format(state: &Database) -> Result<(), StoreError> {
         }
     }
     // Create every table so read transactions never meet a missing one.
-    Tables::open(&txn)?;
+    Tables::create_all(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -311,7 +370,7 @@ fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>) -> Result<(), StoreEr
     let mut log_batch = LogBatch::default();
     completions.extend(log_work.into_iter().map(|work| work(&mut log_batch)));
     if let Some(txn) = &state_txn {
-        let mut tables = Tables::open(txn)?;
+        let mut tables = Tables::new(txn);
         completions.extend(state_work.into_iter().map(|work| work(&mut tables)));
     }
     let started = std::time::Instant::now();
@@ -342,4 +401,116 @@ fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>) -> Result<(), StoreEr
 
 fn commit(txn: Option<WriteTransaction>) -> Result<(), redb::CommitError> {
     txn.map_or(Ok(()), WriteTransaction::commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use openraft::testing::log_id;
+
+    use super::*;
+
+    /// Storage on `disk` with its storage thread, and small log segments.
+    fn threaded(disk: &SimDisk) -> Result<Arc<Storage>, StoreError> {
+        Storage::open_segments(Path::new("sim"), &DataFiles::Simulated(disk.clone()), StorageMode::Thread, 4096)
+    }
+
+    fn entry(index: u64) -> Vec<u8> {
+        vec![index as u8; 100]
+    }
+
+    /// Waits until `count` says `n` jobs completed.
+    fn wait_for(count: &Mutex<usize>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while *count.lock().unwrap_or_else(|p| p.into_inner()) < n {
+            assert!(Instant::now() < deadline, "storage jobs did not complete");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A durable log job completes only once its write is synced: crashing the disk from
+    /// inside the completion of the n-th job (on the storage thread, so no later batch can
+    /// be written first) keeps the first n entries, across small segments.
+    #[test]
+    fn a_durable_log_job_completes_only_once_synced() -> Result<(), StoreError> {
+        for crash_at in [1u64, 7, 40, 123, 199] {
+            let disk = SimDisk::new();
+            let storage = threaded(&disk)?;
+            let (completed, crashed) = (Arc::new(Mutex::new(0usize)), Arc::new(Mutex::new(None)));
+            for i in 1..=200u64 {
+                let (completed, crashed, disk) = (completed.clone(), crashed.clone(), disk.clone());
+                storage.submit_log(
+                    Flush::Log,
+                    Box::new(move |log| {
+                        log.entry(1, i, entry(i));
+                        Box::new(move |outcome| {
+                            let mut crashed = crashed.lock().unwrap_or_else(|p| p.into_inner());
+                            if outcome.is_ok() && crashed.is_none() && i == crash_at {
+                                disk.crash();
+                                *crashed = Some(i);
+                            }
+                            *completed.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                        })
+                    }),
+                )?;
+            }
+            wait_for(&completed, 200);
+            drop(storage);
+            assert_eq!(*crashed.lock().unwrap_or_else(|p| p.into_inner()), Some(crash_at));
+            let log = Wal::open_with(LogDir::Simulated(disk.clone()), 4096)?;
+            let found = log.read(1, 1, crash_at + 1)?;
+            assert!(
+                found == (1..=crash_at).map(entry).collect::<Vec<_>>(),
+                "crash at {crash_at}: {} entries",
+                found.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Submits a log job writing with `write`; its completion counts in `completed`.
+    fn submit(
+        storage: &Storage,
+        completed: &Arc<Mutex<usize>>,
+        flush: Flush,
+        write: impl FnOnce(&mut LogBatch) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let completed = completed.clone();
+        storage.submit_log(
+            flush,
+            Box::new(move |log| {
+                write(log);
+                Box::new(move |outcome: Result<(), String>| {
+                    assert_eq!(outcome, Ok(()));
+                    *completed.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                })
+            }),
+        )
+    }
+
+    /// Segments freed by a purge are deleted once a durable write made the purge safe.
+    #[test]
+    fn purged_segments_are_deleted() -> Result<(), StoreError> {
+        let disk = SimDisk::new();
+        let storage = threaded(&disk)?;
+        let completed = Arc::new(Mutex::new(0usize));
+        for i in 1..=300u64 {
+            submit(&storage, &completed, Flush::Log, move |log| log.entry(1, i, entry(i)))?;
+        }
+        submit(&storage, &completed, Flush::Nothing, |log| log.purge(1, log_id(1, 1, 250)))?;
+        for i in 301..=320u64 {
+            submit(&storage, &completed, Flush::Log, move |log| log.entry(1, i, entry(i)))?;
+        }
+        wait_for(&completed, 321);
+        drop(storage);
+        let segments = disk.files().iter().filter(|f| f.ends_with(".wal")).count();
+        assert!(segments < 5, "{segments} segments left: the purged ones were not deleted");
+        disk.crash();
+        let log = Wal::open_with(LogDir::Simulated(disk.clone()), 4096)?;
+        assert_eq!(log.purged(1), Some(log_id(1, 1, 250)));
+        assert_eq!(log.read(1, 251, 321)?, (251..=320).map(entry).collect::<Vec<_>>());
+        Ok(())
+    }
 }

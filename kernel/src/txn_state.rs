@@ -28,7 +28,7 @@ use crate::schema::{
     FINISHED_TABLE, INTENTS_TABLE, LOCKS_TABLE, PREPARED_TABLE, SEQUENCES_TABLE, TXN_RECORDS_TABLE, decode, encode,
 };
 use crate::state_machine::get_named;
-use crate::storage::Tables;
+use crate::storage::{NamedTable, Tables};
 use crate::types::{
     PartitionId, ScannedRange, SequenceInfo, TxnDecision, TxnPart, TxnRecord, TxnReply, WriteOp, WriteResult,
 };
@@ -164,17 +164,17 @@ where
 /// Whether plain writes of `keys` may apply now: `Locked` when any intent holds one of
 /// them or a prepared scan covers it.
 pub(crate) fn check_plain_writes<'k>(
-    t: &Tables<'_>,
+    t: &mut Tables<'_>,
     p: PartitionId,
     keys: impl Iterator<Item = &'k str>,
 ) -> Result<Result<(), KvError>, StoreError> {
     let keys: Vec<&str> = keys.collect();
     for key in &keys {
-        if let Some((txn, intent)) = intents_on(&t.intents, p, key)?.into_iter().next() {
+        if let Some((txn, intent)) = intents_on(t.intents.open()?, p, key)?.into_iter().next() {
             return Ok(Err(locked(key, &txn, &intent)));
         }
     }
-    for (txn, prepared) in prepared_of(&t.prepared, p)? {
+    for (txn, prepared) in prepared_of(t.prepared.open()?, p)? {
         if let Some(key) = keys.iter().find(|k| prepared.part.scans.iter().any(|r| r.contains(k))) {
             let intent = Intent {
                 write: false,
@@ -207,13 +207,13 @@ fn conflict(message: String) -> Result<Result<(), KvError>, StoreError> {
 
 /// Validates `part` of transaction `txn_id` against its snapshot (see the module rules).
 fn validate(
-    t: &Tables<'_>,
+    t: &mut Tables<'_>,
     p: PartitionId,
     txn_id: &str,
     snapshot_ts: u64,
     part: &TxnPart,
 ) -> Result<Result<(), KvError>, StoreError> {
-    let versions = RedbSpace { table: &t.versions, partition: p };
+    let versions = RedbSpace { table: t.versions.open()?, partition: p };
     let writes: Vec<&str> = part.writes.iter().map(WriteOp::key).collect();
     for key in part.keys() {
         if let Some((ts, _)) = versions.latest(key)?
@@ -222,24 +222,24 @@ fn validate(
             return conflict(format!("key {key:?} changed after the transaction's snapshot"));
         }
         let writing = writes.contains(&key);
-        for (other, intent) in intents_on(&t.intents, p, key)? {
+        for (other, intent) in intents_on(t.intents.open()?, p, key)? {
             if other != txn_id && (intent.write || writing) {
                 return conflict(format!("key {key:?} is held by transaction {other}"));
             }
         }
     }
     for record in &part.records {
-        if !record_unchanged(t, p, record)? {
+        if !record_unchanged(&mut t.locks, &mut t.sequences, p, record)? {
             return conflict(format!("{} changed after the transaction read it", describe(record)));
         }
         let key = record.intent_key();
-        for (other, intent) in intents_on(&t.intents, p, &key)? {
+        for (other, intent) in intents_on(t.intents.open()?, p, &key)? {
             if other != txn_id && (intent.write || record.writes()) {
                 return conflict(format!("{} is held by transaction {other}", describe(record)));
             }
         }
     }
-    for (other, prepared) in prepared_of(&t.prepared, p)? {
+    for (other, prepared) in prepared_of(t.prepared.open()?, p)? {
         if other == txn_id {
             continue;
         }
@@ -267,7 +267,7 @@ fn validate(
             return conflict(format!("key {key:?} in a scanned range changed after the transaction's snapshot"));
         }
         let mut held = None;
-        intents_in(&t.intents, p, range, |key, other, intent| {
+        intents_in(t.intents.open()?, p, range, |key, other, intent| {
             if other != txn_id && intent.write {
                 held = Some((key.to_owned(), other.to_owned()));
                 return false;
@@ -290,14 +290,19 @@ fn describe(record: &TxnRecord) -> String {
 
 /// Whether a lock or sequence is as the transaction read it. Their states only move
 /// forward (tokens and allocations grow), so equal means untouched.
-fn record_unchanged(t: &Tables<'_>, p: PartitionId, record: &TxnRecord) -> Result<bool, StoreError> {
+fn record_unchanged(
+    locks: &mut NamedTable<'_>,
+    sequences: &mut NamedTable<'_>,
+    p: PartitionId,
+    record: &TxnRecord,
+) -> Result<bool, StoreError> {
     Ok(match record {
         TxnRecord::Lock { name, seen, .. } => {
-            let current: Option<LockRecord> = get_named(&t.locks, LOCKS_TABLE, p, name)?;
+            let current: Option<LockRecord> = get_named(locks.open()?, LOCKS_TABLE, p, name)?;
             current.unwrap_or_default() == *seen
         }
         TxnRecord::Sequence { name, seen, .. } => {
-            let current: Option<SequenceInfo> = get_named(&t.sequences, SEQUENCES_TABLE, p, name)?;
+            let current: Option<SequenceInfo> = get_named(sequences.open()?, SEQUENCES_TABLE, p, name)?;
             current == *seen
         }
     })
@@ -308,31 +313,31 @@ fn writes_at(t: &mut Tables<'_>, p: PartitionId, part: &TxnPart, ts: u64) -> Res
     for record in &part.records {
         match record {
             TxnRecord::Lock { name, write: Some(state), .. } => {
-                t.locks.insert((p, name.as_str()), encode(state).as_slice())?;
+                t.locks.open()?.insert((p, name.as_str()), encode(state).as_slice())?;
             }
             TxnRecord::Sequence { name, write: Some(Some(info)), .. } => {
-                t.sequences.insert((p, name.as_str()), encode(info).as_slice())?;
+                t.sequences.open()?.insert((p, name.as_str()), encode(info).as_slice())?;
             }
             TxnRecord::Sequence { name, write: Some(None), .. } => {
-                t.sequences.remove((p, name.as_str()))?;
+                t.sequences.open()?.remove((p, name.as_str()))?;
                 let end = format!("{name}\0");
-                t.sequence_keys.retain_in((p, name.as_str(), "")..(p, end.as_str(), ""), |_, _| false)?;
+                t.sequence_keys.open()?.retain_in((p, name.as_str(), "")..(p, end.as_str(), ""), |_, _| false)?;
             }
             TxnRecord::Lock { write: None, .. } | TxnRecord::Sequence { write: None, .. } => {}
         }
     }
-    let mut space = RedbSpace { table: &mut t.versions, partition: p };
+    let mut space = RedbSpace { table: t.versions.open()?, partition: p };
     part.writes.iter().map(|op| apply_write(&mut space, op, ts)).collect()
 }
 
 /// Whether a plain lock or sequence command on `intent_key` may apply now: `Locked`
 /// when a prepared transaction holds the lock or sequence.
 pub(crate) fn check_record(
-    t: &Tables<'_>,
+    t: &mut Tables<'_>,
     p: PartitionId,
     intent_key: &str,
 ) -> Result<Result<(), KvError>, StoreError> {
-    Ok(match intents_on(&t.intents, p, intent_key)?.into_iter().next() {
+    Ok(match intents_on(t.intents.open()?, p, intent_key)?.into_iter().next() {
         Some((txn, intent)) => Err(locked(intent_key, &txn, &intent)),
         None => Ok(()),
     })
@@ -346,7 +351,7 @@ fn finish(
     reply: Result<TxnReply, KvError>,
 ) -> Result<Result<TxnReply, KvError>, StoreError> {
     let record = Finished { ts, reply: reply.clone() };
-    t.finished.insert((p, txn_id), encode(&record).as_slice())?;
+    t.finished.open()?.insert((p, txn_id), encode(&record).as_slice())?;
     Ok(reply)
 }
 
@@ -366,7 +371,7 @@ pub(crate) fn apply_commit(
     part: &TxnPart,
     ts: u64,
 ) -> Result<Result<TxnReply, KvError>, StoreError> {
-    if let Some(done) = finished(&t.finished, p, txn_id)? {
+    if let Some(done) = finished(t.finished.open()?, p, txn_id)? {
         return Ok(done.reply);
     }
     if let Err(e) = validate(t, p, txn_id, snapshot_ts, part)? {
@@ -385,12 +390,12 @@ pub(crate) fn apply_prepare(
     snapshot_ts: u64,
     prepared: Prepared,
 ) -> Result<Result<TxnReply, KvError>, StoreError> {
-    if finished(&t.finished, p, txn_id)?.is_some() {
+    if finished(t.finished.open()?, p, txn_id)?.is_some() {
         // Resolved before this prepare arrived (a late or repeated proposal): refuse, so
         // no intent outlives the decision.
         return Ok(Err(KvError::Conflict(format!("transaction {txn_id} was already resolved"))));
     }
-    if let Some(found) = t.prepared.get((p, txn_id))? {
+    if let Some(found) = t.prepared.open()?.get((p, txn_id))? {
         let prepared: Prepared = decode(PREPARED_TABLE, found.value())?;
         return Ok(Ok(TxnReply::Prepared { prepare_ts: prepared.prepare_ts }));
     }
@@ -401,13 +406,13 @@ pub(crate) fn apply_prepare(
     let writes: Vec<String> = part.writes.iter().map(|w| w.key().to_owned()).collect();
     for key in part.reads.iter().chain(&writes) {
         let intent = Intent { write: writes.contains(key), prepare_ts: ts, deadline_ms, record_partition };
-        t.intents.insert((p, key.as_str(), txn_id), encode(&intent).as_slice())?;
+        t.intents.open()?.insert((p, key.as_str(), txn_id), encode(&intent).as_slice())?;
     }
     for record in &part.records {
         let intent = Intent { write: record.writes(), prepare_ts: ts, deadline_ms, record_partition };
-        t.intents.insert((p, record.intent_key().as_str(), txn_id), encode(&intent).as_slice())?;
+        t.intents.open()?.insert((p, record.intent_key().as_str(), txn_id), encode(&intent).as_slice())?;
     }
-    t.prepared.insert((p, txn_id), encode(&prepared).as_slice())?;
+    t.prepared.open()?.insert((p, txn_id), encode(&prepared).as_slice())?;
     Ok(Ok(TxnReply::Prepared { prepare_ts: ts }))
 }
 
@@ -419,11 +424,11 @@ pub(crate) fn apply_decide(
     decision: TxnDecision,
     ts: u64,
 ) -> Result<Result<TxnReply, KvError>, StoreError> {
-    if let Some(found) = t.txn_records.get((p, txn_id))? {
+    if let Some(found) = t.txn_records.open()?.get((p, txn_id))? {
         let record: Record = decode(TXN_RECORDS_TABLE, found.value())?;
         return Ok(Ok(TxnReply::Decided(record.decision)));
     }
-    t.txn_records.insert((p, txn_id), encode(&Record { ts, decision }).as_slice())?;
+    t.txn_records.open()?.insert((p, txn_id), encode(&Record { ts, decision }).as_slice())?;
     Ok(Ok(TxnReply::Decided(decision)))
 }
 
@@ -435,17 +440,17 @@ pub(crate) fn apply_resolve(
     decision: TxnDecision,
     ts: u64,
 ) -> Result<Result<TxnReply, KvError>, StoreError> {
-    let prepared = match t.prepared.remove((p, txn_id))? {
+    let prepared = match t.prepared.open()?.remove((p, txn_id))? {
         Some(found) => Some(decode::<Prepared>(PREPARED_TABLE, found.value())?),
         None => None,
     };
     if let Some(prepared) = prepared {
         let writes: Vec<&str> = prepared.part.writes.iter().map(WriteOp::key).collect();
         for key in prepared.part.reads.iter().map(String::as_str).chain(writes) {
-            t.intents.remove((p, key, txn_id))?;
+            t.intents.open()?.remove((p, key, txn_id))?;
         }
         for record in &prepared.part.records {
-            t.intents.remove((p, record.intent_key().as_str(), txn_id))?;
+            t.intents.open()?.remove((p, record.intent_key().as_str(), txn_id))?;
         }
         if let TxnDecision::Commit { commit_ts } = decision {
             // The keys were held since the prepare, so no version of them is newer than
@@ -454,7 +459,7 @@ pub(crate) fn apply_resolve(
             writes_at(t, p, &prepared.part, commit_ts)?;
         }
     }
-    if finished(&t.finished, p, txn_id)?.is_none() {
+    if finished(t.finished.open()?, p, txn_id)?.is_none() {
         return finish(t, p, txn_id, ts, Ok(TxnReply::Resolved));
     }
     Ok(Ok(TxnReply::Resolved))
@@ -462,10 +467,10 @@ pub(crate) fn apply_resolve(
 
 /// Drops finished markers and records older than `before_ts` (operation retention).
 pub(crate) fn compact(t: &mut Tables<'_>, p: PartitionId, before_ts: u64) -> Result<(), StoreError> {
-    t.finished.retain_in((p, "")..(p + 1, ""), |_, v| {
+    t.finished.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
         decode::<Finished>(FINISHED_TABLE, v).is_ok_and(|r| r.ts >= before_ts)
     })?;
-    t.txn_records.retain_in((p, "")..(p + 1, ""), |_, v| {
+    t.txn_records.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
         decode::<Record>(TXN_RECORDS_TABLE, v).is_ok_and(|r| r.ts >= before_ts)
     })?;
     Ok(())

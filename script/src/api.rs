@@ -24,6 +24,10 @@
 //! checked: an unknown option name is an error, so a typo never passes silently.
 //! Functions that reach the transaction are async under the hood; they may be called
 //! from the script's main body and the functions it calls, not from inside a coroutine.
+//!
+//! The functions are created once per Lua state and serve one run after another: they
+//! reach the current run's [`RunCtx`] through a cell the engine sets when the run starts
+//! and clears when it ends; between runs they fail. Only `kahuna.args` is made per run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,11 +43,11 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::ScriptError;
 use crate::limits::Budget;
-use crate::sandbox::{Sandbox, script_line};
+use crate::sandbox::{RunCell, Sandbox, script_line};
 use crate::txn::{ReadOpts, ScanOpts, ScriptTxn};
 use crate::value::{ScriptArgs, args_to_lua};
 
-/// What the `kahuna` functions of one run share.
+/// What the `kahuna` functions share during one run.
 pub(crate) struct RunCtx<T> {
     /// The run's transaction; taken out by the engine when the script has ended.
     pub(crate) txn: Arc<Mutex<Option<T>>>,
@@ -74,60 +78,86 @@ macro_rules! with_txn {
     }};
 }
 
-/// Adds the `kahuna` table (functions and `args`) to the sandbox's globals.
-pub(crate) fn install<T: ScriptTxn>(sb: &Sandbox, ctx: Arc<RunCtx<T>>, args: &ScriptArgs) -> Result<(), ScriptError> {
-    let lua = &sb.lua;
-    let lua_err = |e: mlua::Error| ScriptError::from_lua(&e);
-    let k = lua.create_table().map_err(lua_err)?;
-    k.raw_set("args", args_to_lua(lua, args)?).map_err(lua_err)?;
-    let ts = ctx.snapshot_ts;
-    let f = lua.create_function(move |_, ()| Ok(lua_int(ts))).map_err(lua_err)?;
-    k.raw_set("now", f).map_err(lua_err)?;
-    let f = lua.create_function(move |_, ()| Ok(lua_int(physical_ms(ts)))).map_err(lua_err)?;
-    k.raw_set("now_ms", f).map_err(lua_err)?;
-
-    register(lua, &k, &ctx, "get", get)?;
-    register(lua, &k, &ctx, "exists", exists)?;
-    register(lua, &k, &ctx, "set", set)?;
-    register(lua, &k, &ctx, "delete", delete)?;
-    register(lua, &k, &ctx, "extend", extend)?;
-    register(lua, &k, &ctx, "scan", scan)?;
-    register(lua, &k, &ctx, "lock", lock)?;
-    register(lua, &k, &ctx, "unlock", unlock)?;
-    register(lua, &k, &ctx, "extend_lock", extend_lock)?;
-    register(lua, &k, &ctx, "get_lock", get_lock)?;
-    register(lua, &k, &ctx, "create_sequence", create_sequence)?;
-    register(lua, &k, &ctx, "next_sequence", next_sequence)?;
-    register(lua, &k, &ctx, "reserve_sequence", reserve_sequence)?;
-    register(lua, &k, &ctx, "get_sequence", get_sequence)?;
-    register(lua, &k, &ctx, "delete_sequence", delete_sequence)?;
-
-    let proxy: Table = sb.readonly.call(("kahuna", k)).map_err(lua_err)?;
-    sb.globals.raw_set("kahuna", proxy).map_err(lua_err)
+/// The `kahuna` functions of one Lua state. They are created once, with the state, and
+/// reach the run the state serves through `current`.
+pub(crate) struct Api<T> {
+    current: Arc<RunCell<RunCtx<T>>>,
 }
 
-/// Registers `kahuna.<name>` as an async function running `f`. Errors name the
-/// script line of the call.
-fn register<T, F, Fut>(lua: &Lua, k: &Table, ctx: &Arc<RunCtx<T>>, name: &'static str, f: F) -> Result<(), ScriptError>
+impl<T: ScriptTxn> Api<T> {
+    /// Creates the `kahuna` functions in the sandbox's `kahuna` table.
+    pub(crate) fn install(sb: &Sandbox) -> Result<Self, ScriptError> {
+        let (lua, k) = (&sb.lua, &sb.kahuna);
+        let current = RunCell::new();
+        let cell = current.clone();
+        let f = lua.create_function(move |_, ()| Ok(lua_int(run_ctx(&cell)?.snapshot_ts))).map_err(lua_err)?;
+        k.raw_set("now", f).map_err(lua_err)?;
+        let cell = current.clone();
+        let f =
+            lua.create_function(move |_, ()| Ok(lua_int(physical_ms(run_ctx(&cell)?.snapshot_ts)))).map_err(lua_err)?;
+        k.raw_set("now_ms", f).map_err(lua_err)?;
+
+        register(lua, k, &current, "get", get)?;
+        register(lua, k, &current, "exists", exists)?;
+        register(lua, k, &current, "set", set)?;
+        register(lua, k, &current, "delete", delete)?;
+        register(lua, k, &current, "extend", extend)?;
+        register(lua, k, &current, "scan", scan)?;
+        register(lua, k, &current, "lock", lock)?;
+        register(lua, k, &current, "unlock", unlock)?;
+        register(lua, k, &current, "extend_lock", extend_lock)?;
+        register(lua, k, &current, "get_lock", get_lock)?;
+        register(lua, k, &current, "create_sequence", create_sequence)?;
+        register(lua, k, &current, "next_sequence", next_sequence)?;
+        register(lua, k, &current, "reserve_sequence", reserve_sequence)?;
+        register(lua, k, &current, "get_sequence", get_sequence)?;
+        register(lua, k, &current, "delete_sequence", delete_sequence)?;
+        Ok(Self { current })
+    }
+
+    /// Makes `ctx` the run the functions serve and gives it its own `kahuna.args`.
+    pub(crate) fn begin(&self, sb: &Sandbox, ctx: Arc<RunCtx<T>>, args: &ScriptArgs) -> Result<(), ScriptError> {
+        self.current.set(ctx);
+        sb.kahuna.raw_set("args", args_to_lua(&sb.lua, args)?).map_err(lua_err)
+    }
+
+    /// Ends the run: the functions fail until the next one begins, and its arguments
+    /// become garbage.
+    pub(crate) fn end(&self, sb: &Sandbox) -> Result<(), ScriptError> {
+        self.current.clear();
+        sb.kahuna.raw_set("args", Value::Nil).map_err(lua_err)
+    }
+}
+
+/// The run a `kahuna` function serves, as a Lua error when none is running.
+fn run_ctx<T>(cell: &RunCell<RunCtx<T>>) -> mlua::Result<Arc<RunCtx<T>>> {
+    cell.get().map_err(ScriptError::into_lua)
+}
+
+/// Registers `kahuna.<name>` as an async function running `f` for the current run.
+/// Errors name the script line of the call.
+fn register<T, F, Fut>(
+    lua: &Lua,
+    k: &Table,
+    current: &Arc<RunCell<RunCtx<T>>>,
+    name: &'static str,
+    f: F,
+) -> Result<(), ScriptError>
 where
     T: ScriptTxn,
     F: Fn(Lua, Call, Arc<RunCtx<T>>, Args) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = Result<MultiValue, ScriptError>> + Send + 'static,
 {
-    let ctx = ctx.clone();
+    let current = current.clone();
     let func = lua
         .create_async_function(move |lua: Lua, args: MultiValue| {
             let call = Call { name, line: script_line(&lua) };
-            let ctx = ctx.clone();
-            let allowed = check_thread(&lua, &call, &ctx);
-            let fut = f(lua, call, ctx, Args(args.into_vec()));
-            async move {
-                allowed?;
-                fut.await.map_err(|e| e.at_line(call.line).into_lua())
-            }
+            let ctx = run_ctx(&current).and_then(|ctx| check_thread(&lua, &call, &ctx).map(|()| ctx));
+            let args = Args(args.into_vec());
+            async move { f(lua, call, ctx?, args).await.map_err(|e| e.at_line(call.line).into_lua()) }
         })
-        .map_err(|e| ScriptError::from_lua(&e))?;
-    k.raw_set(name, func).map_err(|e| ScriptError::from_lua(&e))
+        .map_err(lua_err)?;
+    k.raw_set(name, func).map_err(lua_err)
 }
 
 /// Refuses calls after a limit ended the run, and calls from inside a coroutine: a

@@ -9,11 +9,12 @@ use mlua::MultiValue;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::api::{self, RunCtx};
+use crate::api::RunCtx;
 use crate::cache::{ScriptCache, ScriptHash};
 use crate::error::ScriptError;
 use crate::limits::{Budget, CACHE_BYTES_MAX, CACHE_SCRIPTS_MAX, Limits, RetryPolicy, SCRIPT_BYTES_MAX, splitmix64};
-use crate::sandbox::{self, Sandbox};
+use crate::pool::Pool;
+use crate::sandbox;
 use crate::txn::{ScriptTxn, TxnSource};
 use crate::value::{self, ScriptArgs, ScriptValue};
 
@@ -60,7 +61,7 @@ pub struct ScriptOutput {
 }
 
 /// Runs Lua scripts as transactions. One engine serves a node: it is `Sync`, and each
-/// run gets its own sandboxed Lua state.
+/// run has a sandboxed Lua state to itself, taken from a pool of idle ones.
 pub struct ScriptEngine {
     config: EngineConfig,
     cache: ScriptCache,
@@ -70,6 +71,8 @@ pub struct ScriptEngine {
     /// fight over one hot key would otherwise mostly re-run into the same conflict; in
     /// line, each re-run meets at most the first attempts of others.
     rerun_gate: tokio::sync::Mutex<()>,
+    /// Idle sandboxed Lua states: building one costs more than most runs.
+    pool: Pool,
 }
 
 impl Default for ScriptEngine {
@@ -86,6 +89,7 @@ impl ScriptEngine {
             config,
             runs: AtomicU64::new(0),
             rerun_gate: tokio::sync::Mutex::new(()),
+            pool: Pool::new(),
         }
     }
 
@@ -197,10 +201,12 @@ impl ScriptEngine {
     ) -> Result<ScriptOutput, ScriptError> {
         let snapshot_ts = txn.snapshot_ts();
         let slot = Arc::new(Mutex::new(Some(txn)));
-        let result = self.execute(text, args, slot.clone(), snapshot_ts).await;
-        // The Lua state is gone and with it every call that could hold the slot.
-        let Some(txn) = slot.lock().await.take() else {
-            return Err(ScriptError::Internal("the script's transaction went missing".into()));
+        let result = self.execute(text, hash, args, slot.clone(), snapshot_ts).await;
+        // The run is over and no call holds the slot: a run that ended normally has no call
+        // pending, and any other dropped its state with the calls pending in it. A state
+        // reused with a call pending would hold the slot forever: fail rather than wait.
+        let Some(txn) = slot.try_lock().ok().and_then(|mut slot| slot.take()) else {
+            return Err(ScriptError::Internal("the script's transaction is still in use or went missing".into()));
         };
         match result {
             Ok(value) => {
@@ -214,42 +220,88 @@ impl ScriptEngine {
         }
     }
 
-    /// Runs the script to its end in a fresh sandbox and converts what it returned.
+    /// Runs the script to its end in a pooled sandbox and converts what it returned.
+    /// The sandbox goes back to the pool only when the run ended normally; on any other
+    /// path (a limit, an internal error, the future dropped) it is dropped with `state`.
     async fn execute<T: ScriptTxn>(
         &self,
         text: &str,
+        hash: ScriptHash,
         args: &ScriptArgs,
         txn: Arc<Mutex<Option<T>>>,
         snapshot_ts: u64,
     ) -> Result<ScriptValue, ScriptError> {
         let limits = self.config.limits;
         let budget = Arc::new(Budget::start(limits));
-        let sb = Sandbox::new(&limits, budget.clone())?;
         let ctx = Arc::new(RunCtx { txn, snapshot_ts, budget: budget.clone(), main_thread: AtomicUsize::new(0) });
-        api::install(&sb, ctx.clone(), args)?;
-        let main = sb.compile(text)?;
-        let thread = sb.lua.create_thread(main).map_err(|e| ScriptError::from_lua(&e))?;
+        let mut state = self.pool.take::<T>(&limits)?;
+        let main = state.start(&ctx, args, hash, text)?;
+        let thread = state.lua().create_thread(main).map_err(|e| ScriptError::from_lua(&e))?;
         ctx.main_thread.store(thread.to_pointer() as usize, Ordering::Relaxed);
         let run = thread.into_async::<MultiValue>(()).map_err(|e| ScriptError::from_lua(&e))?;
         let outcome = tokio::time::timeout_at(budget.deadline, run).await;
-        // A limit the script caught is still the limit that ended it.
-        if let Some(e) = budget.killed() {
-            return Err(e);
+        let result = judge(outcome, &budget);
+        if ended_normally(&result, &budget) && state.finish().is_ok() {
+            self.pool.put(state);
         }
-        match outcome {
-            Err(_elapsed) => Err(budget.kill(budget.time_limit(None))),
-            Ok(Err(e)) if sandbox::is_memory_lua_error(&e) => Err(budget.kill(budget.memory_limit())),
-            Ok(Err(e)) => Err(ScriptError::from_lua(&e)),
-            // Neither the hook nor the timer can stop a C function (a backtracking
-            // pattern match): a run that returned past its budget still does not commit.
-            Ok(Ok(_)) if Instant::now() >= budget.deadline => Err(budget.kill(budget.time_limit(None))),
-            Ok(Ok(values)) => value::from_lua_multi(values),
-        }
+        result
+    }
+
+    /// Lua states built so far; a reused state is not counted again.
+    #[cfg(test)]
+    pub(crate) fn states_built(&self) -> u64 {
+        self.pool.built()
     }
 
     /// Number of scripts in the cache.
     pub fn cached_scripts(&self) -> usize {
         self.cache.len()
+    }
+}
+
+/// What a run that ended with `outcome` produced: a limit the script caught is still the
+/// limit that ended it.
+fn judge(
+    outcome: Result<mlua::Result<MultiValue>, tokio::time::error::Elapsed>,
+    budget: &Budget,
+) -> Result<ScriptValue, ScriptError> {
+    if let Some(e) = budget.killed() {
+        return Err(e);
+    }
+    match outcome {
+        Err(_elapsed) => Err(budget.kill(budget.time_limit(None))),
+        Ok(Err(e)) if sandbox::is_memory_lua_error(&e) => Err(budget.kill(budget.memory_limit())),
+        Ok(Err(e)) => Err(ScriptError::from_lua(&e)),
+        // Neither the hook nor the timer can stop a C function (a backtracking
+        // pattern match): a run that returned past its budget still does not commit.
+        Ok(Ok(_)) if Instant::now() >= budget.deadline => Err(budget.kill(budget.time_limit(None))),
+        Ok(Ok(values)) => value::from_lua_multi(values),
+    }
+}
+
+/// Whether a run ended normally, so that its state may serve another: it returned, or
+/// raised an error of its own, and no limit ended it. Every limit kills the budget; an
+/// internal error may have left the state anywhere.
+fn ended_normally(result: &Result<ScriptValue, ScriptError>, budget: &Budget) -> bool {
+    if budget.killed().is_some() {
+        return false;
+    }
+    match result {
+        Ok(_) => true,
+        Err(e) => match e {
+            ScriptError::Syntax(_)
+            | ScriptError::Runtime(_)
+            | ScriptError::InvalidInput { .. }
+            | ScriptError::NotFound(_)
+            | ScriptError::Return(_)
+            | ScriptError::Unsupported { .. }
+            | ScriptError::Conflict { .. }
+            | ScriptError::Kv { .. } => true,
+            ScriptError::TimeLimit { .. }
+            | ScriptError::InstructionLimit { .. }
+            | ScriptError::MemoryLimit { .. }
+            | ScriptError::Internal(_) => false,
+        },
     }
 }
 

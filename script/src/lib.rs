@@ -40,7 +40,9 @@
 //! - `engine_txn`: [`ScriptTxn`] for `kahuna_txn::Transaction` and [`TxnSource`] for
 //!   `kahuna_txn::TxnEngine` (persistent keys only).
 //! - `api`: the `kahuna` Lua table (its functions are listed there).
-//! - `sandbox`: the per-run Lua state: allowed libraries, read-only globals, the hook.
+//! - `sandbox`: the sandboxed Lua state: allowed libraries, read-only globals, the hook,
+//!   and why one state may serve run after run.
+//! - `pool`: idle Lua states, each serving one run at a time, with its compiled scripts.
 //! - `limits`: [`Limits`], [`RetryPolicy`] and every named maximum of the crate.
 //! - `value`: [`ScriptValue`] and [`ScriptArgs`], and their conversion to and from Lua.
 //! - `cache`: [`ScriptHash`] and the LRU cache of script texts.
@@ -52,6 +54,7 @@ mod engine;
 mod engine_txn;
 mod error;
 mod limits;
+mod pool;
 mod sandbox;
 mod txn;
 mod value;

@@ -37,6 +37,19 @@ pub const CACHE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const VALUE_DEPTH_MAX: usize = 32;
 /// Most values (counting nested ones) in the arguments or in a return value.
 pub const VALUE_ITEMS_MAX: usize = 100_000;
+/// Most idle Lua states an engine keeps for each transaction type; a state returned
+/// beyond this is dropped. States in use are not bounded here: each running script
+/// has its own.
+pub(crate) const POOL_STATES_MAX: usize = 16;
+/// Most compiled scripts a Lua state keeps between runs; the cache is emptied when full.
+pub(crate) const STATE_SCRIPTS_MAX: usize = 32;
+/// Most Lua memory the compiled scripts of one state may hold, in bytes; a larger script
+/// is compiled for each run. Bounds the memory of idle states.
+pub(crate) const STATE_SCRIPTS_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Memory above a state's own (its libraries and compiled scripts) a run may leave in
+/// it, in bytes; more is collected before the state goes back to the pool, so idle
+/// states stay small and no run spends its time collecting another's garbage.
+pub(crate) const STATE_GARBAGE_BYTES_MAX: usize = 1024 * 1024;
 /// Default attempts of a script that keeps conflicting (the first run included).
 pub const ATTEMPTS_MAX_DEFAULT: u32 = 8;
 /// Default wait before the second attempt, in ms; it doubles per attempt.
@@ -52,7 +65,8 @@ pub struct Limits {
     /// Lua instructions of one run (counted in steps of [`HOOK_INSTRUCTIONS_INTERVAL`]);
     /// `None`: only the time budget applies.
     pub instructions_max: Option<u64>,
-    /// Memory of the run's Lua state (libraries, script, data), in bytes.
+    /// Memory of the run's Lua state (libraries, the script, its data), in bytes; other
+    /// scripts a reused state keeps compiled are not counted.
     pub memory_bytes_max: usize,
 }
 

@@ -828,3 +828,269 @@ fn error_codes_are_stable() {
     assert_eq!(e.code(), "Locked");
     assert!(e.is_retryable() && !e.is_conflict());
 }
+
+// Reused Lua states: a run takes an idle state from the engine's pool. Nothing one run
+// does may be visible to, or affect, a later run on the same state.
+
+/// `engine()` with a generous time budget, so that only what a test means to hit ends a run.
+fn pooled_engine() -> ScriptEngine {
+    test_engine(Limits { time_ms_max: 60_000, instructions_max: None, memory_bytes_max: 16 << 20 })
+}
+
+/// Reads everything a run could have left behind, allocates most of the memory limit
+/// and draws from `math.random`; every result as text, so that it compares as a whole.
+const PROBE: &str = r#"
+local function keys(t)
+  local names = {}
+  for k in pairs(t) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  return table.concat(names, " ")
+end
+-- 15.5 MiB of a 16 MiB limit: fits only if no earlier run's garbage counts against it.
+local big = {}
+for i = 1, 248 do big[i] = string.rep("b", 1 << 16) end
+local r = {
+  keys(_G), keys(kahuna), keys(kahuna.args), keys(string), keys(table), keys(math), keys(coroutine),
+  x, y, z, string.extra, math.pi, type(math.random), type(string.upper), type(table.insert),
+  kahuna.extra, type(kahuna.get), kahuna.args.leftover, kahuna.args[1], #kahuna.args,
+  getmetatable(""), ("abc"):upper(), #big,
+  math.random(1, 1 << 40), math.random(1, 1 << 40), math.random(),
+}
+for i = 1, #r do r[i] = tostring(r[i]) end
+return r
+"#;
+
+#[tokio::test]
+async fn a_later_run_finds_the_state_pristine() {
+    let store = MemStore::default();
+    let engine = pooled_engine();
+    // Run A tries every way it can think of to leave something behind, and ends normally
+    // so that its state goes back to the pool.
+    let leave = r#"
+        local tries = {
+          function() x = 1 end,
+          function() _G.y = 2 end,
+          function() rawset(_G, "z", 3) end,
+          function() string.upper = nil end,
+          function() string.extra = 1 end,
+          function() table.insert = nil end,
+          function() math.pi = 3 end,
+          function() math.random = function() return 4 end end,
+          function() math.randomseed(42) end,
+          function() coroutine.extra = 1 end,
+          function() kahuna.get = nil end,
+          function() kahuna.extra = 1 end,
+          function() getmetatable("").__index.upper = nil end,
+          function() setmetatable(_G, {}) end,
+          function() setmetatable(string, {}) end,
+          function() local _, g = pairs(_G) g.x = 1 end,
+          function() local _, k = pairs(kahuna) k.extra = 1 end,
+        }
+        local refused = 0
+        for _, try in ipairs(tries) do
+          if not pcall(try) then refused = refused + 1 end
+        end
+        -- The run's own arguments are its to change.
+        kahuna.args.leftover = "from A"
+        kahuna.args[1] = "from A"
+        kahuna.args[2] = "from A"
+        -- A coroutine left suspended, that would write if anything resumed it.
+        local co = coroutine.create(function() coroutine.yield() kahuna.set("leak", "coroutine") end)
+        coroutine.resume(co)
+        -- Move the random sequence on.
+        for _ = 1, 10 do math.random() end
+        -- Garbage: much (collected before the state is pooled) and a little (left in it,
+        -- more than run B's 16 MiB limit leaves it to spare).
+        local junk = {}
+        for i = 1, 60 do junk[i] = string.rep("j", 100000) .. i end
+        junk = nil
+        local crumbs = {}
+        for i = 1, 9 do crumbs[i] = string.rep("c", 100000) .. i end
+        return {refused, #tries}
+    "#;
+    let out = engine.run(leave, &ScriptArgs::new().arg("A"), store.begin()).await.unwrap();
+    assert_eq!(out.value, ScriptValue::Array(vec![17.into(), 17.into()]), "every try is refused");
+
+    let args = ScriptArgs::new().arg("B");
+    let pooled = engine.run(PROBE, &args, store.begin()).await.unwrap().value;
+    assert_eq!(engine.states_built(), 1, "run B reused run A's state");
+    let fresh = pooled_engine().run(PROBE, &args, store.begin()).await.unwrap().value;
+    assert_eq!(pooled, fresh, "run B sees what it sees in a state of its own");
+    let ScriptValue::Array(probe) = &pooled else { panic!("{pooled:?}") };
+    let text: Vec<&str> = probe.iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(&text[7..13], ["nil", "nil", "nil", "nil", "3.1415926535898", "function"]);
+    assert_eq!(&text[15..23], ["nil", "function", "nil", "B", "1", "false", "ABC", "248"]);
+    assert_eq!(store.value("leak"), None);
+}
+
+#[tokio::test]
+async fn gc_metamethods_are_refused() {
+    let store = MemStore::default();
+    let engine = pooled_engine();
+    // Run A tries two ways to get a finalizer that writes through the global `kahuna`,
+    // which would then run in whichever later run the garbage collector happens to be in.
+    let a = r#"
+        local ok, err = pcall(setmetatable, {}, {__gc = function() kahuna.set("leak", "gc") end})
+        local proxy = setmetatable({}, {__index = {__gc = print}})
+        -- Lua marks an object for finalization only when it gets its metatable: a __gc
+        -- added later never runs.
+        local mt = {}
+        local late = setmetatable({}, mt)
+        mt.__gc = function() kahuna.set("leak", "late gc") end
+        return {ok, err}
+    "#;
+    let out = engine.run(a, &ScriptArgs::new(), store.begin()).await.unwrap();
+    let want = "__gc metamethods are not available in scripts";
+    let ScriptValue::Array(v) = &out.value else { panic!("{:?}", out.value) };
+    assert_eq!(v[0], ScriptValue::Boolean(false));
+    assert!(v[1].as_str().is_some_and(|e| e.contains(want)), "{v:?}");
+    let e = engine.run("\nsetmetatable({}, {__gc = false})", &ScriptArgs::new(), store.begin()).await.unwrap_err();
+    assert!(e.to_string().starts_with(&format!("script:2: {want}")), "{e}");
+
+    // Run B, on the same state, makes garbage for many collections and commits.
+    let b = "for i = 1, 300000 do local t = {i} end\nkahuna.set('b', 'done')";
+    engine.run(b, &ScriptArgs::new(), store.begin()).await.unwrap();
+    assert_eq!(engine.states_built(), 1);
+    assert_eq!(store.value("b").as_deref(), Some("done"));
+    assert_eq!(store.value("leak"), None, "no finalizer of run A ran in run B");
+}
+
+#[tokio::test]
+async fn a_script_rebinding_env_does_not_poison_its_next_run() {
+    let store = MemStore::default();
+    let engine = pooled_engine();
+    // The compiled script is kept with the state; `_ENV = ...` rebinds its one upvalue.
+    let text = "local k = kahuna\nif k.args[1] then _ENV = {k = k} return 'poisoned' end\nreturn type(string)";
+    let poison = engine.run(text, &ScriptArgs::new().arg(true), store.begin()).await.unwrap();
+    assert_eq!(poison.value, s("poisoned"));
+    let next = engine.run(text, &ScriptArgs::new(), store.begin()).await.unwrap();
+    assert_eq!(next.value, s("table"));
+    assert_eq!(engine.states_built(), 1);
+}
+
+#[tokio::test]
+async fn a_state_ended_by_a_limit_or_a_dropped_run_is_not_reused() {
+    let store = MemStore::default();
+    store.put("k", "v");
+    let limits = Limits { time_ms_max: 200, instructions_max: Some(10_000_000), memory_bytes_max: 16 << 20 };
+    let engine = test_engine(limits);
+    let ok = "return kahuna.get('k').value";
+    let run_ok = || async { engine.run(ok, &ScriptArgs::new(), store.begin()).await.unwrap().value };
+    assert_eq!(run_ok().await, s("v"));
+    assert_eq!(run_ok().await, s("v"));
+    assert_eq!(engine.states_built(), 1, "a normal run's state is reused");
+    let e = engine.run("error('mine')", &ScriptArgs::new(), store.begin()).await.unwrap_err();
+    assert!(matches!(e, ScriptError::Runtime(_)));
+    let e = engine.run("kahuna.get(1, 2)", &ScriptArgs::new(), store.begin()).await.unwrap_err();
+    assert!(matches!(e, ScriptError::InvalidInput { .. }));
+    assert_eq!(run_ok().await, s("v"));
+    assert_eq!(engine.states_built(), 1, "so is the state of a run that raised an error of its own");
+
+    let slow = || {
+        let mut txn = store.begin();
+        txn.slow_get = Some(Duration::from_secs(10));
+        txn
+    };
+    let killers: [(&str, MemTxn); 4] = [
+        ("while true do end", store.begin()),
+        ("pcall(function() while true do end end) return 1", store.begin()),
+        ("local s = 'x'\nwhile true do s = s .. s end", store.begin()),
+        ("return kahuna.get('k')", slow()),
+    ];
+    for (text, txn) in killers {
+        let before = engine.states_built();
+        let e = engine.run(text, &ScriptArgs::new(), txn).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ScriptError::InstructionLimit { .. } | ScriptError::MemoryLimit { .. } | ScriptError::TimeLimit { .. }
+            ),
+            "{text}: {e}"
+        );
+        assert_eq!(run_ok().await, s("v"), "after {text}");
+        assert_eq!(engine.states_built(), before + 1, "the state {text} was killed in was dropped");
+    }
+
+    // A run whose future is dropped while it waits drops its state as well.
+    let before = engine.states_built();
+    let dropped = tokio::time::timeout(Duration::from_millis(20), engine.run(ok, &ScriptArgs::new(), slow())).await;
+    assert!(dropped.is_err());
+    assert_eq!(run_ok().await, s("v"));
+    assert_eq!(engine.states_built(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_never_share_a_state() {
+    let store = MemStore::default();
+    store.put("k", "v");
+    let engine = Arc::new(pooled_engine());
+    // Each run names its state (the address of its `kahuna` table, made with the state)
+    // before and after it waits for the transaction, while the others run.
+    let text = "local before = tostring(kahuna)\nkahuna.get('k')\nreturn before .. '|' .. tostring(kahuna)";
+    let round = || async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (engine, store) = (engine.clone(), store.clone());
+            tasks.spawn(async move {
+                let mut txn = store.begin();
+                txn.slow_get = Some(Duration::from_millis(50));
+                engine.run(text, &ScriptArgs::new(), txn).await.unwrap().value
+            });
+        }
+        let mut states = BTreeSet::new();
+        while let Some(v) = tasks.join_next().await {
+            let v = v.unwrap();
+            let (before, after) = v.as_str().unwrap().split_once('|').unwrap();
+            assert_eq!(before, after);
+            states.insert(before.to_string());
+        }
+        states
+    };
+    let first = round().await;
+    assert_eq!(first.len(), 4, "four concurrent runs, four states: {first:?}");
+    assert_eq!(engine.states_built(), 4);
+    let second = round().await;
+    assert_eq!(second, first, "the next four reuse them");
+    assert_eq!(engine.states_built(), 4);
+}
+
+#[tokio::test]
+async fn a_rerun_after_a_conflict_draws_the_same_numbers() {
+    let store = MemStore::default();
+    store.put("n", "0");
+    let engine = pooled_engine();
+    let conflicts = Arc::new(AtomicU32::new(2));
+    let source = || {
+        let (store, conflicts) = (store.clone(), conflicts.clone());
+        async move {
+            let txn = store.begin();
+            if conflicts.load(Ordering::SeqCst) > 0 {
+                conflicts.fetch_sub(1, Ordering::SeqCst);
+                store.put("n", "100");
+            }
+            Ok(txn)
+        }
+    };
+    let text =
+        "local r = {math.random(1, 1 << 40), math.random()}\nkahuna.set('n', kahuna.get('n').value + 1)\nreturn r";
+    let out = engine.run_with_retries(Script::Text(text), &ScriptArgs::new(), &source).await.unwrap();
+    assert_eq!(out.attempts, 3);
+    assert_eq!(engine.states_built(), 1, "all three attempts ran in one state");
+    let fresh = pooled_engine().run(text, &ScriptArgs::new(), store.begin()).await.unwrap();
+    assert_eq!(out.value, fresh.value);
+}
+
+#[tokio::test]
+async fn kahuna_functions_and_the_hook_fail_between_runs() {
+    let pool = crate::pool::Pool::new();
+    let state = pool.take::<MemTxn>(&Limits::default()).unwrap();
+    let sb = state.sandbox();
+    let get: mlua::Function = sb.kahuna.get("get").unwrap();
+    let e = get.call_async::<mlua::Value>("k").await.unwrap_err();
+    assert!(e.to_string().contains("no script is running"), "{e}");
+    let now: mlua::Function = sb.kahuna.get("now").unwrap();
+    let e = now.call::<mlua::Value>(()).unwrap_err();
+    assert!(e.to_string().contains("no script is running"), "{e}");
+    let e = sb.lua.load("for _ = 1, 1e6 do end").exec().unwrap_err();
+    assert!(e.to_string().contains("no script is running"), "{e}");
+}

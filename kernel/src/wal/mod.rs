@@ -36,7 +36,7 @@ use files::LogFile;
 use record::{MAGIC, Record, VERSION, frame, unframe};
 
 /// A segment is closed, and a new one started, once a write would take it past this.
-const SEGMENT_BYTES: u64 = 32 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
 
 fn segment_name(n: u64) -> String {
     format!("raft-log-{n:010}.wal")
@@ -223,11 +223,13 @@ pub(crate) struct Wal {
 
 impl Wal {
     /// Opens the log in `dir`, replaying its segments (a new log starts one).
+    #[cfg(test)]
     pub(crate) fn open(dir: LogDir) -> Result<Self, StoreError> {
         Self::open_with(dir, SEGMENT_BYTES)
     }
 
-    fn open_with(dir: LogDir, segment_bytes: u64) -> Result<Self, StoreError> {
+    /// As [`Wal::open`], closing segments at `segment_bytes` ([`SEGMENT_BYTES`] but in tests).
+    pub(crate) fn open_with(dir: LogDir, segment_bytes: u64) -> Result<Self, StoreError> {
         let mut numbers: Vec<u64> = dir.list()?.iter().filter_map(|n| segment_number(n)).collect();
         numbers.sort_unstable();
         let mut index = Index::default();
