@@ -116,3 +116,30 @@ async fn leader_killed_and_restarted() {
         let _ = &mut kv;
     }
 }
+
+/// A script run with `ScriptArgs::route_by(key)` goes to the leader of the key's
+/// partition (once the client has read the cluster's status), so its reads and commit stay
+/// on that node.
+#[tokio::test]
+async fn scripts_routed_by_a_key_run_on_its_partition_leader() {
+    let cluster = Cluster::start(3, PARTITIONS, &[]).await;
+    let client = kahuna_client::Client::builder(cluster.endpoints()).build().unwrap();
+    let script = "kahuna.set(kahuna.args[1], 'v') return kahuna.args[1]";
+    for bucket in ["a", "b", "c", "d", "e", "f"] {
+        let key = format!("{bucket}/k");
+        let leader = cluster.leader_of(partition_of(&key, PARTITIONS)).await;
+        let args = kahuna_client::ScriptArgs::new().arg(key.as_str()).route_by(key.as_str());
+        let mut served = Vec::new();
+        // The first runs may go to the current endpoint while the route table loads.
+        for _ in 0..50 {
+            let run = client.eval(script, &args).await.unwrap();
+            assert_eq!(run.value, kahuna_client::ScriptValue::from(key.as_str()));
+            served.push(run.served_by);
+            if run.served_by == leader {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(served.last(), Some(&leader), "{key}: leader {leader}, runs served by {served:?}");
+    }
+}

@@ -133,7 +133,7 @@ impl Driver for KahunaDriver {
     /// Runs [`SCRIPT`] by hash; a node that does not have it cached (another node after a
     /// failover, or an evicted entry) gets the text once, which caches it again.
     async fn run_script(&self, key: &str) -> Result<(), OpError> {
-        let args = ScriptArgs::new().arg(key);
+        let args = ScriptArgs::new().arg(key).route_by(key);
         match self.client.eval_sha(&self.script_hash, &args).await {
             Err(Error::Script { kind: ScriptErrorKind::NotLoaded, .. }) => {
                 self.client.eval(SCRIPT, &args).await.map(|_| ()).map_err(op_error)

@@ -300,18 +300,45 @@ impl Pool {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let partition = self.routes.partition(route);
-        let target = match partition.and_then(|p| self.routes.leader(p).map(|index| (p, index))) {
-            Some((partition, index)) if index < self.nodes.len() => Target::Routed { index, partition },
-            _ => Target::CurrentWas(self.current()),
-        };
-        self.fetch_routes();
+        let (partition, target) = self.route_target(route);
         let retry = if retry_safe { Retry::Safe } else { Retry::Never };
         let (response, _) = self.call_at(target, method, retry, timeout, true, attempt).await?;
         if let Some(p) = partition {
             self.routes.learn(p, response.served_by());
         }
         Ok(response)
+    }
+
+    /// As [`Pool::call_on`] (unpinned), sent first to the leader of `route`'s partition
+    /// when the route table knows it. For calls that run on the node receiving them but
+    /// do their work at a partition's leader (a script whose keys live there): nothing
+    /// is learnt from the answer, since the node that served it need not lead anything.
+    pub(crate) async fn call_near<T, F, Fut>(
+        self: &Arc<Self>,
+        route: Route<'_>,
+        method: &'static str,
+        retry: Retry,
+        timeout: Duration,
+        attempt: F,
+    ) -> Result<(T, usize), Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (_, target) = self.route_target(route);
+        self.call_at(target, method, retry, timeout, true, attempt).await
+    }
+
+    /// `route`'s partition and where to send a call for it: its leader when known, else
+    /// the current endpoint. Starts loading the route table when it needs it.
+    fn route_target(self: &Arc<Self>, route: Route<'_>) -> (Option<u32>, Target) {
+        let partition = self.routes.partition(route);
+        let target = match partition.and_then(|p| self.routes.leader(p).map(|index| (p, index))) {
+            Some((partition, index)) if index < self.nodes.len() => Target::Routed { index, partition },
+            _ => Target::CurrentWas(self.current()),
+        };
+        self.fetch_routes();
+        (partition, target)
     }
 
     /// Starts reading the cluster's status in the background when the route table needs

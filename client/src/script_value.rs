@@ -167,6 +167,10 @@ pub struct ScriptArgs {
     pub positional: Vec<ScriptValue>,
     /// `kahuna.args.name`.
     pub named: BTreeMap<String, ScriptValue>,
+    /// A key (or lock or sequence name) the script works on: the client sends the run to
+    /// the leader of its partition, where the script's reads and commit need no hop to
+    /// another node. Only a hint: the script may touch any key, and is not told of it.
+    pub route: Option<String>,
 }
 
 impl ScriptArgs {
@@ -184,6 +188,12 @@ impl ScriptArgs {
     /// Adds (or replaces) a named argument.
     pub fn named(mut self, name: impl Into<String>, value: impl Into<ScriptValue>) -> ScriptArgs {
         self.named.insert(name.into(), value.into());
+        self
+    }
+
+    /// Runs the script on the leader of `key`'s partition (see [`ScriptArgs::route`]).
+    pub fn route_by(mut self, key: impl Into<String>) -> ScriptArgs {
+        self.route = Some(key.into());
         self
     }
 }

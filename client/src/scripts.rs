@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use crate::client::Client;
 use crate::connection::{Retry, request};
 use crate::error::{Error, ScriptErrorKind};
+use crate::routes::Route;
 use crate::script_value::{ScriptArgs, ScriptValue};
 use crate::types::ScriptResult;
 
@@ -98,13 +99,16 @@ impl Client {
             args: args.positional.iter().map(ScriptValue::to_proto).collect(),
             named_args: args.named.iter().map(|(k, v)| (k.clone(), v.to_proto())).collect(),
         };
-        let (response, _) = self
-            .pool
-            .call_on(None, "RunScript", Retry::NotSent, self.timeout(), move |channel, timeout| {
-                let message = message.clone();
-                async move { scripts_client(channel).run(request(message, timeout)).await }
-            })
-            .await?;
+        let attempt = move |channel, timeout| {
+            let message = message.clone();
+            async move { scripts_client(channel).run(request(message, timeout)).await }
+        };
+        let (response, _) = match &args.route {
+            Some(key) => {
+                self.pool.call_near(Route::Key(key), "RunScript", Retry::NotSent, self.timeout(), attempt).await
+            }
+            None => self.pool.call_on(None, "RunScript", Retry::NotSent, self.timeout(), attempt).await,
+        }?;
         Ok(ScriptResult {
             value: response.value.map(ScriptValue::from_proto).unwrap_or_default(),
             hash: response.hash,
