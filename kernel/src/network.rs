@@ -18,6 +18,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::mpsc;
 
 use crate::hlc::Hlc;
 use crate::raft_types::TypeConfig;
@@ -97,6 +98,10 @@ pub(crate) struct Network {
     pub(crate) partition: PartitionId,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) hlc: Arc<Hlc>,
+    /// Told whenever a peer refuses this node's candidacy and shows a longer log than the
+    /// candidate's; the partition then keeps this node out of elections for a while
+    /// (`partition::stand_aside`).
+    pub(crate) outdated: mpsc::UnboundedSender<()>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -165,7 +170,13 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.call(MessageKind::Vote, &rpc, &option).await
+        let candidate_log = rpc.last_log_id;
+        let response: VoteResponse<NodeId> = self.call(MessageKind::Vote, &rpc, &option).await?;
+        if !response.vote_granted && response.last_log_id > candidate_log {
+            // Nobody listens once the partition is closing; then there is nothing to do.
+            let _ = self.net.outdated.send(());
+        }
+        Ok(response)
     }
 
     fn backoff(&self) -> Backoff {

@@ -11,7 +11,7 @@ mod coord;
 mod txn;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -43,6 +43,10 @@ use crate::types::{
 /// How long a node that is not a partition's preferred leader waits before forming
 /// the partition itself.
 const INITIALIZE_DELAY: Duration = Duration::from_millis(2000);
+
+/// Longest a node whose candidacy a peer refused for a longer log stays out of the
+/// partition's elections, in the partition's longest election timeouts ([`stand_aside`]).
+const STAND_ASIDE_TIMEOUTS: u64 = 5;
 
 /// How far ahead of this node's time (its HLC, merged from the whole cluster, or its
 /// wall clock, whichever is later) an `as of` timestamp may be.
@@ -146,13 +150,12 @@ impl Partition {
         hlc: Arc<Hlc>,
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<Self>, OpenError> {
-        // openraft draws from min..max: a range of one millisecond fixes the draw.
-        let (election_min, election_max) = match (settings.election_timeout_ms, settings.preferred_leader) {
-            (None, true) => (300, 500),
-            (None, false) => (700, 1200),
-            (Some(ms), true) => (ms, ms + 1),
-            (Some(ms), false) => (ms + 400, ms + 401),
-        };
+        let (election_min, election_max) =
+            election_timeout_range(settings.election_timeout_ms, settings.preferred_leader);
+        // The partition's longest election timeout: that of a node other than its
+        // preferred leader (with fixed timeouts, as this node would have it).
+        let (_, election_max_any) = election_timeout_range(settings.election_timeout_ms, false);
+        let stand_aside_max = Duration::from_millis(STAND_ASIDE_TIMEOUTS * election_max_any);
         let config = Config {
             cluster_name: format!("kahuna-partition-{id}"),
             heartbeat_interval: 100,
@@ -166,7 +169,8 @@ impl Partition {
         .map_err(|e| OpenError::Config(e.to_string()))?;
         let state_machine = StateMachine::new(id, storage.clone(), hlc.clone());
         let snapshots_installed = state_machine.installed.clone();
-        let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone() };
+        let (outdated, outdated_rx) = mpsc::unbounded_channel();
+        let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone(), outdated };
         let raft =
             Raft::new(settings.node_id, Arc::new(config), network, LogStore::new(id, storage.clone()), state_machine)
                 .await
@@ -192,7 +196,7 @@ impl Partition {
         }
         let (reads, waiters) = mpsc::unbounded_channel();
         tokio::spawn(read_rounds(raft.clone(), id, settings.request_timeout, waiters));
-        Ok(Arc::new(Self {
+        let partition = Arc::new(Self {
             id,
             raft,
             storage,
@@ -203,7 +207,9 @@ impl Partition {
             ephemeral: Mutex::default(),
             waits: Arc::default(),
             snapshots_installed,
-        }))
+        });
+        tokio::spawn(stand_aside(Arc::downgrade(&partition), outdated_rx, stand_aside_max));
+        Ok(partition)
     }
 
     /// The leader this node knows of.
@@ -550,6 +556,46 @@ fn answer_read(
             Ok(PartitionResponse::Items { items, more })
         }
         other => Err(KvError::Internal(format!("{other:?} reached the key read path"))),
+    }
+}
+
+/// A partition's election timeouts on a node, (min, max) in ms: shorter on its preferred
+/// leader. `fixed_ms` is `KernelConfig::election_timeout_ms`.
+fn election_timeout_range(fixed_ms: Option<u64>, preferred_leader: bool) -> (u64, u64) {
+    // openraft draws from min..max: a range of one millisecond fixes the draw.
+    match (fixed_ms, preferred_leader) {
+        (None, true) => (300, 500),
+        (None, false) => (700, 1200),
+        (Some(ms), true) => (ms, ms + 1),
+        (Some(ms), false) => (ms + 400, ms + 401),
+    }
+}
+
+/// Keeps this node out of the partition's elections after a peer with a longer log
+/// refused its candidacy (`Network::outdated`), until some node leads or `pause_max` has
+/// passed; ends with the partition.
+///
+/// openraft 0.9 refuses such a candidate without taking its term, and delays the refused
+/// candidate's next try only by twice *its own* longest election timeout, as if every node
+/// had its timeouts. A preferred leader's are shorter (300-500 ms against 700-1200 ms): a
+/// stale preferred leader stood again every 1.35-1.5 s (150 ms ticks), each time in a new
+/// term, while the peer with the longer log stood every 0.75-1.2 s in a term the stale
+/// node already held, and was refused in turn (t50_faults saw two connected nodes go 5 s
+/// and 9 terms without a leader). Standing aside, the stale node keeps its term while
+/// that peer's lease lapses and it stands twice: the first refusal gives it the stale
+/// node's term, the next candidacy is above it and wins. `pause_max` is reached only when
+/// no leader comes (the refusing peer failed too, say). Only this node's own candidacies
+/// wait: it votes, follows and leads as before, so Raft's safety does not depend on this.
+async fn stand_aside(partition: Weak<Partition>, mut outdated: mpsc::UnboundedReceiver<()>, pause_max: Duration) {
+    while outdated.recv().await.is_some() {
+        let Some((p, raft)) = partition.upgrade().map(|p| (p.id, p.raft.clone())) else { return };
+        raft.runtime_config().elect(false);
+        tracing::debug!(partition = p, "a peer has a longer log; standing aside until a leader is known");
+        // An error is the bound passing or the partition closing: standing again is right.
+        let _ = raft.wait(Some(pause_max)).metrics(|m| m.current_leader.is_some(), "a leader is known").await;
+        // Refusals that came meanwhile answered candidacies from before the pause.
+        while outdated.try_recv().is_ok() {}
+        raft.runtime_config().elect(true);
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use kahuna_kernel::{
-    Clock, DataFiles, Hlc, Kernel, KernelConfig, KvError, NodeId, PartitionStatus, PointRead, SetArgs, SimDisk,
-    StorageMode,
+    Clock, DataFiles, Hlc, Kernel, KernelConfig, KvError, NodeId, PartitionId, PartitionStatus, PointRead, SetArgs,
+    SimDisk, StorageMode,
 };
 use kahuna_proto::MAX_MESSAGE_BYTES;
 use kahuna_proto::node::node_server::NodeServer;
@@ -80,6 +80,22 @@ impl Board {
     /// Forgets a node that went down.
     pub fn forget(&self, node: NodeId) {
         self.lock().remove(&node);
+    }
+
+    /// Every node that claims to lead `partition`, with the term it leads in.
+    pub fn leaders(&self, partition: PartitionId) -> Vec<(NodeId, u64)> {
+        let board = self.lock();
+        let leads = |s: &&PartitionStatus| s.partition == partition && s.role == "leader";
+        board.iter().flat_map(|(id, statuses)| statuses.iter().filter(leads).map(|s| (*id, s.term))).collect()
+    }
+
+    /// Each live node's last log index of `partition`.
+    pub fn last_log_indexes(&self, partition: PartitionId) -> BTreeMap<NodeId, u64> {
+        let board = self.lock();
+        let of = |statuses: &Vec<PartitionStatus>| {
+            statuses.iter().find(|s| s.partition == partition).map(|s| s.last_log_index)
+        };
+        board.iter().filter_map(|(id, statuses)| of(statuses).map(|i| (*id, i))).collect()
     }
 
     /// The node that leads the most partitions in its own view, if any leads one.

@@ -1,0 +1,206 @@
+//! Scripted scenarios: one fixed sequence of faults instead of the nemesis's random ones,
+//! each replaying how a bug was found, with what it measured for a test to assert on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use kahuna_kernel::{Durability, NodeId, PartitionRequest, SetArgs, SimDisk, WriteOp};
+use turmoil::Sim;
+
+use crate::cluster::SimError;
+use crate::derive;
+use crate::net::{self, ExecRequest, NODE_PORT, host_name};
+use crate::node::{self, Board, NodeSpec, SimClock};
+
+/// The simulated wall clock starts here (2024-01-01), as in the random runs.
+const EPOCH_SECS: u64 = 1_704_067_200;
+/// The largest latency of a link.
+const LATENCY_MAX: Duration = Duration::from_millis(20);
+/// The simulated host of the writing client.
+const WRITER_HOST: &str = "writer";
+/// Pause of the writing client between two writes.
+const WRITE_PAUSE: Duration = Duration::from_millis(5);
+/// How long the writing client waits for one write.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for a leader before a scenario gives up on it.
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(20);
+/// Longest simulated time of one scenario.
+const SCENARIO_MAX: Duration = Duration::from_secs(60);
+
+/// What [`isolate_leader_before_stale_preferred`] measured.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// From the cut until the two connected nodes had a leader; `None` when they had none
+    /// within [`LEADER_WAIT_MAX`].
+    pub elected_after: Option<Duration>,
+    /// What the script did and saw, one line per step, with simulated times.
+    pub log: Vec<String>,
+}
+
+/// Partition 0 of a three-node cluster (its preferred leader is n1, whose election
+/// timeout is the shortest) loses its leader while n1's log is behind the third node's:
+/// n1 is crashed and restarted, so another node leads; under a stream of writes that
+/// leader is cut off from n1 for `stale_for` (n1 misses the entries of that time), then
+/// from the third node too. Measures how long n1 and the third node take to elect a
+/// leader, though they reach each other all along. `election_timeouts_ms` are the nodes'
+/// fixed election timeouts (`KernelConfig::election_timeout_ms`), n1's first.
+pub fn isolate_leader_before_stale_preferred(
+    seed: u64,
+    election_timeouts_ms: [u64; 3],
+    stale_for: Duration,
+) -> Result<Failover, SimError> {
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let peers: BTreeMap<NodeId, String> =
+        ids.iter().map(|id| (*id, format!("{}:{NODE_PORT}", host_name(*id)))).collect();
+    let board = Board::default();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(derive(seed, 1))
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(SCENARIO_MAX)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(LATENCY_MAX)
+        .tcp_capacity(1 << 16)
+        .build();
+    for (id, election_timeout_ms) in ids.iter().zip(election_timeouts_ms) {
+        let spec = NodeSpec {
+            id: *id,
+            peers: peers.clone(),
+            partitions: 1,
+            disk: SimDisk::new(),
+            election_timeout_ms,
+            clock: SimClock::new(0),
+            snapshot_logs: 1_000,
+            request_timeout: Duration::from_secs(3),
+            board: board.clone(),
+        };
+        sim.host(host_name(*id), move || node::run(spec.clone()));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    sim.client(WRITER_HOST, write_to_leader(board.clone(), stop.clone()));
+    let mut script = Script { sim, board, log: Vec::new() };
+
+    let (first, _) = script.await_leader(|_| true)?.ok_or_else(|| script.gave_up("no first leader"))?;
+    script.note(format!("n{first} leads"));
+    script.run_for(Duration::from_secs(1))?;
+    script.crash(1);
+    let leader = script.await_leader(|(id, _)| id != 1)?;
+    let (id, term) = leader.ok_or_else(|| script.gave_up("no leader after the crash"))?;
+    script.note(format!("n{id} leads in term {term}"));
+    script.run_for(Duration::from_secs(1))?;
+    script.restart(1);
+    script.run_for(Duration::from_secs(3))?;
+    let third = ids.iter().copied().find(|n| *n != 1 && *n != id).unwrap_or(3);
+    script.hold(id, 1);
+    script.run_for(stale_for)?;
+    script.hold(id, third);
+    script.note(format!("last log index of each node: {:?}", script.board.last_log_indexes(0)));
+    let cut = script.sim.elapsed();
+    let elected = script.await_leader(|(_, t)| t > term)?;
+    let elected_after = elected.map(|(id, t)| {
+        script.note(format!("n{id} leads in term {t}"));
+        script.sim.elapsed() - cut
+    });
+    stop.store(true, Ordering::Relaxed);
+    Ok(Failover { elected_after, log: script.log })
+}
+
+/// A scenario's simulation and its log.
+struct Script<'a> {
+    sim: Sim<'a>,
+    board: Board,
+    log: Vec<String>,
+}
+
+impl Script<'_> {
+    fn note(&mut self, what: String) {
+        self.log.push(format!("{:>8.3}s {what}", self.sim.elapsed().as_secs_f64()));
+    }
+
+    fn gave_up(&self, why: &str) -> SimError {
+        SimError::Turmoil { elapsed: self.sim.elapsed(), reason: format!("{why}; {}", self.log.join("; ")) }
+    }
+
+    fn step(&mut self) -> Result<(), SimError> {
+        self.sim
+            .step()
+            .map(|_| ())
+            .map_err(|e| SimError::Turmoil { elapsed: self.sim.elapsed(), reason: e.to_string() })
+    }
+
+    fn run_for(&mut self, span: Duration) -> Result<(), SimError> {
+        let until = self.sim.elapsed() + span;
+        while self.sim.elapsed() < until {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Steps until some node claims to lead partition 0 as `accept` wants (node, term),
+    /// at most [`LEADER_WAIT_MAX`]; the node and its term.
+    fn await_leader(&mut self, accept: impl Fn((NodeId, u64)) -> bool) -> Result<Option<(NodeId, u64)>, SimError> {
+        let until = self.sim.elapsed() + LEADER_WAIT_MAX;
+        while self.sim.elapsed() < until {
+            if let Some(found) = self.board.leaders(0).into_iter().find(|l| accept(*l)) {
+                return Ok(Some(found));
+            }
+            self.step()?;
+        }
+        Ok(None)
+    }
+
+    /// Crashes `node` (silently, as the nemesis does: nothing it sends on its way down
+    /// arrives).
+    fn crash(&mut self, node: NodeId) {
+        let name = host_name(node);
+        for other in [1, 2, 3].map(host_name).into_iter().chain([WRITER_HOST.to_owned()]) {
+            if other != name {
+                self.sim.partition(name.as_str(), other.as_str());
+            }
+        }
+        self.sim.crash(name.as_str());
+        self.board.forget(node);
+        self.note(format!("crash n{node}"));
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let name = host_name(node);
+        for other in [1, 2, 3].map(host_name).into_iter().chain([WRITER_HOST.to_owned()]) {
+            if other != name {
+                self.sim.repair(name.as_str(), other.as_str());
+            }
+        }
+        self.sim.bounce(name.as_str());
+        self.note(format!("restart n{node}"));
+    }
+
+    /// Holds the messages between `a` and `b`, both ways.
+    fn hold(&mut self, a: NodeId, b: NodeId) {
+        self.sim.hold(host_name(a), host_name(b));
+        self.note(format!("cut n{a} from n{b}"));
+    }
+}
+
+/// Writes one key over and over, each time to the node that leads partition 0 in the
+/// highest term on the board, until `stop`.
+async fn write_to_leader(board: Board, stop: Arc<AtomicBool>) -> turmoil::Result {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let leader = board.leaders(0).into_iter().max_by_key(|(_, term)| *term);
+        if let Some((id, _)) = leader {
+            n += 1;
+            let set = SetArgs { key: "k".into(), value: n.to_string().into_bytes(), ..SetArgs::default() };
+            let write = PartitionRequest::Write {
+                ops: vec![WriteOp::Set(set)],
+                operation_id: None,
+                durability: Durability::Persistent,
+            };
+            // Failures (no leader yet, a cut) only slow the stream down.
+            let _ = net::execute(id, &ExecRequest::Partition(0, write), WRITE_TIMEOUT).await;
+        }
+        tokio::time::sleep(WRITE_PAUSE).await;
+    }
+    Ok(())
+}
