@@ -12,6 +12,15 @@
 //! before the next one is started, so only the newest can end in a torn write, and
 //! opening cuts it back to its last whole record.
 //!
+//! The newest segment is made its full size when started (a hole of zeroes, `set_len`),
+//! and cut back to its records when the next one starts. Appending inside the file's
+//! length spares each `fdatasync` the size change an append past the end makes it
+//! write: 300-byte appends with `fdatasync` took 0.19–0.21 ms at p50 on these machines,
+//! 0.13–0.15 ms inside a file already that long. So the newest segment reads as
+//! zeroes after its last record (no frame has length zero); a torn write into that
+//! space is cut off and zeroed again, so no stray frame of it can line up behind
+//! records written later.
+//!
 //! What is in memory: per partition, the vote, the purge point and where each entry is
 //! (segment, offset), so a read is one positioned read per run of adjacent entries.
 //!
@@ -323,9 +332,7 @@ impl Wal {
     fn write(&self, head: &mut Head, batch: LogBatch, durable: bool) -> Result<(), StoreError> {
         if !batch.bytes.is_empty() {
             if head.len + batch.bytes.len() as u64 > self.segment_bytes {
-                if head.dirty {
-                    self.sync_head(head)?;
-                }
+                self.seal_head(head)?;
                 self.start_segment(head, head.segment + 1)?;
             }
             let base = head.len;
@@ -354,7 +361,18 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts segment `n` with its header; the caller synced the one before.
+    /// Cuts the newest segment back to its records and syncs it, before a newer one
+    /// starts: only the newest segment may end in unwritten space.
+    fn seal_head(&self, head: &mut Head) -> Result<(), StoreError> {
+        let file = self.head_file(head)?;
+        file.set_len(head.len)?;
+        file.sync()?;
+        head.dirty = false;
+        Ok(())
+    }
+
+    /// Starts segment `n` with its header, at its full size; the caller sealed the one
+    /// before.
     fn start_segment(&self, head: &mut Head, n: u64) -> Result<(), StoreError> {
         let file = self.dir.open(&segment_name(n), true)?;
         file.set_len(0)?;
@@ -363,6 +381,7 @@ impl Wal {
         frame(&index.header(n), &mut bytes);
         file.write_at(0, &bytes)?;
         let len = bytes.len() as u64;
+        file.set_len(self.segment_bytes.max(len))?;
         index.segments.insert(n, Segment { file, live: 0, len });
         *head = Head { segment: n, len, dirty: true, failed: None };
         tracing::debug!(segment = n, "raft log segment started");
@@ -412,9 +431,10 @@ impl Wal {
     }
 }
 
-/// Replays segment `n` into `index`; returns its length, or `None` for a newest segment
-/// whose header is missing or torn. The newest segment is cut back to its last whole
-/// record; a bad record in any other is corruption.
+/// Replays segment `n` into `index`; returns the length of its records, or `None` for a
+/// newest segment whose header is missing or torn. The newest segment ends at its last
+/// whole record: zeroes after it are space never written, anything else a torn write,
+/// which is cut off; a bad record in any other segment is corruption.
 fn replay(dir: &LogDir, n: u64, newest: bool, index: &mut Index) -> Result<Option<u64>, StoreError> {
     let file = dir.open(&segment_name(n), false)?;
     let mut bytes = vec![0; file.len()? as usize];
@@ -447,9 +467,14 @@ fn replay(dir: &LogDir, n: u64, newest: bool, index: &mut Index) -> Result<Optio
     while at < bytes.len() {
         let (record, len) = match unframe(&bytes[at..]) {
             Ok(found) => found,
+            // The rest of the segment was never written.
+            Err(_) if newest && bytes[at..].iter().all(|b| *b == 0) => break,
             Err(e) if newest => {
+                // Cut off and made zeroes again: left in place, a whole frame of the torn
+                // write could line up behind records written later and be read as one.
                 tracing::warn!(segment = n, offset = at, cut = bytes.len() - at, "raft log: torn tail ({e}) cut off");
                 file.set_len(at as u64)?;
+                file.set_len(bytes.len() as u64)?;
                 file.sync()?;
                 break;
             }

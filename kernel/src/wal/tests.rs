@@ -147,3 +147,63 @@ fn after_a_failed_write_every_commit_fails() -> Result<(), StoreError> {
     assert!(err.contains("an earlier write to the raft log failed"), "{err}");
     Ok(())
 }
+
+#[test]
+fn the_newest_segment_has_its_full_size_and_older_ones_end_at_their_records() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir()?;
+    let open = || Wal::open_with(LogDir::Directory(dir.path().to_path_buf()), 4096);
+    let sizes = || -> Result<Vec<u64>, StoreError> {
+        let mut names: Vec<String> = LogDir::Directory(dir.path().to_path_buf()).list()?;
+        names.retain(|n| segment_number(n).is_some());
+        names.sort();
+        Ok(names.iter().map(|n| std::fs::metadata(dir.path().join(n)).map_or(0, |m| m.len())).collect())
+    };
+    {
+        let wal = open()?;
+        append(&wal, 1, 1..6, true)?;
+        assert_eq!(sizes()?, vec![4096]);
+        for i in 0..40 {
+            append(&wal, 1, 6 + i * 5..11 + i * 5, true)?;
+        }
+    }
+    let found = sizes()?;
+    let (newest, older) = found.split_last().ok_or(StoreError::Stopped)?;
+    assert_eq!(*newest, 4096, "{found:?}");
+    assert!(!older.is_empty() && older.iter().all(|len| *len < 4096), "older segments are cut back: {found:?}");
+    let wal = open()?;
+    assert_eq!(indexes(&wal, 1)?, (1..206).collect::<Vec<_>>());
+    assert_eq!(sizes()?.last(), Some(&4096), "reopening keeps the newest segment's unwritten space");
+    append(&wal, 1, 206..210, true)?;
+    drop(wal);
+    assert_eq!(indexes(&open()?, 1)?, (1..210).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[test]
+fn a_frame_left_by_a_torn_write_never_lines_up_behind_later_records() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir()?;
+    let open = || Wal::open_with(LogDir::Directory(dir.path().to_path_buf()), 1 << 20);
+    let end = {
+        let wal = open()?;
+        append(&wal, 1, 1..6, true)?;
+        wal.lock_head().len
+    };
+    // A crash during a write: the page at the end of the records never reached the disk
+    // (zeroes), a later page of the same write did, holding a whole frame of entry 6.
+    let mut next = Vec::new();
+    let next_len = frame(&Record::Entry { partition: 1, index: 6, entry: entry(6) }, &mut next) as u64;
+    let mut stray = Vec::new();
+    frame(&Record::Entry { partition: 1, index: 6, entry: b"entry 66".to_vec() }, &mut stray);
+    let name = segment_name(1);
+    LogDir::Directory(dir.path().to_path_buf()).open(&name, false)?.write_at(end + next_len, &stray)?;
+    {
+        let wal = open()?;
+        assert_eq!(indexes(&wal, 1)?, (1..6).collect::<Vec<_>>(), "the torn write is not replayed");
+        // Entry 6 ends exactly where the stray frame starts.
+        append(&wal, 1, 6..7, true)?;
+        assert_eq!(wal.lock_head().len, end + next_len);
+    }
+    let wal = open()?;
+    assert_eq!(indexes(&wal, 1)?, (1..7).collect::<Vec<_>>(), "entry 6 is the one written after the crash");
+    Ok(())
+}
