@@ -8,6 +8,7 @@
 //! or below T to finish before it takes its read index.
 
 mod coord;
+mod proposals;
 mod txn;
 
 use std::collections::{BTreeMap, HashMap};
@@ -108,6 +109,8 @@ pub(crate) struct Partition {
     timeout: Duration,
     /// Proposals not yet answered.
     in_flight: Arc<InFlight>,
+    /// The queue of proposals to Raft (`proposals::propose_batches`).
+    proposals: mpsc::UnboundedSender<proposals::Queued>,
     reads: mpsc::UnboundedSender<ReadWaiter>,
     ephemeral: Mutex<Ephemeral>,
     /// Try-lock requests waiting for a lock held by someone else.
@@ -196,13 +199,17 @@ impl Partition {
         }
         let (reads, waiters) = mpsc::unbounded_channel();
         tokio::spawn(read_rounds(raft.clone(), id, settings.request_timeout, waiters));
+        let in_flight = Arc::<InFlight>::default();
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(proposals::propose_batches(id, raft.clone(), in_flight.clone(), queue));
         let partition = Arc::new(Self {
             id,
             raft,
             storage,
             hlc,
             timeout: settings.request_timeout,
-            in_flight: Arc::default(),
+            in_flight,
+            proposals,
             reads,
             ephemeral: Mutex::default(),
             waits: Arc::default(),
@@ -282,10 +289,11 @@ impl Partition {
 
     /// Stamps `command` with the HLC, proposes it and returns what applying it produced.
     ///
-    /// The proposal runs in a task of its own and leaves the in-flight set only when Raft
-    /// answers it, even if this future is dropped or times out first (a forwarding node
-    /// died, the request timed out): until then it may still commit, at its stamp, so a
-    /// read at or above the stamp must keep waiting for it.
+    /// The proposal goes through the partition's queue (`proposals`), perhaps in one entry
+    /// with others, and leaves the in-flight set only when Raft answers that entry, even if
+    /// this future is dropped or times out first (a forwarding node died, the request timed
+    /// out): until then it may still commit, at its stamp, so a read at or above the stamp
+    /// must keep waiting for it.
     async fn propose(&self, command: Command) -> Result<ApplyResult, KvError> {
         let ts = {
             let mut stamps = lock(&self.in_flight.stamps);
@@ -293,15 +301,14 @@ impl Partition {
             *stamps.entry(ts).or_default() += 1;
             ts
         };
-        let proposal = Proposal { ts, command };
         let started = std::time::Instant::now();
-        let (raft, in_flight) = (self.raft.clone(), self.in_flight.clone());
-        let answer = tokio::spawn(async move {
-            let outcome = raft.client_write(proposal).await;
-            in_flight.settle(ts);
-            outcome
-        });
-        let outcome = tokio::time::timeout(self.timeout, answer).await;
+        let (answer, answered) = oneshot::channel();
+        let queued = proposals::Queued { proposal: Proposal { ts, command }, answer };
+        if self.proposals.send(queued).is_err() {
+            self.in_flight.settle(ts);
+            return Err(KvError::Unavailable(format!("partition {} is stopped", self.id)));
+        }
+        let outcome = tokio::time::timeout(self.timeout, answered).await;
         tracing::trace!(partition = self.id, commit_us = started.elapsed().as_micros() as u64, "proposal answered");
         match outcome {
             Err(_) => Err(KvError::Timeout(format!(
@@ -309,9 +316,8 @@ impl Partition {
                 self.id,
                 self.timeout.as_millis()
             ))),
-            Ok(Err(join)) => Err(KvError::Internal(format!("partition {}: proposal task failed: {join}", self.id))),
-            Ok(Ok(Err(e))) => Err(write_error(self.id, e)),
-            Ok(Ok(Ok(response))) => Ok(response.data),
+            Ok(Err(_)) => Err(KvError::Internal(format!("partition {}: the proposal was dropped unanswered", self.id))),
+            Ok(Ok(result)) => result,
         }
     }
 

@@ -40,6 +40,7 @@ impl std::fmt::Display for Proposal {
             Command::Lock { op, .. } => write!(f, "lock({:?})@{}", op.name(), self.ts),
             Command::Sequence { op } => write!(f, "sequence({:?})@{}", op.name(), self.ts),
             Command::Txn(step) => write!(f, "txn({})@{}", step.txn_id(), self.ts),
+            Command::Batch(proposals) => write!(f, "batch({} proposals)@{}", proposals.len(), self.ts),
         }
     }
 }
@@ -60,6 +61,11 @@ pub enum Command {
     Sequence { op: SequenceOp },
     /// A step of a transaction's commit.
     Txn(TxnCommand),
+    /// Proposals that queued while the partition's previous entry was in flight, applied
+    /// one by one in order, each at its own stamp, as if each were an entry of its own
+    /// (openraft 0.9 puts one entry of a partition on disk per fsync: one entry carrying
+    /// many proposals is group commit within the partition). Never nested.
+    Batch(Vec<Proposal>),
 }
 
 /// The steps of a transaction's commit, as Raft entries (see `PartitionRequest`'s
@@ -101,4 +107,6 @@ pub enum ApplyResult {
     Txn(Result<TxnReply, KvError>),
     /// A write met a prepared transaction's intent and changed nothing (`KvError::Locked`).
     Blocked(KvError),
+    /// The outcomes of a [`Command::Batch`]'s proposals, in order.
+    Batch(Vec<ApplyResult>),
 }

@@ -16,7 +16,7 @@ use crate::hlc::Hlc;
 use crate::locks::{LockRecord, TokenSpace, apply_lock};
 use crate::log_store::io_error;
 use crate::mvcc::{KeySpace, apply_write};
-use crate::raft_types::{ApplyResult, Command, Entry, LogId, StorageError, TxnCommand, TypeConfig};
+use crate::raft_types::{ApplyResult, Command, Entry, LogId, Proposal, StorageError, TxnCommand, TypeConfig};
 use crate::redb_space::RedbSpace;
 use crate::schema::{
     FINISHED, FINISHED_TABLE, INTENTS, INTENTS_TABLE, LOCK_OPERATIONS, LOCK_OPERATIONS_TABLE, LOCKS, LOCKS_TABLE, META,
@@ -157,13 +157,7 @@ fn apply_entries(
     for entry in entries {
         let result = match entry.payload {
             EntryPayload::Blank => ApplyResult::None,
-            EntryPayload::Normal(proposal) => {
-                // Commit timestamps strictly increase per partition, whatever the
-                // proposing leader's clock said.
-                let ts = proposal.ts.max(last_commit_ts + 1);
-                last_commit_ts = ts;
-                apply_command(t, p, proposal.command, ts)?
-            }
+            EntryPayload::Normal(proposal) => apply_proposal(t, p, proposal, &mut last_commit_ts)?,
             EntryPayload::Membership(m) => {
                 let stored = Membership::new(Some(entry.log_id), m);
                 t.meta.open()?.insert((p, META_MEMBERSHIP), encode(&stored).as_slice())?;
@@ -180,8 +174,31 @@ fn apply_entries(
     Ok((results, last_commit_ts))
 }
 
+/// Applies one proposal (each of a batch's in turn) at its commit timestamp.
+fn apply_proposal(
+    t: &mut Tables<'_>,
+    p: PartitionId,
+    proposal: Proposal,
+    last_commit_ts: &mut u64,
+) -> Result<ApplyResult, StoreError> {
+    if let Command::Batch(proposals) = proposal.command {
+        let mut results = Vec::with_capacity(proposals.len());
+        for inner in proposals {
+            results.push(apply_proposal(t, p, inner, last_commit_ts)?);
+        }
+        return Ok(ApplyResult::Batch(results));
+    }
+    // Commit timestamps strictly increase per partition, whatever the proposing leader's
+    // clock said.
+    let ts = proposal.ts.max(*last_commit_ts + 1);
+    *last_commit_ts = ts;
+    apply_command(t, p, proposal.command, ts)
+}
+
 fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) -> Result<ApplyResult, StoreError> {
     match command {
+        // `apply_proposal` opens batches before they get here.
+        Command::Batch(_) => Err(StoreError::Corrupt { table: "raft log", reason: "a batch as a command".into() }),
         Command::Write { ops, operation_id } => {
             if let Some(id) = &operation_id
                 && let Some(found) = t.operations.open()?.get((p, id.as_str()))?
@@ -478,6 +495,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     use super::*;
     use crate::log_store::LogStore;
+    use crate::types::{SetArgs, WriteOp};
     use openraft::testing::{StoreBuilder, Suite};
 
     struct Builder;
@@ -498,6 +516,43 @@ mod tests {
 
     fn reserve(key: &str) -> Command {
         Command::Sequence { op: SequenceOp::Reserve { name: "s".into(), count: 2, idempotency_key: Some(key.into()) } }
+    }
+
+    /// A batch entry applies its proposals in order, each at its own commit timestamp (its
+    /// stamp, or one past the previous commit), and answers each on its own.
+    #[tokio::test]
+    async fn a_batch_applies_each_proposal_at_its_own_timestamp() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(dir.path())?;
+        let set = |key: &str, nx: bool| Command::Write {
+            ops: vec![WriteOp::Set(SetArgs { key: key.into(), value: b"v".to_vec(), nx, ..SetArgs::default() })],
+            operation_id: None,
+        };
+        let batch = Command::Batch(vec![
+            Proposal { ts: 50, command: set("a", false) },
+            Proposal { ts: 30, command: set("a", true) },
+            Proposal { ts: 90, command: set("b", false) },
+        ]);
+        let (results, last) = storage
+            .run(Flush::Nothing, move |t| {
+                let mut last = 10;
+                let result = apply_proposal(t, 3, Proposal { ts: 99, command: batch }, &mut last)?;
+                Ok((result, last))
+            })
+            .await?;
+        let ApplyResult::Batch(results) = results else { panic!("not a batch result: {results:?}") };
+        let set_result = |r: &ApplyResult| match r {
+            ApplyResult::Write(w) => match w.as_slice() {
+                [WriteResult::Set { modified, commit_ts, .. }] => Some((*modified, *commit_ts)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let found: Vec<_> = results.iter().map(set_result).collect();
+        // The second is an nx set of a key the first wrote: applied after it, so refused.
+        assert_eq!(found, vec![Some((true, 50)), Some((false, 51)), Some((true, 90))]);
+        assert_eq!(last, 90);
+        Ok(())
     }
 
     /// Locks, sequences and idempotency records travel in snapshots, and compaction
