@@ -22,8 +22,9 @@ use crate::types::PartitionId;
 /// Most proposals in one entry.
 const BATCH_PROPOSALS_MAX: usize = 256;
 /// Most encoded bytes of proposals in one entry (a larger proposal still goes, alone):
-/// openraft sends up to 300 entries in one append-entries message.
-const BATCH_BYTES_MAX: usize = 256 * 1024;
+/// openraft sends up to 300 entries in one append-entries message, and 300 of these stay
+/// well under the 64 MiB a node message may have.
+const BATCH_BYTES_MAX: usize = 128 * 1024;
 /// A partition's entries proposed and not answered yet. Two: while one waits for its
 /// fsync the next is formed and queued in openraft, so the disk is never idle for want
 /// of an entry.
