@@ -199,17 +199,7 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
     );
 
     let total = config.active + config.recovery + CALL_TIMEOUT + Duration::from_secs(5);
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(derive(config.seed, 1))
-        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .simulation_duration(total)
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(LATENCY_MAX)
-        // Held messages arrive in a burst when a cut heals; a small buffer would reset
-        // the connections they belong to, which TCP does not do.
-        .tcp_capacity(1 << 16)
-        .build();
+    let mut sim = new_sim(config.seed, total);
     for spec in specs {
         sim.host(host_name(spec.id), move || node::run(spec.clone()));
     }
@@ -265,4 +255,20 @@ pub fn run(config: &SimConfig) -> Result<SimRun, SimError> {
         steps,
         simulated: sim.elapsed(),
     })
+}
+
+/// A simulation of at most `duration`, its randomness drawn from `seed`: the links and
+/// clock every run and scenario uses.
+pub(crate) fn new_sim<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .rng_seed(derive(seed, 1))
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(duration)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(LATENCY_MAX)
+        // Held messages arrive in a burst when a cut heals; a small buffer would reset
+        // the connections they belong to, which TCP does not do.
+        .tcp_capacity(1 << 16)
+        .build()
 }

@@ -109,3 +109,23 @@ pub(crate) fn derive(seed: u64, stream: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// Logs through `tracing` when `KAHUNA_SIM_LOG` holds a filter (e.g. `openraft=info`), each
+/// line stamped with the simulated time of the host that wrote it; for tests.
+pub fn init_tracing_from_env() {
+    let Ok(filter) = std::env::var("KAHUNA_SIM_LOG") else { return };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_timer(SimTime)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Log lines carry the simulated time of the host that wrote them.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "[{:>10.3}s]", turmoil::sim_elapsed().unwrap_or_default().as_secs_f64())
+    }
+}

@@ -4,20 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kahuna_kernel::{Durability, NodeId, PartitionRequest, SetArgs, SimDisk, WriteOp};
 use turmoil::Sim;
 
-use crate::cluster::SimError;
-use crate::derive;
+use crate::cluster::{SimError, new_sim};
 use crate::net::{self, ExecRequest, NODE_PORT, host_name};
 use crate::node::{self, Board, NodeSpec, SimClock};
 
-/// The simulated wall clock starts here (2024-01-01), as in the random runs.
-const EPOCH_SECS: u64 = 1_704_067_200;
-/// The largest latency of a link.
-const LATENCY_MAX: Duration = Duration::from_millis(20);
 /// The simulated host of the writing client.
 const WRITER_HOST: &str = "writer";
 /// Pause of the writing client between two writes.
@@ -55,15 +50,7 @@ pub fn isolate_leader_before_stale_preferred(
     let peers: BTreeMap<NodeId, String> =
         ids.iter().map(|id| (*id, format!("{}:{NODE_PORT}", host_name(*id)))).collect();
     let board = Board::default();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(derive(seed, 1))
-        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .simulation_duration(SCENARIO_MAX)
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(LATENCY_MAX)
-        .tcp_capacity(1 << 16)
-        .build();
+    let mut sim = new_sim(seed, SCENARIO_MAX);
     for (id, election_timeout_ms) in ids.iter().zip(election_timeouts_ms) {
         let spec = NodeSpec {
             id: *id,
@@ -155,10 +142,8 @@ impl Script<'_> {
     /// arrives).
     fn crash(&mut self, node: NodeId) {
         let name = host_name(node);
-        for other in [1, 2, 3].map(host_name).into_iter().chain([WRITER_HOST.to_owned()]) {
-            if other != name {
-                self.sim.partition(name.as_str(), other.as_str());
-            }
+        for other in others(node) {
+            self.sim.partition(name.as_str(), other.as_str());
         }
         self.sim.crash(name.as_str());
         self.board.forget(node);
@@ -167,10 +152,8 @@ impl Script<'_> {
 
     fn restart(&mut self, node: NodeId) {
         let name = host_name(node);
-        for other in [1, 2, 3].map(host_name).into_iter().chain([WRITER_HOST.to_owned()]) {
-            if other != name {
-                self.sim.repair(name.as_str(), other.as_str());
-            }
+        for other in others(node) {
+            self.sim.repair(name.as_str(), other.as_str());
         }
         self.sim.bounce(name.as_str());
         self.note(format!("restart n{node}"));
@@ -181,6 +164,12 @@ impl Script<'_> {
         self.sim.hold(host_name(a), host_name(b));
         self.note(format!("cut n{a} from n{b}"));
     }
+}
+
+/// Every host but `node`'s: the other nodes and the writing client.
+fn others(node: NodeId) -> impl Iterator<Item = String> {
+    let name = host_name(node);
+    [1, 2, 3].map(host_name).into_iter().chain([WRITER_HOST.to_owned()]).filter(move |other| *other != name)
 }
 
 /// Writes one key over and over, each time to the node that leads partition 0 in the

@@ -22,24 +22,6 @@ const CI_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8];
 /// The seed run twice for the determinism check.
 const DETERMINISM_SEED: u64 = 11;
 
-fn init_tracing() {
-    let Ok(filter) = std::env::var("KAHUNA_SIM_LOG") else { return };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_timer(SimTime)
-        .with_test_writer()
-        .try_init();
-}
-
-/// Log lines carry the simulated time of the host that wrote them.
-struct SimTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for SimTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        write!(w, "[{:>10.3}s]", turmoil::sim_elapsed().unwrap_or_default().as_secs_f64())
-    }
-}
-
 fn config(seed: u64) -> SimConfig {
     let mut config = SimConfig::new(seed);
     if let Some(secs) = std::env::var("KAHUNA_SIM_SECONDS").ok().and_then(|s| s.parse().ok()) {
@@ -134,7 +116,7 @@ fn run_seeds(seeds: &[u64]) -> Vec<String> {
 
 #[test]
 fn seeds() {
-    init_tracing();
+    kahuna_sim::init_tracing_from_env();
     let seeds: Vec<u64> = match std::env::var("KAHUNA_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("KAHUNA_SIM_SEED is a number")],
         Err(_) => CI_SEEDS.to_vec(),
@@ -149,7 +131,7 @@ fn seeds() {
     ignore = "one seed gives one run only with RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's RNG is seeded then)"
 )]
 fn same_seed_same_history() {
-    init_tracing();
+    kahuna_sim::init_tracing_from_env();
     // The two runs at once, on two threads, as `seeds` runs seeds: what one run does must
     // not depend on another running beside it.
     let (first, second) = std::thread::scope(|scope| {

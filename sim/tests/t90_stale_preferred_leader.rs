@@ -27,27 +27,9 @@ const ELECTED_WITHIN: Duration = Duration::from_secs(4);
 const CASES: [(u64, [u64; 3], u64); 3] =
     [(1, [250, 260, 460], 100), (2, [300, 260, 560], 200), (3, [350, 260, 660], 100)];
 
-fn init_tracing() {
-    let Ok(filter) = std::env::var("KAHUNA_SIM_LOG") else { return };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_timer(SimTime)
-        .with_test_writer()
-        .try_init();
-}
-
-/// Log lines carry the simulated time of the host that wrote them.
-struct SimTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for SimTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        write!(w, "[{:>10.3}s]", turmoil::sim_elapsed().unwrap_or_default().as_secs_f64())
-    }
-}
-
 #[test]
 fn stale_preferred_leader_lets_the_other_node_lead() {
-    init_tracing();
+    kahuna_sim::init_tracing_from_env();
     let mut slow = Vec::new();
     for (seed, timeouts_ms, stale_ms) in CASES {
         let run = isolate_leader_before_stale_preferred(seed, timeouts_ms, Duration::from_millis(stale_ms))
