@@ -1,6 +1,7 @@
 //! Limits on what a client may send, checked before anything is proposed.
 
 use crate::error::KvError;
+use crate::types::WriteOp;
 
 /// Longest key, in bytes of UTF-8.
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -22,6 +23,13 @@ pub const BATCH_OPS_MAX: usize = 1_000;
 pub const TXN_KEYS_MAX: usize = 10_000;
 /// Longest operation id, in bytes.
 pub const OPERATION_ID_BYTES_MAX: usize = 128;
+/// Most key and value bytes one partition's share of a write may carry (a batch request,
+/// or a transaction's writes there), and the highest value limit a node accepts. Each
+/// becomes one Raft entry, and a follower must take an entry in one append-entries call,
+/// which openraft 0.9 gives one heartbeat interval (100 ms) to be sent, written, synced
+/// and answered: an entry that cannot make it could never reach a follower, and every
+/// entry after it would wait behind it.
+pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Longest lock or sequence name, in bytes of UTF-8.
 pub const NAME_BYTES_MAX: usize = 1024;
@@ -187,6 +195,24 @@ pub fn check_txn_keys(len: usize) -> Result<(), KvError> {
     Ok(())
 }
 
+/// Checks the key and value bytes of one partition's share of a write against
+/// [`WRITE_BYTES_MAX`].
+pub fn check_write_bytes(ops: &[WriteOp]) -> Result<(), KvError> {
+    let bytes = ops.iter().fold(0usize, |sum, op| {
+        let value = match op {
+            WriteOp::Set(set) => set.value.len(),
+            WriteOp::Delete(_) | WriteOp::Extend { .. } => 0,
+        };
+        sum.saturating_add(op.key().len()).saturating_add(value)
+    });
+    if bytes > WRITE_BYTES_MAX {
+        return Err(KvError::InvalidInput(format!(
+            "the writes to one partition are {bytes} bytes of keys and values, the limit is {WRITE_BYTES_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the operation count of a batch (at least one, at most [`BATCH_OPS_MAX`]).
 pub fn check_batch(len: usize) -> Result<(), KvError> {
     if len == 0 {
@@ -222,6 +248,18 @@ mod tests {
         assert_eq!(scan_limit(0), Ok(SCAN_LIMIT_DEFAULT));
         assert!(scan_limit(SCAN_LIMIT_MAX + 1).is_err());
         assert!(check_batch(0).is_err());
+    }
+
+    #[test]
+    fn one_partitions_writes_stay_under_one_raft_message() {
+        let set = |key: &str, bytes: usize| {
+            WriteOp::Set(crate::types::SetArgs { key: key.into(), value: vec![7; bytes], ..Default::default() })
+        };
+        let half = WRITE_BYTES_MAX / 2;
+        assert!(check_write_bytes(&[set("a", half - 1), set("b", half - 1)]).is_ok());
+        let over = check_write_bytes(&[set("a", half), set("b", half)]).unwrap_err();
+        assert!(over.to_string().contains(&format!("{} bytes", WRITE_BYTES_MAX + 2)), "{over}");
+        assert!(matches!(over, KvError::InvalidInput(_)));
     }
 
     #[test]

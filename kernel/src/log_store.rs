@@ -16,12 +16,20 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
-use crate::schema::{decode, encode};
+use crate::schema::{decode, encode, encoded_len};
 use crate::storage::{Flush, Storage};
 use crate::types::PartitionId;
 
 /// Entries kept in memory beyond those needed; older flushed ones are read from disk.
 const LOG_TAIL_ENTRIES_MAX: usize = 2048;
+
+/// Most encoded entry bytes in one append-entries message (one larger entry still goes
+/// alone). openraft asks for up to 300 entries per message and an entry may carry a
+/// value of the configured limit (1 MiB by default): unbounded, a follower far behind was
+/// sent one message above the 64 MiB a node message may have, refused every time, and
+/// never caught up. Small, a message is also sent, written and answered well within the
+/// one heartbeat interval (100 ms) openraft 0.9 waits for it.
+pub(crate) const APPEND_BYTES_MAX: usize = 1024 * 1024;
 
 /// The in-memory tail of the log: a contiguous run of the newest entries.
 #[derive(Default)]
@@ -58,14 +66,60 @@ impl LogStore {
         self.tail.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_disk(&self, start: u64, end: u64) -> Result<Vec<Entry>, StoreError> {
-        let rows = self.storage.log().read(self.partition, start, end)?;
+    fn read_disk(&self, start: u64, end: u64, bytes_max: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = self.storage.log().read(self.partition, start, end, bytes_max)?;
         rows.iter().map(|bytes| decode(LOG_TABLE, bytes)).collect()
+    }
+
+    /// The entries in `start..end`, from disk and then from the tail, stopping before the
+    /// entry that would take their encoded size past `bytes_max` (the first one comes
+    /// whatever its size).
+    fn entries(&self, start: u64, end: u64, bytes_max: usize) -> Result<Vec<Entry>, StoreError> {
+        let (tail_first, cached): (u64, Vec<(Entry, usize)>) = {
+            let tail = self.lock_tail();
+            let first = tail.keys().next().copied().unwrap_or(u64::MAX);
+            let from = start.max(first);
+            let mut bytes = 0usize;
+            let cached = match from < end {
+                true => tail
+                    .range(from..end)
+                    .map(|(_, e)| (e, if bytes_max == usize::MAX { 0 } else { encoded_len(e) }))
+                    .take_while(|(_, len)| {
+                        let first = bytes == 0;
+                        bytes = bytes.saturating_add(*len);
+                        first || bytes <= bytes_max
+                    })
+                    .map(|(e, len)| (e.clone(), len))
+                    .collect(),
+                false => Vec::new(),
+            };
+            (first, cached)
+        };
+        let disk_end = end.min(tail_first);
+        let mut entries = self.read_disk(start, disk_end, bytes_max)?;
+        if bytes_max == usize::MAX {
+            entries.extend(cached.into_iter().map(|(entry, _)| entry));
+            return Ok(entries);
+        }
+        if entries.len() as u64 != disk_end.saturating_sub(start) && !entries.is_empty() {
+            // The budget ran out on disk (or entries there are missing): what follows
+            // would leave a gap.
+            return Ok(entries);
+        }
+        let mut bytes: usize = entries.iter().map(encoded_len).fold(0, usize::saturating_add);
+        for (entry, len) in cached {
+            bytes = bytes.saturating_add(len);
+            if !entries.is_empty() && bytes > bytes_max {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
     }
 
     fn last_on_disk(&self) -> Result<Option<LogId>, StoreError> {
         let Some(last) = self.storage.log().last_index(self.partition) else { return Ok(None) };
-        Ok(self.read_disk(last, last + 1)?.pop().map(|e| e.log_id))
+        Ok(self.read_disk(last, last + 1, usize::MAX)?.pop().map(|e| e.log_id))
     }
 }
 
@@ -92,16 +146,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
-        let (tail_first, cached): (u64, Vec<Entry>) = {
-            let tail = self.lock_tail();
-            let first = tail.keys().next().copied().unwrap_or(u64::MAX);
-            let from = start.max(first);
-            let cached = if from < end { tail.range(from..end).map(|(_, e)| e.clone()).collect() } else { Vec::new() };
-            (first, cached)
-        };
-        let mut entries = self.read_disk(start, end.min(tail_first)).map_err(read_error)?;
-        entries.extend(cached);
-        Ok(entries)
+        self.entries(start, end, usize::MAX).map_err(read_error)
+    }
+
+    /// What replication sends to a follower: at most [`APPEND_BYTES_MAX`] of entries.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        self.entries(start, end, APPEND_BYTES_MAX).map_err(read_error)
     }
 }
 
@@ -223,5 +273,65 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .await
             .map_err(io_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::log_id;
+    use openraft::{EntryPayload, RaftLogReader};
+
+    use super::*;
+    use crate::raft_types::{Command, Proposal};
+    use crate::types::{SetArgs, WriteOp};
+
+    /// An entry setting a key to `bytes` bytes.
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let set = SetArgs { key: format!("k{index}"), value: vec![7; bytes], ..SetArgs::default() };
+        let command = Command::Write { ops: vec![WriteOp::Set(set)], operation_id: None };
+        Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(Proposal { ts: index, command }) }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// Replication reads at most `APPEND_BYTES_MAX` of entries (at least one), whether they
+    /// come from disk, from the in-memory tail or from both; other reads get the range.
+    #[tokio::test]
+    async fn replication_reads_are_bounded_in_bytes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(dir.path())?;
+        let mut store = LogStore::new(0, storage.clone());
+        let quarter = APPEND_BYTES_MAX / 4;
+        // Entries 1..=6 on disk only, 7..=12 in the tail only; a quarter of the budget each.
+        let on_disk: Vec<(u64, Vec<u8>)> = (1..=6).map(|i| (i, encode(&entry(i, quarter)))).collect();
+        storage
+            .run_log(Flush::Log, move |log| {
+                for (index, bytes) in on_disk {
+                    log.entry(0, index, bytes);
+                }
+                Ok(())
+            })
+            .await?;
+        store.lock_tail().extend((7..=12).map(|i| (i, entry(i, quarter))));
+
+        let limited = |store: &mut LogStore, start, end| {
+            let mut store = store.clone();
+            async move { store.limited_get_log_entries(start, end).await.map(|e| indexes(&e)) }
+        };
+        // Four entries each a little above a quarter: three fit.
+        assert_eq!(limited(&mut store, 1, 13).await?, vec![1, 2, 3], "from disk");
+        assert_eq!(limited(&mut store, 7, 13).await?, vec![7, 8, 9], "from the tail");
+        assert_eq!(limited(&mut store, 5, 13).await?, vec![5, 6, 7], "across both");
+        assert_eq!(limited(&mut store, 12, 13).await?, vec![12]);
+        assert_eq!(indexes(&store.try_get_log_entries(1..13).await?), (1..=12).collect::<Vec<_>>());
+
+        // One entry above the budget still goes, alone.
+        store.lock_tail().insert(13, entry(13, 2 * APPEND_BYTES_MAX));
+        store.lock_tail().insert(14, entry(14, 1));
+        assert_eq!(limited(&mut store, 13, 15).await?, vec![13]);
+        assert_eq!(limited(&mut store, 14, 15).await?, vec![14]);
+        Ok(())
     }
 }

@@ -12,7 +12,8 @@ use crate::error::{KvError, OpenError};
 use crate::hlc::Hlc;
 use crate::limits::{
     LOCK_LEASE_MS_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT, check_batch, check_count, check_idempotency_key, check_key,
-    check_lease, check_name, check_operation_id, check_owner, check_txn_keys, check_value, check_wait, scan_limit,
+    check_lease, check_name, check_operation_id, check_owner, check_txn_keys, check_value, check_wait,
+    check_write_bytes, scan_limit,
 };
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
@@ -492,6 +493,7 @@ impl Kernel {
         match request {
             PartitionRequest::Write { ops, operation_id, .. } => {
                 check_batch(ops.len())?;
+                check_write_bytes(ops)?;
                 if let Some(id) = operation_id {
                     check_operation_id(id)?;
                 }
@@ -571,6 +573,7 @@ impl Kernel {
 impl Kernel {
     fn validate_txn_part(&self, part: &TxnPart, routed: &dyn Fn(&str) -> Result<(), KvError>) -> Result<(), KvError> {
         check_txn_keys(part.reads.len() + part.writes.len())?;
+        check_write_bytes(&part.writes)?;
         for key in &part.reads {
             routed(key)?;
         }

@@ -82,6 +82,11 @@ pub(crate) const FINISHED: TableDefinition<(u32, &str), &[u8]> = TableDefinition
 pub(crate) const TXN_RECORDS_TABLE: &str = "txn_records";
 pub(crate) const TXN_RECORDS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new(TXN_RECORDS_TABLE);
 
+/// How many bytes [`encode`] makes of `value`, without making them.
+pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+}
+
 /// Encodes a record for storage.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on our types: no maps with non-string keys or unsized

@@ -460,7 +460,7 @@ mod tests {
             drop(storage);
             assert_eq!(*crashed.lock().unwrap_or_else(|p| p.into_inner()), Some(crash_at));
             let log = Wal::open_with(LogDir::Simulated(disk.clone()), 4096)?;
-            let found = log.read(1, 1, crash_at + 1)?;
+            let found = log.read(1, 1, crash_at + 1, usize::MAX)?;
             assert!(
                 found == (1..=crash_at).map(entry).collect::<Vec<_>>(),
                 "crash at {crash_at}: {} entries",
@@ -510,7 +510,7 @@ mod tests {
         disk.crash();
         let log = Wal::open_with(LogDir::Simulated(disk.clone()), 4096)?;
         assert_eq!(log.purged(1), Some(log_id(1, 1, 250)));
-        assert_eq!(log.read(1, 251, 321)?, (251..=320).map(entry).collect::<Vec<_>>());
+        assert_eq!(log.read(1, 251, 321, usize::MAX)?, (251..=320).map(entry).collect::<Vec<_>>());
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ pub struct Version {
     /// Per key: 0 for the first write, +1 per set or delete.
     pub revision: i64,
     /// `None` is a tombstone left by a delete.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// Unix ms after which the version is invisible; 0 = never.
     pub expires_at_ms: u64,
@@ -51,6 +52,7 @@ impl Version {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub revision: i64,
     pub commit_ts: u64,
@@ -61,11 +63,13 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SetArgs {
     pub key: String,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Only when the key does not exist.
     pub nx: bool,
     /// Only when the key exists.
     pub xx: bool,
+    #[serde(with = "serde_bytes")]
     pub compare_value: Option<Vec<u8>>,
     pub compare_revision: Option<i64>,
     /// 0 = no expiry.
@@ -76,6 +80,7 @@ pub struct SetArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DeleteArgs {
     pub key: String,
+    #[serde(with = "serde_bytes")]
     pub compare_value: Option<Vec<u8>>,
     pub compare_revision: Option<i64>,
 }
@@ -468,4 +473,29 @@ pub struct PartitionStatus {
     pub voters: Vec<NodeId>,
     /// Snapshots this replica installed from a leader since it started.
     pub snapshots_installed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values were encoded as sequences of bytes before they were marked `serde_bytes`;
+    /// postcard writes both as a length and the bytes, so logs, state files and
+    /// snapshots written before read the same, and the other way round.
+    #[test]
+    fn values_encode_as_they_did_before_serde_bytes() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Before {
+            revision: i64,
+            value: Option<Vec<u8>>,
+            expires_at_ms: u64,
+        }
+        for value in [None, Some(Vec::new()), Some(b"v".to_vec()), Some(vec![0xff; 300])] {
+            let before = Before { revision: 7, value: value.clone(), expires_at_ms: 9 };
+            let now = Version { revision: 7, value, expires_at_ms: 9 };
+            let bytes = postcard::to_stdvec(&before).expect("encodes");
+            assert_eq!(postcard::to_stdvec(&now).expect("encodes"), bytes);
+            assert_eq!(postcard::from_bytes::<Version>(&bytes).expect("decodes"), now);
+        }
+    }
 }

@@ -111,6 +111,12 @@ impl ServeArgs {
         if self.lock_lease_ms_max == 0 || self.lock_lease_ms_max > kahuna_kernel::TTL_MS_MAX as u64 {
             return Err(format!("--lock-lease-ms-max must be 1 to {} ms", kahuna_kernel::TTL_MS_MAX));
         }
+        if self.value_bytes_max > kahuna_kernel::WRITE_BYTES_MAX {
+            return Err(format!(
+                "--value-bytes-max must be at most {} (a follower must take a write in one Raft message)",
+                kahuna_kernel::WRITE_BYTES_MAX
+            ));
+        }
         if self.snapshot_logs < 2 {
             return Err("--snapshot-logs must be at least 2".into());
         }
@@ -209,6 +215,16 @@ mod tests {
         assert!(args(&["--txn-timeout-ms", "70000"]).txn_config().is_err());
         assert!(args(&["--script-time-ms-max", "58000"]).script_config().is_err());
         assert!(args(&["--script-memory-bytes-max", "1000"]).script_config().is_err());
+    }
+
+    #[test]
+    fn the_value_limit_keeps_a_write_within_one_raft_message() {
+        assert!(args(&[]).kernel_config().is_ok());
+        let most = kahuna_kernel::WRITE_BYTES_MAX.to_string();
+        assert!(args(&["--value-bytes-max", &most]).kernel_config().is_ok());
+        let over = (kahuna_kernel::WRITE_BYTES_MAX + 1).to_string();
+        let refused = args(&["--value-bytes-max", &over]).kernel_config().unwrap_err();
+        assert!(refused.contains("--value-bytes-max must be at most"), "{refused}");
     }
 
     #[test]

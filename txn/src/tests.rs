@@ -206,6 +206,18 @@ async fn limits_and_timeouts() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert!(matches!(txn.commit().await, Err(KvError::Timeout(_))));
     assert_eq!(committed(&engine, "late").await, None);
+
+    // One partition's writes must fit in one Raft entry: more is refused, nothing written.
+    let mut txn = engine.begin(None).await.expect("begin");
+    let value = vec![b'v'; kahuna_kernel::VALUE_BYTES_MAX_DEFAULT];
+    let count = kahuna_kernel::WRITE_BYTES_MAX / value.len() + 1;
+    for i in 0..count {
+        let key = key_in(engine.kernel(), 2, &format!("big{i}"));
+        txn.set(SetArgs { key, value: value.clone(), ..Default::default() }).await.expect("buffered");
+    }
+    let refused = txn.commit().await.expect_err("too many bytes for one entry");
+    assert!(matches!(&refused, KvError::InvalidInput(m) if m.contains("the limit is")), "{refused}");
+    assert_eq!(committed(&engine, &key_in(engine.kernel(), 2, "big0")).await, None);
 }
 
 /// Locks and sequences inside a transaction take effect with its commit, atomically

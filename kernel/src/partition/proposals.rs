@@ -17,13 +17,14 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{InFlight, write_error};
 use crate::error::KvError;
 use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
+use crate::schema::encoded_len;
 use crate::types::PartitionId;
 
 /// Most proposals in one entry.
 const BATCH_PROPOSALS_MAX: usize = 256;
 /// Most encoded bytes of proposals in one entry (a larger proposal still goes, alone):
-/// openraft sends up to 300 entries in one append-entries message, and 300 of these stay
-/// well under the 64 MiB a node message may have.
+/// small writes stay small entries, so replication (which sends at most
+/// `log_store::APPEND_BYTES_MAX` of entries per message) can split a backlog finely.
 const BATCH_BYTES_MAX: usize = 128 * 1024;
 /// A partition's entries proposed and not answered yet. Two: while one waits for its
 /// fsync the next is formed and queued in openraft, so the disk is never idle for want
@@ -74,10 +75,6 @@ pub(super) async fn propose_batches(
             drop(slot);
         });
     }
-}
-
-fn encoded_len(proposal: &Proposal) -> usize {
-    postcard::serialize_with_flavor(proposal, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
 }
 
 /// Proposes `batch` as one entry (a lone proposal as itself) and answers each proposal.

@@ -294,15 +294,33 @@ impl Wal {
         self.read_index().partitions.get(&partition).and_then(|l| l.entries.keys().next_back().copied())
     }
 
-    /// The encoded entries of the partition with indexes in `start..end` that are on disk.
-    pub(crate) fn read(&self, partition: u32, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The encoded entries of the partition with indexes in `start..end` that are on disk,
+    /// stopping before the entry that would take the bytes read past `bytes_max` (the
+    /// first entry is read whatever its size).
+    pub(crate) fn read(
+        &self,
+        partition: u32,
+        start: u64,
+        end: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         if start >= end {
             return Ok(Vec::new());
         }
         // The read lock is held through the reads: a segment is not deleted under them.
         let index = self.read_index();
         let Some(log) = index.partitions.get(&partition) else { return Ok(Vec::new()) };
-        let locs: Vec<(u64, Loc)> = log.entries.range(start..end).map(|(i, l)| (*i, *l)).collect();
+        let mut bytes = 0usize;
+        let locs: Vec<(u64, Loc)> = log
+            .entries
+            .range(start..end)
+            .take_while(|(_, l)| {
+                let first = bytes == 0;
+                bytes = bytes.saturating_add(l.len as usize);
+                first || bytes <= bytes_max
+            })
+            .map(|(i, l)| (*i, *l))
+            .collect();
         index.read(partition, &locs)
     }
 

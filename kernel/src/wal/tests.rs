@@ -21,7 +21,7 @@ fn one(wal: &Wal, f: impl FnOnce(&mut LogBatch), durable: bool) -> Result<(), St
 }
 
 fn indexes(wal: &Wal, partition: u32) -> Result<Vec<u64>, StoreError> {
-    let rows = wal.read(partition, 0, u64::MAX)?;
+    let rows = wal.read(partition, 0, u64::MAX, usize::MAX)?;
     Ok(rows.iter().map(|r| String::from_utf8_lossy(r)["entry ".len()..].parse().unwrap_or(u64::MAX)).collect())
 }
 
@@ -49,7 +49,23 @@ fn reopening_replays_entries_truncations_purges_and_votes() -> Result<(), StoreE
     assert_eq!(wal.purged(1), Some(log_id(1, 1, 3)));
     assert_eq!(wal.vote(2), Some(Vote::new(4, 2)));
     assert_eq!(wal.vote(1), None);
-    assert_eq!(wal.read(1, 5, 7)?.len(), 2, "a range reads only its entries");
+    assert_eq!(wal.read(1, 5, 7, usize::MAX)?.len(), 2, "a range reads only its entries");
+    Ok(())
+}
+
+#[test]
+fn a_bounded_read_stops_at_the_byte_budget_but_reads_at_least_one_entry() -> Result<(), StoreError> {
+    let wal = Wal::open_with(LogDir::Simulated(SimDisk::new()), 4096)?;
+    append(&wal, 1, 1..11, true)?;
+    let record = wal.read_index().partitions[&1].entries[&1].len as usize;
+    let read = |bytes_max| -> Result<Vec<u64>, StoreError> {
+        let rows = wal.read(1, 1, 11, bytes_max)?;
+        Ok(rows.iter().map(|r| String::from_utf8_lossy(r)["entry ".len()..].parse().unwrap_or(u64::MAX)).collect())
+    };
+    assert_eq!(read(3 * record)?, vec![1, 2, 3]);
+    assert_eq!(read(3 * record + 1)?, vec![1, 2, 3], "a part of an entry does not fit");
+    assert_eq!(read(1)?, vec![1], "one entry larger than the budget still comes");
+    assert_eq!(read(usize::MAX)?, (1..11).collect::<Vec<_>>());
     Ok(())
 }
 
