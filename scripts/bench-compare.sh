@@ -94,6 +94,13 @@ while IFS='=' read -r name _; do
   if [[ $name == ETCD_* || $name == ETCDCTL_* ]]; then unset "$name"; fi
 done < <(env)
 
+# The runs write about 2 GiB (three etcd members' logs and databases, Redis's append-only
+# file, Kahuna's logs); a disk filling up mid-run kills the peers and spoils the figures.
+free_kib=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')
+if [[ -n $free_kib && $free_kib -lt $((4 * 1024 * 1024)) ]]; then
+  echo "only $((free_kib / 1024)) MiB free under ${TMPDIR:-/tmp}; the runs need about 4 GiB" >&2
+  exit 1
+fi
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/kahuna-bench-compare.XXXXXX")
 # The processes of the current system: the only ones this script starts. Each system's
 # processes are stopped and reaped before the next starts, so a pid here is never reused.
