@@ -26,10 +26,11 @@ const BATCH_PROPOSALS_MAX: usize = 256;
 /// small writes stay small entries, so replication (which sends at most
 /// `log_store::APPEND_BYTES_MAX` of entries per message) can split a backlog finely.
 const BATCH_BYTES_MAX: usize = 128 * 1024;
-/// A partition's entries proposed and not answered yet. Two: while one waits for its
-/// fsync the next is formed and queued in openraft, so the disk is never idle for want
-/// of an entry.
-const ENTRIES_IN_FLIGHT: usize = 2;
+/// A partition's entries proposed and not answered yet. One: openraft 0.9 takes a
+/// partition's next entry only after the previous one's fsync anyway, and with one in
+/// flight more proposals queue behind it, so each entry carries more of them (1 node, 64
+/// clients: 7,411 / 8,066 → 9,129 / 9,548 puts/s with two → one; bench/PERF-LOG.md).
+const ENTRIES_IN_FLIGHT: usize = 1;
 
 /// A proposal waiting in a partition's queue, and where its outcome goes.
 pub(super) struct Queued {
