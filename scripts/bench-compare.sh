@@ -42,6 +42,8 @@
 #                    base+10, base+11 (etcd), base+12..base+17 (etcd 3: clients
 #                    base+12..base+14, peers base+15..base+17), base+20, base+21 (Redis)
 #   BENCH_ETCD3      0 skips the three-member etcd (the kahuna-3 rows then show "-")
+#   BENCH_PIPELINE   0 sends Kahuna's single-key calls unary, one HTTP/2 stream each, instead
+#                    of in the client's pipelines (default 1: `kahuna bench --pipeline`)
 #   BENCH_OUT        report file (default BENCHMARKS.md at the repository root)
 #   BENCH_JSON_OUT   file to append every run's JSON summary to
 #   BENCH_KEEP       1 keeps the temporary directory (logs, data) after the run
@@ -78,11 +80,16 @@ if [[ $etcd3 != 0 && $etcd3 != 1 ]]; then
   echo "BENCH_ETCD3 is $etcd3; it takes 0 (skip the three-member etcd) or 1" >&2
   exit 1
 fi
+pipeline=${BENCH_PIPELINE:-1}
+if [[ $pipeline != 0 && $pipeline != 1 ]]; then
+  echo "BENCH_PIPELINE is $pipeline; it takes 0 (unary calls) or 1 (pipelined calls)" >&2
+  exit 1
+fi
 ready_timeout_s=60
 stop_grace_s=10
 command_line="$0${*:+ $*}"
 env_line=""
-for var in BENCH_DURATION BENCH_WARMUP BENCH_CLIENTS BENCH_WORKLOADS BENCH_KEYS BENCH_PORT_BASE BENCH_ETCD3 KAHUNA_BIN; do
+for var in BENCH_DURATION BENCH_WARMUP BENCH_CLIENTS BENCH_WORKLOADS BENCH_KEYS BENCH_PORT_BASE BENCH_ETCD3 BENCH_PIPELINE KAHUNA_BIN; do
   if [[ -n ${!var:-} ]]; then
     env_line+="$var=\"${!var}\" "
   fi
@@ -358,13 +365,15 @@ runs=()             # the keys in run order
 # at every client count.
 bench() {
   local system=$1 target=$2 endpoints=$3 workload clients out
+  local extra=()
+  if [[ $target == kahuna && $pipeline == 1 ]]; then extra=(--pipeline); fi
   shift 3
   for workload in "$@"; do
     if [[ " $workloads_list " != *" $workload "* ]]; then continue; fi
     for clients in "${client_counts[@]}"; do
       echo "$system: $workload with $clients clients for ${duration} s..." >&2
       if out=$("$kahuna" bench --target "$target" --endpoints "$endpoints" --workload "$workload" \
-        --clients "$clients" --duration "$duration" --warmup "$warmup" --keys "$keys" --reserve "$reserve_count" --json); then
+        --clients "$clients" --duration "$duration" --warmup "$warmup" --keys "$keys" --reserve "$reserve_count" ${extra[@]+"${extra[@]}"} --json); then
         if [[ -n ${BENCH_JSON_OUT:-} ]]; then
           printf '{"system":"%s",%s\n' "$system" "${out#\{}" >>"$BENCH_JSON_OUT"
         fi
@@ -527,6 +536,11 @@ systems=(kahuna-1 kahuna-3 etcd etcd-3 redis-default redis-always)
   echo "- Machine: $(nproc) cores (${cpu:-unknown CPU}), $(uname -sr), all traffic on loopback; data in a temporary directory ($data_fs); load average before the runs: $load_before (other work on the machine skews the figures)"
   echo "- Kahuna: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown) ($build_note); etcd: $(version_of "$etcd_bin" --version); Redis: $(version_of "$redis_bin" --version)"
   echo "- Each run: ${warmup} s warmup, then ${duration} s measured; closed loop, one connection shared by the clients, $keys keys (lock and sequence names) of 8 bytes, 256-byte values; gets, mixed, script and txn runs first write every key, sequence runs first create every sequence; sequence-reserve takes ${reserve_count} values."
+  if ((pipeline == 1)); then
+    echo "- Kahuna's client pipelines its single-key calls (\`kahuna bench --pipeline\`): the sets and gets of the put, get, mixed, eput and eget runs share one KeyValue.Pipeline stream per node, as many to a message as are in flight, as the Redis driver's multiplexed connection pipelines its commands; etcd's client sends each call as its own HTTP/2 stream. Lock, sequence, script and txn calls are unary either way."
+  else
+    echo "- Kahuna's client sends every call as its own HTTP/2 stream (BENCH_PIPELINE=0), as etcd's does."
+  fi
   etcd3_setup="etcd as one member and as three members (the peer of Kahuna on 3 nodes; the driver balances over the three client URLs)"
   if ((etcd3 == 0)); then etcd3_setup="etcd as one member (three members skipped: BENCH_ETCD3=0)"; fi
   echo "- Setups: Kahuna on 1 node and on 3 nodes (loopback, 16 partitions); $etcd3_setup; Redis with its default persistence (RDB snapshots, no AOF) and with \`appendonly yes\` + \`appendfsync always\`. One system runs at a time."

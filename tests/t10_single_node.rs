@@ -164,3 +164,121 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     assert!(!kv.exists(ExistsRequest { key: "k".into(), ..Default::default() }).await.unwrap().into_inner().exists);
     // Nodes refuse a changed partition count.
 }
+
+/// Sends `calls` as one message on a pipeline stream and collects one reply per call,
+/// by id.
+async fn pipeline_round(
+    outbound: &tokio::sync::mpsc::Sender<PipelineRequest>,
+    replies: &mut tonic::Streaming<PipelineResponse>,
+    calls: Vec<PipelineCall>,
+) -> std::collections::BTreeMap<u64, pipeline_reply::Reply> {
+    let want = calls.len();
+    outbound.send(PipelineRequest { calls }).await.expect("stream open");
+    let mut got = std::collections::BTreeMap::new();
+    while got.len() < want {
+        let message = replies.message().await.expect("stream healthy").expect("stream open");
+        for reply in message.replies {
+            assert!(got.insert(reply.id, reply.reply.expect("an answer")).is_none(), "one reply per call");
+        }
+    }
+    got
+}
+
+fn call(id: u64, call: pipeline_call::Call) -> PipelineCall {
+    PipelineCall { id, call: Some(call) }
+}
+
+#[tokio::test]
+async fn pipelined_calls_answer_as_unary_calls_do() {
+    use pipeline_call::Call;
+    use pipeline_reply::Reply;
+
+    let mut cluster = Cluster::start(1, 4, &["--value-bytes-max", "1000"]).await;
+    let mut kv = cluster.nodes[0].kv().await;
+
+    // The raw stream: answers and errors by id, several calls to a message.
+    let (outbound, requests) = tokio::sync::mpsc::channel(4);
+    let mut replies =
+        kv.pipeline(tokio_stream::wrappers::ReceiverStream::new(requests)).await.expect("stream opens").into_inner();
+    let got = pipeline_round(
+        &outbound,
+        &mut replies,
+        vec![
+            call(1, Call::Set(set_req("p/a", "1"))),
+            call(2, Call::Set(set_req("p/b", &"v".repeat(1001)))),
+            call(3, Call::Set(set_req("", "v"))),
+            PipelineCall { id: 4, call: None },
+        ],
+    )
+    .await;
+    assert!(matches!(&got[&1], Reply::Set(r) if r.modified && r.served_by == 1), "{:?}", got[&1]);
+    for (id, words) in [(2, "1000"), (3, "empty"), (4, "names no operation")] {
+        let Reply::Error(e) = &got[&id] else { panic!("call {id}: {:?}", got[&id]) };
+        assert_eq!(e.code, Code::InvalidArgument as i32, "{e:?}");
+        assert!(e.message.contains(words), "{e:?}");
+    }
+    let Reply::Error(e) = &got[&2] else { unreachable!() };
+    assert_eq!(e.metadata.get("kahuna-code").map(String::as_str), Some("InvalidInput"));
+    let got = pipeline_round(
+        &outbound,
+        &mut replies,
+        vec![
+            call(5, Call::Get(get_req("p/a"))),
+            call(6, Call::Exists(ExistsRequest { key: "p/b".into(), ..Default::default() })),
+            call(7, Call::Extend(ExtendRequest { key: "p/a".into(), ttl_ms: 60_000, ..Default::default() })),
+        ],
+    )
+    .await;
+    assert!(matches!(&got[&5], Reply::Get(r) if r.kv.as_ref().is_some_and(|kv| kv.value == b"1")), "{:?}", got[&5]);
+    assert!(matches!(&got[&6], Reply::Exists(r) if !r.exists), "nothing written by a refused call: {:?}", got[&6]);
+    assert!(matches!(&got[&7], Reply::Extend(r) if r.extended), "{:?}", got[&7]);
+    let got = pipeline_round(
+        &outbound,
+        &mut replies,
+        vec![call(8, Call::Delete(DeleteRequest { key: "p/a".into(), ..Default::default() }))],
+    )
+    .await;
+    assert!(matches!(&got[&8], Reply::Delete(r) if r.deleted), "{:?}", got[&8]);
+
+    // A message with more calls than a node runs at once ends the stream, naming the limit.
+    let calls = (0..1025).map(|id| call(id, Call::Get(get_req("p/a")))).collect();
+    outbound.send(PipelineRequest { calls }).await.expect("stream open");
+    let status = loop {
+        match replies.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("1024"), "{status:?}");
+
+    // Through the client: many callers share the stream; errors map as for unary calls.
+    let client = kahuna_client::Client::builder(cluster.endpoints()).pipeline(true).build().expect("client");
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let client = client.clone();
+        writers.spawn(async move {
+            client.set(format!("q/{i}"), i.to_string(), kahuna_client::SetOptions::new()).await.map(|r| r.modified)
+        });
+    }
+    while let Some(written) = writers.join_next().await {
+        assert_eq!(written.expect("task"), Ok(true));
+    }
+    for i in [0, 150, 299] {
+        let got = client.get(format!("q/{i}"), kahuna_client::GetOptions::new()).await.expect("get");
+        assert_eq!(got.kv.expect("written").value, i.to_string().into_bytes());
+    }
+    let refused = client.set("q/big", "v".repeat(1001), kahuna_client::SetOptions::new()).await.unwrap_err();
+    assert!(matches!(&refused, kahuna_client::Error::InvalidInput(m) if m.contains("1000")), "{refused:?}");
+
+    // A node that went away fails the stream's calls as retryable; after its restart the
+    // client opens a new stream.
+    cluster.node(1).kill();
+    let down = client.get("q/0", kahuna_client::GetOptions::new()).await.unwrap_err();
+    assert!(down.is_retryable(), "{down:?}");
+    cluster.node(1).start();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let got = eventually(Duration::from_secs(10), || client.get("q/0", kahuna_client::GetOptions::new())).await;
+    assert_eq!(got.kv.expect("written before the restart").value, b"0");
+}

@@ -191,6 +191,12 @@ pub struct BenchArgs {
     #[arg(long = "timeout", value_name = "MS", default_value_t = kahuna_client::TIMEOUT_MS_DEFAULT)]
     pub timeout_ms: u64,
 
+    /// Kahuna only: build the client with `pipeline(true)`, so that single-key calls
+    /// (set, get) share one stream per node, several to a message (as the Redis driver's
+    /// multiplexed connection pipelines its commands).
+    #[arg(long)]
+    pub pipeline: bool,
+
     /// Prints the summary as one JSON object and hides the progress bar.
     #[arg(long)]
     pub json: bool,

@@ -47,11 +47,16 @@ impl KahunaDriver {
         KahunaDriver { client, script_hash: kahuna_client::script_hash(SCRIPT).into() }
     }
 
-    /// Creates a client for `endpoints` with `timeout` per attempt and default retries.
-    /// Connects lazily: nothing touches the network until the first operation.
-    pub fn connect(endpoints: &[String], timeout: Duration) -> Result<KahunaDriver, kahuna_client::Error> {
+    /// Creates a client for `endpoints` with `timeout` per attempt and default retries,
+    /// pipelining single-key calls when `pipeline` says so. Connects lazily: nothing
+    /// touches the network until the first operation.
+    pub fn connect(
+        endpoints: &[String],
+        timeout: Duration,
+        pipeline: bool,
+    ) -> Result<KahunaDriver, kahuna_client::Error> {
         let endpoints = endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
-        Client::builder(endpoints).timeout(timeout).build().map(KahunaDriver::new)
+        Client::builder(endpoints).timeout(timeout).pipeline(pipeline).build().map(KahunaDriver::new)
     }
 }
 
@@ -169,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_script_hash_is_the_servers_sha256() {
-        let driver = KahunaDriver::connect(&["127.0.0.1:1".to_owned()], Duration::from_secs(1)).unwrap();
+        let driver = KahunaDriver::connect(&["127.0.0.1:1".to_owned()], Duration::from_secs(1), false).unwrap();
         assert_eq!(&*driver.script_hash, kahuna_client::script_hash(SCRIPT));
         assert_eq!(driver.script_hash.len(), 64);
         assert!(Workload::ALL.iter().all(|&w| driver.supports(w)));

@@ -104,7 +104,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let outcome = match args.target {
         Target::Kahuna => {
             let drivers = (0..args.conns)
-                .map(|_| KahunaDriver::connect(&args.endpoints, timeout))
+                .map(|_| KahunaDriver::connect(&args.endpoints, timeout, args.pipeline))
                 .collect::<Result<Vec<_>, _>>()
                 .context("cannot create the Kahuna client")?;
             runner::execute(&plan, &drivers, progress).await?

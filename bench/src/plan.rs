@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::args::{BenchArgs, KEY_BYTES_MAX, VALUE_BYTES_MAX, Workload};
+use crate::args::{BenchArgs, KEY_BYTES_MAX, Target, VALUE_BYTES_MAX, Workload};
 use crate::driver::{Keyspace, ReadMode};
 use crate::keys::{self, KeySpace};
 use crate::pairs::TxnPairs;
@@ -73,6 +73,9 @@ impl Plan {
     pub(crate) fn from_args(args: &BenchArgs) -> Result<Plan, String> {
         if args.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err("--endpoints names no endpoint".into());
+        }
+        if args.pipeline && args.target != Target::Kahuna {
+            return Err(format!("--pipeline applies to Kahuna only, not to {}", args.target.name()));
         }
         if args.conns > args.clients {
             return Err(format!("--conns {} is more than --clients {}", args.conns, args.clients));
@@ -231,6 +234,8 @@ mod tests {
     #[test]
     fn flags_that_do_not_fit_together_are_refused() {
         assert!(plan(&["--clients", "2", "--conns", "3"]).unwrap_err().contains("--conns 3"));
+        assert!(plan(&["--target", "redis", "--pipeline"]).unwrap_err().contains("Kahuna only"));
+        assert!(plan(&["--pipeline"]).is_ok());
         assert!(plan(&["--keys", "1000", "--key-size", "2"]).unwrap_err().contains("at least 3 bytes"));
         assert!(plan(&["--key-size", "0"]).is_err());
         assert!(plan(&["--key-size", "1025"]).is_err());

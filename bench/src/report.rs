@@ -62,6 +62,8 @@ struct JsonReport<'a> {
     endpoints: &'a [String],
     clients: u32,
     conns: u32,
+    /// Kahuna only: whether the client pipelined single-key calls.
+    pipeline: bool,
     rate: Option<u64>,
     duration_s: u64,
     warmup_s: u64,
@@ -86,6 +88,7 @@ pub(crate) fn print(args: &BenchArgs, plan: &Plan, summary: &Summary) -> anyhow:
             endpoints: &args.endpoints,
             clients: args.clients,
             conns: args.conns,
+            pipeline: args.pipeline,
             rate: args.rate,
             duration_s: args.duration,
             warmup_s: args.warmup,
@@ -114,11 +117,12 @@ fn reserve(args: &BenchArgs) -> Option<u64> {
 fn text(args: &BenchArgs, plan: &Plan, summary: &Summary) -> String {
     let lines = [
         format!(
-            "{} {}: {} clients over {} conns, {}, {} s after {} s warmup",
+            "{} {}: {} clients over {} conns{}, {}, {} s after {} s warmup",
             args.target.name(),
             args.workload.name(),
             args.clients,
             args.conns,
+            if args.pipeline { " (pipelined)" } else { "" },
             args.rate.map_or_else(|| "closed loop".to_owned(), |rate| format!("open loop at {rate} ops/s")),
             args.duration,
             args.warmup,
@@ -198,6 +202,7 @@ mod tests {
             endpoints: &args.endpoints,
             clients: args.clients,
             conns: args.conns,
+            pipeline: args.pipeline,
             rate: args.rate,
             duration_s: args.duration,
             warmup_s: args.warmup,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, OUTCOME_METADATA};
+use crate::pipeline::Pipeline;
 use crate::routes::{Route, Routes, ServedBy};
 
 /// Default budget for one attempt of a call (sent to the server as the gRPC deadline).
@@ -44,6 +45,9 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
     /// Told of every retry; see [`ClientBuilder::on_retry`](crate::ClientBuilder::on_retry).
     pub(crate) on_retry: Option<OnRetry>,
+    /// Single-key calls go in pipelines; see
+    /// [`ClientBuilder::pipeline`](crate::ClientBuilder::pipeline).
+    pub(crate) pipeline: bool,
 }
 
 /// One retry of a call, as told to the hook set with
@@ -94,6 +98,7 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT),
             retries: RETRIES_DEFAULT,
             on_retry: None,
+            pipeline: false,
         }
     }
 }
@@ -138,6 +143,17 @@ struct Node {
     /// The normalised URI, e.g. `http://127.0.0.1:2070`.
     uri: String,
     channel: Channel,
+    /// Its stream for single-key calls, when the client pipelines them.
+    pipeline: Option<Arc<Pipeline>>,
+}
+
+/// What one attempt of a call gets to reach its endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Link {
+    pub(crate) channel: Channel,
+    /// The endpoint's pipeline, for single-key KeyValue calls
+    /// ([`Link::key_value`](crate::pipeline)); `None` when the client sends them unary.
+    pub(crate) pipeline: Option<Arc<Pipeline>>,
 }
 
 /// The endpoints of a client and which one is current.
@@ -201,7 +217,9 @@ impl Pool {
                 .http2_keep_alive_interval(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
                 .keep_alive_timeout(Duration::from_millis(KEEP_ALIVE_TIMEOUT_MS))
                 .tcp_nodelay(true);
-            nodes.push(Node { uri, channel: endpoint.connect_lazy() });
+            let channel = endpoint.connect_lazy();
+            let pipeline = config.pipeline.then(|| Arc::new(Pipeline::new(channel.clone())));
+            nodes.push(Node { uri, channel, pipeline });
         }
         Ok(Pool { nodes, current: AtomicUsize::new(0), config, routes: Routes::default() })
     }
@@ -245,7 +263,7 @@ impl Pool {
         attempt: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_within(method, retry_safe, self.config.timeout, attempt).await
@@ -261,7 +279,7 @@ impl Pool {
         attempt: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let retry = if retry_safe { Retry::Safe } else { Retry::Never };
@@ -280,7 +298,7 @@ impl Pool {
     ) -> Result<T, Error>
     where
         T: ServedBy,
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_routed_within(route, method, retry_safe, self.config.timeout, attempt).await
@@ -297,7 +315,7 @@ impl Pool {
     ) -> Result<T, Error>
     where
         T: ServedBy,
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (partition, target) = self.route_target(route);
@@ -322,7 +340,7 @@ impl Pool {
         attempt: F,
     ) -> Result<(T, usize), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (_, target) = self.route_target(route);
@@ -357,8 +375,8 @@ impl Pool {
                     Retry::Safe,
                     pool.config.timeout,
                     false,
-                    |channel, timeout| async move {
-                        kahuna_proto::v1::cluster_client::ClusterClient::new(channel)
+                    |link, timeout| async move {
+                        kahuna_proto::v1::cluster_client::ClusterClient::new(link.channel)
                             .status(request(kahuna_proto::v1::StatusRequest {}, timeout))
                             .await
                     },
@@ -391,7 +409,7 @@ impl Pool {
         attempt: F,
     ) -> Result<(T, usize), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let target = pinned.filter(|i| *i < self.nodes.len()).map_or(Target::Current, Target::Pinned);
@@ -410,7 +428,7 @@ impl Pool {
         mut attempt: F,
     ) -> Result<(T, usize), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Link, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut retries = 0;
@@ -419,8 +437,9 @@ impl Pool {
                 Target::Current => self.current(),
                 Target::CurrentWas(index) | Target::Pinned(index) | Target::Routed { index, .. } => index,
             };
-            let channel = self.nodes[index].channel.clone();
-            let (error, not_committed) = match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
+            let node = &self.nodes[index];
+            let link = Link { channel: node.channel.clone(), pipeline: node.pipeline.clone() };
+            let (error, not_committed) = match tokio::time::timeout(timeout, attempt(link, timeout)).await {
                 Ok(Ok(response)) => return Ok((response.into_inner(), index)),
                 Ok(Err(status)) => {
                     let outcome = status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok());
@@ -613,7 +632,7 @@ mod tests {
             Arc::new(Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config).expect("valid endpoints"));
         let mut attempts = 0;
         let result: Result<(), Error> = pool
-            .call("test", true, |_channel, _timeout| {
+            .call("test", true, |_link, _timeout| {
                 attempts += 1;
                 async { Err(tonic::Status::unavailable("down")) }
             })
@@ -628,7 +647,7 @@ mod tests {
         assert_eq!(attempts, 3);
         let mut attempts = 0;
         let result: Result<(), Error> = pool
-            .call("test", false, |_channel, _timeout| {
+            .call("test", false, |_link, _timeout| {
                 attempts += 1;
                 async { Err(tonic::Status::unavailable("down")) }
             })
@@ -637,7 +656,7 @@ mod tests {
         assert_eq!(attempts, 1, "unsafe calls are never retried");
         let mut attempts = 0;
         let result: Result<(), Error> = pool
-            .call("test", true, |_channel, _timeout| {
+            .call("test", true, |_link, _timeout| {
                 attempts += 1;
                 async { Err(tonic::Status::invalid_argument("bad")) }
             })
@@ -681,7 +700,7 @@ mod tests {
 
         // Failing over: each retry names the endpoint that failed and the next one.
         let result: Result<(), Error> =
-            pool.call("Get", true, |_channel, _timeout| async { Err(tonic::Status::unavailable("down")) }).await;
+            pool.call("Get", true, |_link, _timeout| async { Err(tonic::Status::unavailable("down")) }).await;
         assert!(result.is_err());
         assert_eq!(
             take(),
@@ -690,7 +709,7 @@ mod tests {
 
         // A pinned call (a transaction's) stays on its endpoint, and says so.
         let result: Result<((), usize), Error> = pool
-            .call_on(Some(1), "Commit", Retry::Safe, Duration::from_secs(1), |_channel, _timeout| async {
+            .call_on(Some(1), "Commit", Retry::Safe, Duration::from_secs(1), |_link, _timeout| async {
                 Err(tonic::Status::unavailable("down"))
             })
             .await;
@@ -737,7 +756,7 @@ mod tests {
         let pool = Arc::new(Pool::new(vec!["127.0.0.1:9".into(), "127.0.0.2:9".into()], config).expect("endpoints"));
         let mut seen = Vec::new();
         let result: Result<((), usize), Error> = pool
-            .call_on(Some(1), "test", Retry::Safe, Duration::from_secs(1), |_channel, _timeout| {
+            .call_on(Some(1), "test", Retry::Safe, Duration::from_secs(1), |_link, _timeout| {
                 seen.push(());
                 async { Err(tonic::Status::unavailable("down")) }
             })
@@ -746,7 +765,7 @@ mod tests {
         assert_eq!(seen.len(), 3);
         let mut attempts = 0;
         let result: Result<((), usize), Error> = pool
-            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_link, _timeout| {
                 attempts += 1;
                 async { Err(tonic::Status::unavailable("no leader")) }
             })
@@ -755,7 +774,7 @@ mod tests {
         assert_eq!(attempts, 1, "an answer from a server may hide a run: no retry");
         let mut attempts = 0;
         let result: Result<((), usize), Error> = pool
-            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_link, _timeout| {
                 attempts += 1;
                 async { Err(tonic::Status::unknown("Service was not ready: transport error")) }
             })
@@ -764,7 +783,7 @@ mod tests {
         assert_eq!(attempts, 3, "a request that never left may be sent again");
         let mut attempts = 0;
         let result: Result<((), usize), Error> = pool
-            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_channel, _timeout| {
+            .call_on(None, "test", Retry::NotSent, Duration::from_secs(1), |_link, _timeout| {
                 attempts += 1;
                 let mut status = tonic::Status::unavailable("script:3: no quorum");
                 status

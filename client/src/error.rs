@@ -12,7 +12,7 @@ pub const KAHUNA_CODE_METADATA: &str = "kahuna-code";
 pub(crate) const OUTCOME_METADATA: &str = "kahuna-outcome";
 
 /// Message prefix tonic uses when a channel failed before the request was sent.
-const NOT_READY_PREFIX: &str = "Service was not ready";
+pub(crate) const NOT_READY_PREFIX: &str = "Service was not ready";
 /// Message prefix tonic uses when the connection broke during a call (the node died).
 const TRANSPORT_PREFIX: &str = "transport error";
 

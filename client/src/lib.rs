@@ -8,6 +8,10 @@
 //! with a short backoff; each attempt has a timeout ([`TIMEOUT_MS_DEFAULT`]). A hook set
 //! with [`ClientBuilder::on_retry`] is told of each retry as it happens ([`RetryEvent`]).
 //!
+//! With [`ClientBuilder::pipeline`], the single-key KeyValue calls of all the client's
+//! clones share one stream per endpoint, as many to a message as are in flight: far less
+//! CPU per call when many are concurrent, with the same answers, errors and retries.
+//!
 //! Every result names the node that served it (`served_by`). Errors are one
 //! [`Error`] enum; [`Error::is_retryable`] says which may succeed when repeated.
 //!
@@ -70,6 +74,8 @@
 //! - `script_value`: [`ScriptValue`] and [`ScriptArgs`], Lua values on the client side.
 //! - `connection`: endpoint normalisation, lazy channels, failover, the retry loop and
 //!   [`RetryEvent`].
+//! - `pipeline`: single-key KeyValue calls multiplexed over one stream per endpoint
+//!   ([`ClientBuilder::pipeline`]).
 //! - `routes`: which endpoint leads each partition, learned from the cluster's status
 //!   and from every answer's `served_by`, so calls go straight to the leader.
 //! - `error`: [`Error`] and its mapping from gRPC statuses.
@@ -84,6 +90,7 @@ mod error;
 mod hlc;
 mod locks;
 mod options;
+mod pipeline;
 mod routes;
 mod script_value;
 mod scripts;

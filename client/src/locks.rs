@@ -58,9 +58,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed_within(Route::Key(&routed), "TryLock", true, timeout, move |channel, timeout| {
+            .call_routed_within(Route::Key(&routed), "TryLock", true, timeout, move |link, timeout| {
                 let message = message.clone();
-                async move { locks_client(channel).try_lock(request(message, timeout)).await }
+                async move { locks_client(link.channel).try_lock(request(message, timeout)).await }
             })
             .await?;
         Ok(LockResult {
@@ -95,9 +95,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "Unlock", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "Unlock", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { locks_client(channel).unlock(request(message, timeout)).await }
+                async move { locks_client(link.channel).unlock(request(message, timeout)).await }
             })
             .await?;
         Ok(UnlockResult { released: response.released, commit_ts: response.commit_ts, served_by: response.served_by })
@@ -129,9 +129,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "ExtendLock", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "ExtendLock", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { locks_client(channel).extend(request(message, timeout)).await }
+                async move { locks_client(link.channel).extend(request(message, timeout)).await }
             })
             .await?;
         Ok(ExtendLockResult {
@@ -157,9 +157,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "GetLock", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "GetLock", true, move |link, timeout| {
                 let message = message.clone();
-                async move { locks_client(channel).get_lock(request(message, timeout)).await }
+                async move { locks_client(link.channel).get_lock(request(message, timeout)).await }
             })
             .await?;
         let holder = if response.held { holder(response.holder) } else { None };

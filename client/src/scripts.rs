@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 use crate::client::Client;
-use crate::connection::{Retry, request};
+use crate::connection::{Link, Retry, request};
 use crate::error::{Error, ScriptErrorKind};
 use crate::routes::Route;
 use crate::script_value::{ScriptArgs, ScriptValue};
@@ -52,9 +52,9 @@ impl Client {
         let message = v1::LoadScriptRequest { source: source.into() };
         let response = self
             .pool
-            .call("LoadScript", true, move |channel, timeout| {
+            .call("LoadScript", true, move |link, timeout| {
                 let message = message.clone();
-                async move { scripts_client(channel).load(request(message, timeout)).await }
+                async move { scripts_client(link.channel).load(request(message, timeout)).await }
             })
             .await?;
         Ok(response.hash)
@@ -99,9 +99,9 @@ impl Client {
             args: args.positional.iter().map(ScriptValue::to_proto).collect(),
             named_args: args.named.iter().map(|(k, v)| (k.clone(), v.to_proto())).collect(),
         };
-        let attempt = move |channel, timeout| {
+        let attempt = move |link: Link, timeout| {
             let message = message.clone();
-            async move { scripts_client(channel).run(request(message, timeout)).await }
+            async move { scripts_client(link.channel).run(request(message, timeout)).await }
         };
         let (response, _) = match &args.route {
             Some(key) => {

@@ -60,9 +60,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "CreateSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "CreateSequence", true, move |link, timeout| {
                 let message = message.clone();
-                async move { sequences_client(channel).create(request(message, timeout)).await }
+                async move { sequences_client(link.channel).create(request(message, timeout)).await }
             })
             .await?;
         let sequence = info(response.sequence).ok_or_else(missing_sequence)?;
@@ -85,9 +85,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "NextSequence", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "NextSequence", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { sequences_client(channel).next(request(message, timeout)).await }
+                async move { sequences_client(link.channel).next(request(message, timeout)).await }
             })
             .await?;
         Ok(NextResult { value: response.value, replayed: response.replayed, served_by: response.served_by })
@@ -112,9 +112,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "ReserveSequence", retry_safe, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "ReserveSequence", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { sequences_client(channel).reserve(request(message, timeout)).await }
+                async move { sequences_client(link.channel).reserve(request(message, timeout)).await }
             })
             .await?;
         Ok(ReserveResult {
@@ -141,9 +141,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "GetSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "GetSequence", true, move |link, timeout| {
                 let message = message.clone();
-                async move { sequences_client(channel).get(request(message, timeout)).await }
+                async move { sequences_client(link.channel).get(request(message, timeout)).await }
             })
             .await?;
         let sequence = if response.found { info(response.sequence) } else { None };
@@ -161,9 +161,9 @@ impl Client {
         let routed = message.name.clone();
         let response = self
             .pool
-            .call_routed(Route::Key(&routed), "DeleteSequence", true, move |channel, timeout| {
+            .call_routed(Route::Key(&routed), "DeleteSequence", true, move |link, timeout| {
                 let message = message.clone();
-                async move { sequences_client(channel).delete(request(message, timeout)).await }
+                async move { sequences_client(link.channel).delete(request(message, timeout)).await }
             })
             .await?;
         Ok(DeleteSequenceResult { deleted: response.deleted, served_by: response.served_by })

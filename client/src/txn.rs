@@ -58,8 +58,8 @@ impl Client {
         // rolls back: safe to retry on any endpoint.
         let (response, endpoint) = self
             .pool
-            .call_on(None, "Begin", Retry::Safe, self.timeout(), move |channel, timeout| async move {
-                txn_client(channel).begin(request(message, timeout)).await
+            .call_on(None, "Begin", Retry::Safe, self.timeout(), move |link, timeout| async move {
+                txn_client(link.channel).begin(request(message, timeout)).await
             })
             .await?;
         Ok(Transaction {
@@ -130,8 +130,8 @@ impl Transaction {
         let timeout = self.pool.config().timeout;
         let (response, _) = self
             .pool
-            .call_on(Some(self.endpoint), method, retry, timeout, |channel, timeout| {
-                send(txn_client(channel), request(message.clone(), timeout))
+            .call_on(Some(self.endpoint), method, retry, timeout, |link, timeout| {
+                send(txn_client(link.channel), request(message.clone(), timeout))
             })
             .await?;
         Ok(response)
@@ -326,9 +326,9 @@ impl Drop for Transaction {
         let timeout = pool.config().timeout;
         runtime.spawn(async move {
             let _ = pool
-                .call_on(Some(endpoint), "Rollback", Retry::Never, timeout, |channel, timeout| {
+                .call_on(Some(endpoint), "Rollback", Retry::Never, timeout, |link, timeout| {
                     let message = message.clone();
-                    async move { txn_client(channel).rollback(request(message, timeout)).await }
+                    async move { txn_client(link.channel).rollback(request(message, timeout)).await }
                 })
                 .await;
         });

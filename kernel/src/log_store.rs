@@ -16,7 +16,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
-use crate::schema::{decode, encode, encoded_len};
+use crate::schema::{decode, encode};
 use crate::storage::{Flush, Storage};
 use crate::types::PartitionId;
 
@@ -31,10 +31,12 @@ const LOG_TAIL_ENTRIES_MAX: usize = 2048;
 /// one heartbeat interval (100 ms) openraft 0.9 waits for it.
 pub(crate) const APPEND_BYTES_MAX: usize = 1024 * 1024;
 
-/// The in-memory tail of the log: a contiguous run of the newest entries.
+/// The in-memory tail of the log: a contiguous run of the newest entries, each with its
+/// encoded length (known from the append, which encodes it for the log anyway), so that
+/// replication reads are bounded in bytes without encoding anything again.
 #[derive(Default)]
 struct Tail {
-    entries: Mutex<BTreeMap<u64, Entry>>,
+    entries: Mutex<BTreeMap<u64, (Entry, usize)>>,
     /// Highest index known to be written to the log (synced or not).
     flushed: AtomicU64,
 }
@@ -60,15 +62,21 @@ impl LogStore {
         Self { partition, storage, tail: Arc::default() }
     }
 
-    fn lock_tail(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Entry, usize)>> {
         // A panic while holding the lock leaves the map consistent (single inserts and
         // removals), so a poisoned lock is still usable.
         self.tail.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_disk(&self, start: u64, end: u64, bytes_max: usize) -> Result<Vec<Entry>, StoreError> {
+    /// The entries in `start..end` on disk, up to `bytes_max` (see [`Wal::read`]), and
+    /// their encoded bytes in total.
+    ///
+    /// [`Wal::read`]: crate::wal::Wal::read
+    fn read_disk(&self, start: u64, end: u64, bytes_max: usize) -> Result<(Vec<Entry>, usize), StoreError> {
         let rows = self.storage.log().read(self.partition, start, end, bytes_max)?;
-        rows.iter().map(|bytes| decode(LOG_TABLE, bytes)).collect()
+        let bytes = rows.iter().map(Vec::len).fold(0, usize::saturating_add);
+        let entries = rows.iter().map(|row| decode(LOG_TABLE, row)).collect::<Result<_, _>>()?;
+        Ok((entries, bytes))
     }
 
     /// The entries in `start..end`, from disk and then from the tail, stopping before the
@@ -83,30 +91,24 @@ impl LogStore {
             let cached = match from < end {
                 true => tail
                     .range(from..end)
-                    .map(|(_, e)| (e, if bytes_max == usize::MAX { 0 } else { encoded_len(e) }))
-                    .take_while(|(_, len)| {
+                    .take_while(|(_, (_, len))| {
                         let first = bytes == 0;
                         bytes = bytes.saturating_add(*len);
                         first || bytes <= bytes_max
                     })
-                    .map(|(e, len)| (e.clone(), len))
+                    .map(|(_, cached)| cached.clone())
                     .collect(),
                 false => Vec::new(),
             };
             (first, cached)
         };
         let disk_end = end.min(tail_first);
-        let mut entries = self.read_disk(start, disk_end, bytes_max)?;
-        if bytes_max == usize::MAX {
-            entries.extend(cached.into_iter().map(|(entry, _)| entry));
-            return Ok(entries);
-        }
+        let (mut entries, mut bytes) = self.read_disk(start, disk_end, bytes_max)?;
         if entries.len() as u64 != disk_end.saturating_sub(start) && !entries.is_empty() {
             // The budget ran out on disk (or entries there are missing): what follows
             // would leave a gap.
             return Ok(entries);
         }
-        let mut bytes: usize = entries.iter().map(encoded_len).fold(0, usize::saturating_add);
         for (entry, len) in cached {
             bytes = bytes.saturating_add(len);
             if !entries.is_empty() && bytes > bytes_max {
@@ -119,7 +121,7 @@ impl LogStore {
 
     fn last_on_disk(&self) -> Result<Option<LogId>, StoreError> {
         let Some(last) = self.storage.log().last_index(self.partition) else { return Ok(None) };
-        Ok(self.read_disk(last, last + 1, usize::MAX)?.pop().map(|e| e.log_id))
+        Ok(self.read_disk(last, last + 1, usize::MAX)?.0.pop().map(|e| e.log_id))
     }
 }
 
@@ -160,7 +162,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let purged = self.storage.log().purged(self.partition);
-        let tail_last = self.lock_tail().values().next_back().map(|e| e.log_id);
+        let tail_last = self.lock_tail().values().next_back().map(|(e, _)| e.log_id);
         let last = match tail_last {
             Some(id) => Some(id),
             None => self.last_on_disk().map_err(read_error)?,
@@ -208,8 +210,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let rows: Vec<(u64, Vec<u8>)> = entries.iter().map(|e| (e.log_id.index, encode(e))).collect();
         {
             let mut tail = self.lock_tail();
-            for entry in entries {
-                tail.insert(entry.log_id.index, entry);
+            for (entry, (_, bytes)) in entries.into_iter().zip(&rows) {
+                tail.insert(entry.log_id.index, (entry, bytes.len()));
             }
             let flushed = self.tail.flushed.load(Ordering::Acquire);
             while tail.len() > LOG_TAIL_ENTRIES_MAX {
@@ -292,6 +294,12 @@ mod tests {
         Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(Proposal { ts: index, command }) }
     }
 
+    /// An entry as the tail holds it, with its encoded length.
+    fn cached(entry: Entry) -> (Entry, usize) {
+        let len = encode(&entry).len();
+        (entry, len)
+    }
+
     fn indexes(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| e.log_id.index).collect()
     }
@@ -314,7 +322,7 @@ mod tests {
                 Ok(())
             })
             .await?;
-        store.lock_tail().extend((7..=12).map(|i| (i, entry(i, quarter))));
+        store.lock_tail().extend((7..=12).map(|i| (i, cached(entry(i, quarter)))));
 
         let limited = |store: &mut LogStore, start, end| {
             let mut store = store.clone();
@@ -328,8 +336,8 @@ mod tests {
         assert_eq!(indexes(&store.try_get_log_entries(1..13).await?), (1..=12).collect::<Vec<_>>());
 
         // One entry above the budget still goes, alone.
-        store.lock_tail().insert(13, entry(13, 2 * APPEND_BYTES_MAX));
-        store.lock_tail().insert(14, entry(14, 1));
+        store.lock_tail().insert(13, cached(entry(13, 2 * APPEND_BYTES_MAX)));
+        store.lock_tail().insert(14, cached(entry(14, 1)));
         assert_eq!(limited(&mut store, 13, 15).await?, vec![13]);
         assert_eq!(limited(&mut store, 14, 15).await?, vec![14]);
         Ok(())

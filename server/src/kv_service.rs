@@ -13,6 +13,7 @@ use kahuna_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, consistency, durability, operation_id};
+use crate::pipeline;
 use crate::status::to_status;
 
 /// The writes of a batch bound for one partition: their request positions, the ops,
@@ -39,6 +40,7 @@ fn batch_items<R>(
         .collect()
 }
 
+#[derive(Clone)]
 pub struct KvService {
     kernel: Kernel,
 }
@@ -141,6 +143,15 @@ impl KvService {
 
 #[tonic::async_trait]
 impl KeyValueApi for KvService {
+    type PipelineStream = pipeline::ReplyStream;
+
+    async fn pipeline(
+        &self,
+        request: Request<tonic::Streaming<PipelineRequest>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        Ok(Response::new(pipeline::open(self.clone(), request.into_inner())))
+    }
+
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let r = request.into_inner();
         let (dur, id) = (durability(r.durability)?, operation_id(&r.operation_id));

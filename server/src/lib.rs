@@ -3,6 +3,7 @@
 //!
 //! - `config`: `kahuna serve` flags.
 //! - `kv_service`, `locks_service`, `sequences_service`, `cluster_service`: the client API.
+//! - `pipeline`: KeyValue.Pipeline, single-key calls multiplexed over one stream.
 //! - `txn_service`: interactive transactions, held on the node that began them.
 //! - `scripts_service`: Lua scripts, each run a transaction on this node.
 //! - `node_service`, `transport`: the node-to-node API, both directions.
@@ -14,6 +15,7 @@ mod convert;
 mod kv_service;
 mod locks_service;
 mod node_service;
+mod pipeline;
 mod scripts_service;
 mod sequences_service;
 mod status;
@@ -22,6 +24,7 @@ mod txn_service;
 
 pub use config::{Fault, SCRIPT_COMMIT_MS_MARGIN, SCRIPT_MEMORY_BYTES_MIN, ServeArgs, parse_peers};
 pub use node_service::NodeService;
+pub use pipeline::PIPELINE_CALLS_MAX;
 pub use scripts_service::SCRIPT_RUNS_MAX;
 pub use status::{CODE_METADATA, NOT_COMMITTED, OUTCOME_METADATA, script_status, to_status};
 pub use transport::GrpcTransport;

@@ -54,6 +54,10 @@ pub struct CheckArgs {
     /// Seeds the clients' choices of operations and keys (random when absent).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Clients send single-key calls (set, get, delete) over one stream per node
+    /// (the client's pipeline) instead of one HTTP/2 stream per call.
+    #[arg(long)]
+    pub pipeline: bool,
 }
 
 impl CheckArgs {
@@ -68,6 +72,7 @@ impl CheckArgs {
             options.seed = seed;
         }
         options.progress = true;
+        options.pipeline = self.pipeline;
         options
     }
 }

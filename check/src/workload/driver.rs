@@ -112,7 +112,12 @@ pub(super) fn client_for(options: &WorkloadOptions, id: usize) -> Result<Client,
     let mut endpoints = options.endpoints.clone();
     let shift = id % endpoints.len();
     endpoints.rotate_left(shift);
-    Client::builder(endpoints).timeout(options.timeout).retries(options.retries).build().map_err(WorkloadError::Client)
+    Client::builder(endpoints)
+        .timeout(options.timeout)
+        .retries(options.retries)
+        .pipeline(options.pipeline)
+        .build()
+        .map_err(WorkloadError::Client)
 }
 
 /// Asks the cluster for its status through any endpoint, so that a run against a

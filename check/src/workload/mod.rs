@@ -149,11 +149,14 @@ pub struct WorkloadOptions {
     pub key_prefix: String,
     /// Shows progress on stderr.
     pub progress: bool,
+    /// Clients send single-key calls over pipelines
+    /// ([`ClientBuilder::pipeline`](kahuna_client::ClientBuilder::pipeline)).
+    pub pipeline: bool,
 }
 
 impl WorkloadOptions {
     /// Defaults: 30 s, 5 clients, 8 keys, 2 s per attempt, 2 retries, a fresh key prefix
-    /// and seed, no progress.
+    /// and seed, no progress, unary calls.
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> WorkloadOptions {
         let seed: u64 = rand::random();
         WorkloadOptions {
@@ -166,6 +169,7 @@ impl WorkloadOptions {
             seed,
             key_prefix: format!("kahuna-check-{:08x}", seed >> 32),
             progress: false,
+            pipeline: false,
         }
     }
 

@@ -1,0 +1,165 @@
+//! KeyValue.Pipeline: single-key calls multiplexed over one stream.
+//!
+//! A unary call costs an HTTP/2 stream of its own (headers both ways, a task in hyper,
+//! the router); under many concurrent calls that, not the store, is most of a node's
+//! CPU. Here each call is a small message inside a batch: the stream's task spawns every
+//! call it reads (so calls run concurrently, as unary calls would), and sends replies as
+//! they finish, as many to a message as are ready. Each call runs through the very
+//! handler of its unary call, so answers and errors are the same.
+
+use std::collections::HashMap;
+
+use kahuna_proto::v1::key_value_server::KeyValue as KeyValueApi;
+use kahuna_proto::v1::pipeline_call::Call;
+use kahuna_proto::v1::pipeline_reply::Reply;
+use kahuna_proto::v1::{PipelineCall, PipelineError, PipelineReply, PipelineRequest, PipelineResponse};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::KeyAndValueRef;
+use tonic::{Request, Status, Streaming};
+
+use crate::kv_service::KvService;
+
+/// Most calls of one stream running at once: the stream is read on only as they finish,
+/// so a client sending faster than the node answers is held back by HTTP/2 flow control.
+/// Also the most calls one message may carry.
+pub const PIPELINE_CALLS_MAX: usize = 1024;
+/// Most replies in one message.
+const REPLIES_PER_MESSAGE_MAX: usize = 256;
+/// A message of replies takes no more once it holds this many bytes (one reply alone may
+/// be larger: a value is at most 4 MiB, a message at most `MAX_MESSAGE_BYTES`).
+const REPLY_BYTES_MAX: usize = 1024 * 1024;
+/// Messages of replies waiting for the client before the stream's task waits too.
+const REPLY_MESSAGES_QUEUED: usize = 8;
+
+/// The replies of one pipeline stream, as tonic sends them.
+pub type ReplyStream = ReceiverStream<Result<PipelineResponse, Status>>;
+
+/// Starts serving the calls arriving on `inbound`; returns the stream of their replies.
+pub fn open(kv: KvService, inbound: Streaming<PipelineRequest>) -> ReplyStream {
+    let (replies, stream) = mpsc::channel(REPLY_MESSAGES_QUEUED);
+    tokio::spawn(serve(kv, inbound, replies));
+    ReceiverStream::new(stream)
+}
+
+/// Reads calls and spawns them until the client closes its side, sending replies as the
+/// calls finish; ends when every call read has been answered. When the client goes
+/// away, dropping the running set cancels its calls, as a unary call is cancelled when
+/// its stream is reset.
+async fn serve(
+    kv: KvService,
+    mut inbound: Streaming<PipelineRequest>,
+    out: mpsc::Sender<Result<PipelineResponse, Status>>,
+) {
+    let mut running: JoinSet<PipelineReply> = JoinSet::new();
+    // The call id of each running task, to answer a call whose task panicked.
+    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            message = inbound.message(), if reading && running.len() < PIPELINE_CALLS_MAX => match message {
+                Ok(Some(request)) => {
+                    if request.calls.len() > PIPELINE_CALLS_MAX {
+                        let count = request.calls.len();
+                        let status = Status::invalid_argument(format!(
+                            "a pipeline message carries {count} calls, at most {PIPELINE_CALLS_MAX} allowed"
+                        ));
+                        // The stream ends with this status; calls already running are dropped.
+                        let _ = out.send(Err(status)).await;
+                        return;
+                    }
+                    for call in request.calls {
+                        let (kv, id) = (kv.clone(), call.id);
+                        let task = running.spawn(async move { answer(&kv, call).await });
+                        ids.insert(task.id(), id);
+                    }
+                }
+                Ok(None) => reading = false,
+                Err(status) => {
+                    tracing::debug!("pipeline stream broke: {status}");
+                    return;
+                }
+            },
+            Some(first) = running.join_next_with_id() => {
+                let mut message = PipelineResponse::default();
+                let mut bytes = 0;
+                let mut next = Some(first);
+                while let Some(joined) = next {
+                    let reply = finished(&mut ids, joined);
+                    bytes += reply.encoded_len();
+                    message.replies.push(reply);
+                    if message.replies.len() >= REPLIES_PER_MESSAGE_MAX || bytes >= REPLY_BYTES_MAX {
+                        break;
+                    }
+                    next = running.try_join_next_with_id();
+                }
+                if out.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// The reply of a finished task: its call's answer, or an internal error if it panicked.
+fn finished(
+    ids: &mut HashMap<tokio::task::Id, u64>,
+    joined: Result<(tokio::task::Id, PipelineReply), JoinError>,
+) -> PipelineReply {
+    match joined {
+        Ok((task, reply)) => {
+            ids.remove(&task);
+            reply
+        }
+        Err(e) => {
+            // Every task is in `ids` from its spawn until it is joined here.
+            let id = ids.remove(&e.id()).unwrap_or_default();
+            let status = Status::internal(format!("the call failed on the node: {e}"));
+            PipelineReply { id, reply: Some(Reply::Error(pipeline_error(&status))) }
+        }
+    }
+}
+
+/// Runs one call through its unary handler.
+async fn answer(kv: &KvService, call: PipelineCall) -> PipelineReply {
+    let reply = match call.call {
+        Some(Call::Set(r)) => kv.set(Request::new(r)).await.map(|r| Reply::Set(r.into_inner())),
+        Some(Call::Get(r)) => kv.get(Request::new(r)).await.map(|r| Reply::Get(r.into_inner())),
+        Some(Call::Exists(r)) => kv.exists(Request::new(r)).await.map(|r| Reply::Exists(r.into_inner())),
+        Some(Call::Delete(r)) => kv.delete(Request::new(r)).await.map(|r| Reply::Delete(r.into_inner())),
+        Some(Call::Extend(r)) => kv.extend(Request::new(r)).await.map(|r| Reply::Extend(r.into_inner())),
+        None => Err(Status::invalid_argument("a pipeline call names no operation")),
+    };
+    PipelineReply { id: call.id, reply: Some(reply.unwrap_or_else(|status| Reply::Error(pipeline_error(&status)))) }
+}
+
+/// A status as a reply carries it: code, message and text metadata.
+fn pipeline_error(status: &Status) -> PipelineError {
+    let metadata = status
+        .metadata()
+        .iter()
+        .filter_map(|entry| match entry {
+            KeyAndValueRef::Ascii(key, value) => Some((key.as_str().to_owned(), value.to_str().ok()?.to_owned())),
+            KeyAndValueRef::Binary(..) => None,
+        })
+        .collect();
+    PipelineError { code: status.code() as i32, message: status.message().to_owned(), metadata }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{CODE_METADATA, to_status};
+
+    #[test]
+    fn an_error_keeps_its_code_message_and_metadata() {
+        let status = to_status(kahuna_kernel::KvError::InvalidInput("key too long".into()));
+        let error = pipeline_error(&status);
+        assert_eq!(error.code, tonic::Code::InvalidArgument as i32);
+        assert_eq!(error.message, status.message());
+        assert_eq!(error.metadata.get(CODE_METADATA).map(String::as_str), Some("InvalidInput"));
+    }
+}
