@@ -166,7 +166,7 @@ impl Client {
             .pool
             .call_routed(Route::Key(&routed), "Set", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { link.key_value(request(message, timeout)).await }
+                async move { link.key_value(message, timeout).await }
             })
             .await?;
         Ok(set_result(response))
@@ -195,7 +195,7 @@ impl Client {
             .pool
             .call_routed(Route::Key(&routed), "Get", true, move |link, timeout| {
                 let message = message.clone();
-                async move { link.key_value(request(message, timeout)).await }
+                async move { link.key_value(message, timeout).await }
             })
             .await?;
         Ok(get_result(response))
@@ -217,7 +217,7 @@ impl Client {
             .pool
             .call_routed(Route::Key(&routed), "Exists", true, move |link, timeout| {
                 let message = message.clone();
-                async move { link.key_value(request(message, timeout)).await }
+                async move { link.key_value(message, timeout).await }
             })
             .await?;
         Ok(ExistsResult { exists: response.exists, served_by: response.served_by })
@@ -239,7 +239,7 @@ impl Client {
             .pool
             .call_routed(Route::Key(&routed), "Delete", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { link.key_value(request(message, timeout)).await }
+                async move { link.key_value(message, timeout).await }
             })
             .await?;
         Ok(delete_result(response))
@@ -270,7 +270,7 @@ impl Client {
             .pool
             .call_routed(Route::Key(&routed), "Extend", retry_safe, move |link, timeout| {
                 let message = message.clone();
-                async move { link.key_value(request(message, timeout)).await }
+                async move { link.key_value(message, timeout).await }
             })
             .await?;
         Ok(ExtendResult {

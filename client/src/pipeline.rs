@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kahuna_proto::MAX_MESSAGE_BYTES;
 use kahuna_proto::v1::key_value_client::KeyValueClient;
@@ -24,7 +25,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::connection::Link;
+use crate::connection::{Link, request};
 use crate::error::NOT_READY_PREFIX;
 
 /// Most calls in one message (the server accepts up to 1024).
@@ -87,15 +88,17 @@ key_value_call!(v1::ExtendRequest, v1::ExtendResponse, Extend, extend);
 
 impl Link {
     /// Sends one single-key call: in the endpoint's pipeline when the client has one,
-    /// else as its own unary call. Either way the answer or the status is the same.
+    /// else as its own unary call with `timeout` as its gRPC deadline (a pipelined call's
+    /// timeout is the caller's alone). Either way the answer or the status is the same.
     pub(crate) async fn key_value<M: KeyValueCall>(
         self,
-        request: tonic::Request<M>,
+        message: M,
+        timeout: Duration,
     ) -> Result<tonic::Response<M::Response>, Status> {
         match self.pipeline {
-            None => M::unary(kv_client(self.channel), request).await,
+            None => M::unary(kv_client(self.channel), request(message, timeout)).await,
             Some(pipeline) => {
-                let reply = pipeline.call(request.into_inner().into_call()).await?;
+                let reply = pipeline.call(message.into_call()).await?;
                 M::from_reply(reply)
                     .map(tonic::Response::new)
                     .ok_or_else(|| Status::internal("the node answered a pipelined call with another kind of reply"))

@@ -7,7 +7,8 @@
 //! supplies the [`Transport`] it sends node-to-node messages with.
 //!
 //! Where things live (new code goes beside its kind):
-//! - `hlc`, `routing`, `limits`, `types`, `error`: vocabulary, pure.
+//! - `hlc`, `routing`, `limits`, `types`, `error`: vocabulary, pure; `batches`: a queue
+//!   read in bounded batches (the proposal queue, the server's peer outboxes).
 //! - `mvcc` (key semantics over the `KeyReader`/`KeySpace` traits), `memspace` (the
 //!   in-memory keyspace: ephemeral keys, and the model tests compare against),
 //!   `redb_space` (the persistent keyspace): pure or storage-only, time passed in.
@@ -25,6 +26,7 @@
 //!   read and write paths and timestamp ordering; `node`: the node's partitions,
 //!   request validation and forwarding.
 
+mod batches;
 mod error;
 mod hlc;
 mod limits;
@@ -48,6 +50,7 @@ mod txn_state;
 mod types;
 mod wal;
 
+pub use batches::Batches;
 pub use error::{KvError, OpenError, StoreError};
 pub use hlc::{Clock, Hlc, SystemClock, from_physical_ms, logical, physical_ms};
 pub use limits::*;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kahuna_kernel::{CallFuture, MessageKind, NodeId, NodeMessage, Transport, TransportError};
+use kahuna_kernel::{Batches, CallFuture, MessageKind, NodeId, NodeMessage, Transport, TransportError};
 use kahuna_proto::MAX_MESSAGE_BYTES;
 use kahuna_proto::node::node_client::NodeClient;
 use kahuna_proto::node::{Batch, Envelope};
@@ -209,29 +209,13 @@ fn forget(clients: &Peers, target: NodeId, peer: &Peer) {
 
 /// A peer's outbox: waits for a message and a free call slot, then sends everything
 /// queued by then as one batch. Ends when the transport is dropped.
-async fn send_batches(client: NodeClient<Channel>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn send_batches(client: NodeClient<Channel>, queue: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(pending) => pending,
-            None => match queue.recv().await {
-                Some(pending) => pending,
-                None => return,
-            },
-        };
+    let mut batches = Batches::new(queue);
+    while let Some(first) = batches.first().await {
         // Messages queued while waiting for a slot join this batch.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = first.envelope.payload.len();
-        let mut batch = vec![first];
-        while let Ok(pending) = queue.try_recv() {
-            bytes += pending.envelope.payload.len();
-            if bytes > BATCH_BYTES_MAX {
-                carried = Some(pending);
-                break;
-            }
-            batch.push(pending);
-        }
+        let batch = batches.fill(first, usize::MAX, BATCH_BYTES_MAX, |pending| pending.envelope.payload.len());
         let client = client.clone();
         tokio::spawn(async move {
             send_batch(client, batch).await;

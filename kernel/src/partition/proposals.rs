@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{InFlight, write_error};
+use crate::batches::Batches;
 use crate::error::KvError;
 use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
 use crate::schema::encoded_len;
@@ -45,31 +46,14 @@ pub(super) async fn propose_batches(
     p: PartitionId,
     raft: Raft,
     in_flight: Arc<InFlight>,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
+    queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     let slots = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
-    let mut carried: Option<Queued> = None;
-    loop {
-        let first = match carried.take() {
-            Some(queued) => queued,
-            None => match queue.recv().await {
-                Some(queued) => queued,
-                None => return,
-            },
-        };
+    let mut batches = Batches::new(queue);
+    while let Some(first) = batches.first().await {
         // Proposals queued while waiting for a slot join this entry.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = encoded_len(&first.proposal);
-        let mut batch = vec![first];
-        while batch.len() < BATCH_PROPOSALS_MAX {
-            let Ok(next) = queue.try_recv() else { break };
-            bytes = bytes.saturating_add(encoded_len(&next.proposal));
-            if bytes > BATCH_BYTES_MAX {
-                carried = Some(next);
-                break;
-            }
-            batch.push(next);
-        }
+        let batch = batches.fill(first, BATCH_PROPOSALS_MAX, BATCH_BYTES_MAX, |q| encoded_len(&q.proposal));
         let (raft, in_flight) = (raft.clone(), in_flight.clone());
         tokio::spawn(async move {
             write_batch(p, &raft, &in_flight, batch).await;
