@@ -154,6 +154,19 @@ mod tests {
     use super::*;
     use crate::status::{CODE_METADATA, to_status};
 
+    #[tokio::test]
+    async fn a_call_whose_task_panicked_is_answered_with_an_internal_error() {
+        let mut running: JoinSet<PipelineReply> = JoinSet::new();
+        let mut ids = HashMap::new();
+        let task = running.spawn(async { panic!("boom") });
+        ids.insert(task.id(), 42);
+        let joined = running.join_next_with_id().await.expect("one task");
+        let reply = finished(&mut ids, joined);
+        assert_eq!(reply.id, 42);
+        assert!(matches!(&reply.reply, Some(Reply::Error(e)) if e.code == tonic::Code::Internal as i32), "{reply:?}");
+        assert!(ids.is_empty(), "the finished task is forgotten");
+    }
+
     #[test]
     fn an_error_keeps_its_code_message_and_metadata() {
         let status = to_status(kahuna_kernel::KvError::InvalidInput("key too long".into()));
