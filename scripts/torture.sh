@@ -13,6 +13,7 @@
 #
 # Environment: KAHUNA_T50_SECONDS  length of each test's fault schedule (default 60; a
 #                                  run of one workload then takes about 2.5 minutes)
+#              KAHUNA_T50_PIPELINE  1: the clients pipeline their single-key calls
 #              KAHUNA_TORTURE_WORKLOADS  the workloads, in turn (default: all five)
 #              KAHUNA_TORTURE_DIR  where failing runs are kept (default target/torture)
 #              KAHUNA_SIM_FIRST_SEED  first simulation seed (default: from the clock; the

@@ -33,6 +33,8 @@
 //! `KAHUNA_T50_KEEP` when set (then every run does); its `SEED` line names the workload's
 //! seed and key prefix. `KAHUNA_T50_NODE_LOG` sets the nodes' `KAHUNA_LOG` (default
 //! `info,openraft=warn`), for example `info,openraft=info` to see elections.
+//! `KAHUNA_T50_PIPELINE=1` makes the clients pipeline their single-key calls
+//! (`ClientBuilder::pipeline`).
 
 mod common;
 #[path = "common/netns.rs"]
@@ -96,6 +98,7 @@ fn options(kind: WorkloadKind, endpoints: Vec<String>, duration: Duration) -> Wo
     options.clients = CLIENTS;
     options.keys = keys_of(kind);
     options.timeout = CALL_TIMEOUT;
+    options.pipeline = std::env::var("KAHUNA_T50_PIPELINE").is_ok_and(|v| v == "1");
     options
 }
 
