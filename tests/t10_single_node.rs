@@ -184,6 +184,22 @@ async fn pipeline_round(
     got
 }
 
+/// Established TCP connections (in this network namespace) whose remote port is `port`:
+/// the clients' side of the connections to a node listening there.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port =
+                fields.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 fn call(id: u64, call: pipeline_call::Call) -> PipelineCall {
     PipelineCall { id, call: Some(call) }
 }
@@ -271,6 +287,22 @@ async fn pipelined_calls_answer_as_unary_calls_do() {
     }
     let refused = client.set("q/big", "v".repeat(1001), kahuna_client::SetOptions::new()).await.unwrap_err();
     assert!(matches!(&refused, kahuna_client::Error::InvalidInput(m) if m.contains("1000")), "{refused:?}");
+
+    // Dropping a pipelined client ends its streams and closes its connection (the reader
+    // task must not keep its own stream open).
+    let port: u16 = cluster.nodes[0].address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let before = connections_to(port);
+    let short = kahuna_client::Client::builder(cluster.endpoints()).pipeline(true).build().expect("client");
+    short.get("q/0", kahuna_client::GetOptions::new()).await.expect("get");
+    assert_eq!(connections_to(port), before + 1, "the pipelined client's connection");
+    drop(short);
+    eventually(Duration::from_secs(10), || async {
+        match connections_to(port) {
+            n if n == before => Ok(()),
+            n => Err(format!("{n} connections, {before} before the client")),
+        }
+    })
+    .await;
 
     // A node that went away fails the stream's calls as retryable; after its restart the
     // client opens a new stream.

@@ -115,11 +115,20 @@ pub(crate) struct Pipeline {
     current: Mutex<Option<Arc<Stream>>>,
 }
 
-/// One open KeyValue.Pipeline stream.
+/// One open KeyValue.Pipeline stream. Dropping the last handle (the pipeline moved on,
+/// or the client was dropped) ends the writer task, which ends the request stream; the
+/// node then finishes and ends its replies, which ends the reader task. The reader holds
+/// only [`Shared`], never this sender, or the stream would keep itself open forever.
 #[derive(Debug)]
 struct Stream {
     /// To the writer task; closed when it ends.
     calls: mpsc::UnboundedSender<PipelineCall>,
+    shared: Arc<Shared>,
+}
+
+/// What a stream's callers and its reader task share.
+#[derive(Debug, Default)]
+struct Shared {
     next_id: AtomicU64,
     state: Mutex<State>,
 }
@@ -147,19 +156,20 @@ impl Pipeline {
     /// reply that comes later is dropped), but does not recall it from the node.
     pub(crate) async fn call(&self, call: Call) -> Result<Reply, Status> {
         let stream = self.stream();
-        let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = &stream.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         {
-            let mut state = lock(&stream.state);
+            let mut state = lock(&shared.state);
             if let Some(status) = &state.closed {
                 return Err(status.clone());
             }
             state.waiting.insert(id, answer);
         }
-        let _forget = Forget { stream: &stream, id };
+        let _forget = Forget { shared, id };
         if stream.calls.send(PipelineCall { id, call: Some(call) }).is_err() {
             // The writer ended with the stream, which answers every waiter with its status.
-            return Err(lock(&stream.state).closed.clone().unwrap_or_else(ended));
+            return Err(lock(&shared.state).closed.clone().unwrap_or_else(ended));
         }
         answered.await.unwrap_or_else(|_| Err(ended()))
     }
@@ -168,7 +178,7 @@ impl Pipeline {
     fn stream(&self) -> Arc<Stream> {
         let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(stream) = current.as_ref()
-            && lock(&stream.state).closed.is_none()
+            && lock(&stream.shared.state).closed.is_none()
         {
             return stream.clone();
         }
@@ -181,13 +191,13 @@ impl Pipeline {
 /// Removes a call's waiter when its caller stops waiting, so that an unanswered call does
 /// not stay registered for the life of the stream.
 struct Forget<'a> {
-    stream: &'a Stream,
+    shared: &'a Shared,
     id: u64,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        lock(&self.stream.state).waiting.remove(&self.id);
+        lock(&self.shared.state).waiting.remove(&self.id);
     }
 }
 
@@ -200,12 +210,14 @@ impl Stream {
     fn open(channel: Channel) -> Arc<Stream> {
         let (calls, queued) = mpsc::unbounded_channel();
         let (requests, outbound) = mpsc::channel(MESSAGES_QUEUED);
-        let stream = Arc::new(Stream { calls, next_id: AtomicU64::new(0), state: Mutex::new(State::default()) });
+        let shared = Arc::new(Shared::default());
         tokio::spawn(write(queued, requests));
-        tokio::spawn(read(channel, outbound, stream.clone()));
-        stream
+        tokio::spawn(read(channel, outbound, shared.clone()));
+        Arc::new(Stream { calls, shared })
     }
+}
 
+impl Shared {
     /// Ends the stream with `status`, answering every waiting call with it.
     fn close(&self, status: Status) {
         let waiting = {
@@ -254,7 +266,7 @@ async fn write(mut queued: mpsc::UnboundedReceiver<PipelineCall>, requests: mpsc
 /// Opens the stream and reads replies until it ends, then closes it with the status it
 /// ended with: the channel's own when it could not connect (nothing was sent), the
 /// transport's when it broke.
-async fn read(channel: Channel, outbound: mpsc::Receiver<PipelineRequest>, stream: Arc<Stream>) {
+async fn read(channel: Channel, outbound: mpsc::Receiver<PipelineRequest>, stream: Arc<Shared>) {
     let end = match kv_client(channel).pipeline(ReceiverStream::new(outbound)).await {
         Err(status) => status,
         Ok(response) => {
