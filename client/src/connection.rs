@@ -142,9 +142,8 @@ pub fn normalize_endpoint(endpoint: &str) -> Result<String, Error> {
 struct Node {
     /// The normalised URI, e.g. `http://127.0.0.1:2070`.
     uri: String,
-    channel: Channel,
-    /// Its stream for single-key calls, when the client pipelines them.
-    pipeline: Option<Arc<Pipeline>>,
+    /// Its channel and, when the client pipelines single-key calls, its pipeline.
+    link: Link,
 }
 
 /// What one attempt of a call gets to reach its endpoint.
@@ -219,7 +218,7 @@ impl Pool {
                 .tcp_nodelay(true);
             let channel = endpoint.connect_lazy();
             let pipeline = config.pipeline.then(|| Arc::new(Pipeline::new(channel.clone())));
-            nodes.push(Node { uri, channel, pipeline });
+            nodes.push(Node { uri, link: Link { channel, pipeline } });
         }
         Ok(Pool { nodes, current: AtomicUsize::new(0), config, routes: Routes::default() })
     }
@@ -437,8 +436,7 @@ impl Pool {
                 Target::Current => self.current(),
                 Target::CurrentWas(index) | Target::Pinned(index) | Target::Routed { index, .. } => index,
             };
-            let node = &self.nodes[index];
-            let link = Link { channel: node.channel.clone(), pipeline: node.pipeline.clone() };
+            let link = self.nodes[index].link.clone();
             let (error, not_committed) = match tokio::time::timeout(timeout, attempt(link, timeout)).await {
                 Ok(Ok(response)) => return Ok((response.into_inner(), index)),
                 Ok(Err(status)) => {
