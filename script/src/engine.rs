@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use crate::api::RunCtx;
 use crate::cache::{ScriptCache, ScriptHash};
 use crate::error::ScriptError;
-use crate::limits::{Budget, CACHE_BYTES_MAX, CACHE_SCRIPTS_MAX, Limits, RetryPolicy, SCRIPT_BYTES_MAX, splitmix64};
+use crate::limits::{
+    Budget, CACHE_BYTES_MAX, CACHE_SCRIPTS_MAX, IDLE_STATES_MAX_DEFAULT, Limits, RetryPolicy, SCRIPT_BYTES_MAX,
+    splitmix64,
+};
 use crate::pool::Pool;
 use crate::sandbox;
 use crate::txn::{ScriptTxn, TxnSource};
@@ -27,6 +30,11 @@ pub struct EngineConfig {
     pub cache_scripts_max: usize,
     /// Most bytes of script text kept in the cache.
     pub cache_bytes_max: usize,
+    /// Most idle Lua states kept for later runs; a state given back beyond this is
+    /// dropped. States in use are not bounded here: each running script has its own, so
+    /// a state is rebuilt (costing more than most runs) whenever more scripts run at once
+    /// than this.
+    pub idle_states_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +44,7 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             cache_scripts_max: CACHE_SCRIPTS_MAX,
             cache_bytes_max: CACHE_BYTES_MAX,
+            idle_states_max: IDLE_STATES_MAX_DEFAULT,
         }
     }
 }
@@ -89,7 +98,7 @@ impl ScriptEngine {
             config,
             runs: AtomicU64::new(0),
             rerun_gate: tokio::sync::Mutex::new(()),
-            pool: Pool::new(),
+            pool: Pool::new(config.idle_states_max),
         }
     }
 

@@ -37,10 +37,9 @@ pub const CACHE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const VALUE_DEPTH_MAX: usize = 32;
 /// Most values (counting nested ones) in the arguments or in a return value.
 pub const VALUE_ITEMS_MAX: usize = 100_000;
-/// Most idle Lua states an engine keeps for each transaction type; a state returned
-/// beyond this is dropped. States in use are not bounded here: each running script
-/// has its own.
-pub(crate) const POOL_STATES_MAX: usize = 16;
+/// Default of [`crate::EngineConfig::idle_states_max`]: as many as the server runs at once
+/// (its `SCRIPT_RUNS_MAX`), so that a node busy at that limit rebuilds no state.
+pub const IDLE_STATES_MAX_DEFAULT: usize = 64;
 /// Most compiled scripts a Lua state keeps between runs; the cache is emptied when full.
 pub(crate) const STATE_SCRIPTS_MAX: usize = 32;
 /// Most Lua memory the compiled scripts of one state may hold, in bytes; a larger script

@@ -12,7 +12,7 @@ use mlua::{Function, Lua};
 use crate::api::{Api, RunCtx};
 use crate::cache::ScriptHash;
 use crate::error::ScriptError;
-use crate::limits::{Limits, POOL_STATES_MAX, STATE_GARBAGE_BYTES_MAX, STATE_SCRIPTS_BYTES_MAX, STATE_SCRIPTS_MAX};
+use crate::limits::{Limits, STATE_GARBAGE_BYTES_MAX, STATE_SCRIPTS_BYTES_MAX, STATE_SCRIPTS_MAX};
 use crate::sandbox::Sandbox;
 use crate::txn::ScriptTxn;
 use crate::value::ScriptArgs;
@@ -22,13 +22,15 @@ use crate::value::ScriptArgs;
 /// one run using it, never both and never shared.
 pub(crate) struct Pool {
     idle: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+    /// Most idle states kept for each transaction type.
+    idle_max: usize,
     /// States built so far (for tests: a state dropped after a limit is not reused).
     built: AtomicU64,
 }
 
 impl Pool {
-    pub(crate) fn new() -> Self {
-        Self { idle: Mutex::new(HashMap::new()), built: AtomicU64::new(0) }
+    pub(crate) fn new(idle_max: usize) -> Self {
+        Self { idle: Mutex::new(HashMap::new()), idle_max, built: AtomicU64::new(0) }
     }
 
     /// An idle state for runs over `T`, or a new one.
@@ -53,7 +55,7 @@ impl Pool {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = idle.entry(TypeId::of::<T>()).or_insert_with(|| Box::new(Vec::<State<T>>::new()));
             match entry.downcast_mut::<Vec<State<T>>>() {
-                Some(states) if states.len() < POOL_STATES_MAX => {
+                Some(states) if states.len() < self.idle_max => {
                     states.push(state);
                     None
                 }

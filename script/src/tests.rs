@@ -1082,7 +1082,7 @@ async fn a_rerun_after_a_conflict_draws_the_same_numbers() {
 
 #[tokio::test]
 async fn kahuna_functions_and_the_hook_fail_between_runs() {
-    let pool = crate::pool::Pool::new();
+    let pool = crate::pool::Pool::new(crate::limits::IDLE_STATES_MAX_DEFAULT);
     let state = pool.take::<MemTxn>(&Limits::default()).unwrap();
     let sb = state.sandbox();
     let get: mlua::Function = sb.kahuna.get("get").unwrap();

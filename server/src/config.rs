@@ -172,7 +172,8 @@ impl ServeArgs {
             memory_bytes_max: self.script_memory_bytes_max,
             ..Limits::default()
         };
-        Ok(EngineConfig { limits, ..EngineConfig::default() })
+        // As many idle states as runs at once, so a node busy at its limit builds none.
+        Ok(EngineConfig { limits, idle_states_max: crate::SCRIPT_RUNS_MAX, ..EngineConfig::default() })
     }
 
     /// The timeout of the transaction each run of a script begins: the script's time

@@ -87,9 +87,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ScriptsServer::new(scripts_service::ScriptsService::new(scripts, txns, args.script_txn_timeout()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ScriptsServer::new(
+                scripts_service::ScriptsService::new(scripts, txns, args.script_txn_timeout())
+                    .context("cannot start the scripts' runtime")?,
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ClusterServer::new(cluster_service::ClusterService::new(kernel.clone())))
         .add_service(
