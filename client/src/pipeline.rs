@@ -250,6 +250,10 @@ impl Shared {
 /// the stream or the stream ends.
 async fn write(mut queued: mpsc::UnboundedReceiver<PipelineCall>, requests: mpsc::Sender<PipelineRequest>) {
     while let Some(first) = queued.recv().await {
+        // The first call's waker put this task next in line on its worker (tokio's LIFO
+        // slot), ahead of the callers that the same reply woke: let them queue theirs
+        // first, so that a message carries many calls rather than one.
+        tokio::task::yield_now().await;
         let mut bytes = first.encoded_len();
         let mut request = PipelineRequest { calls: vec![first] };
         while request.calls.len() < CALLS_PER_MESSAGE_MAX && bytes < CALL_BYTES_MAX {

@@ -83,6 +83,10 @@ async fn serve(
                 }
             },
             Some(first) = running.join_next_with_id() => {
+                // The call that finished first woke this task next in line on its worker
+                // (tokio's LIFO slot): let the others that are ready finish first, so that
+                // a message carries many replies rather than one.
+                tokio::task::yield_now().await;
                 let mut message = PipelineResponse::default();
                 let mut bytes = 0;
                 let mut next = Some(first);
