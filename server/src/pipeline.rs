@@ -7,15 +7,16 @@
 //! they finish, as many to a message as are ready. Each call runs through the very
 //! handler of its unary call, so answers and errors are the same.
 
-use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 
+use futures::FutureExt;
 use kahuna_proto::v1::key_value_server::KeyValue as KeyValueApi;
 use kahuna_proto::v1::pipeline_call::Call;
 use kahuna_proto::v1::pipeline_reply::Reply;
 use kahuna_proto::v1::{PipelineCall, PipelineError, PipelineReply, PipelineRequest, PipelineResponse};
 use prost::Message;
 use tokio::sync::mpsc;
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::KeyAndValueRef;
 use tonic::{Request, Status, Streaming};
@@ -54,8 +55,6 @@ async fn serve(
     out: mpsc::Sender<Result<PipelineResponse, Status>>,
 ) {
     let mut running: JoinSet<PipelineReply> = JoinSet::new();
-    // The call id of each running task, to answer a call whose task panicked.
-    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
     let mut reading = true;
     loop {
         tokio::select! {
@@ -71,9 +70,8 @@ async fn serve(
                         return;
                     }
                     for call in request.calls {
-                        let (kv, id) = (kv.clone(), call.id);
-                        let task = running.spawn(async move { answer(&kv, call).await });
-                        ids.insert(task.id(), id);
+                        let kv = kv.clone();
+                        running.spawn(async move { guarded(call.id, answer(&kv, call)).await });
                     }
                 }
                 Ok(None) => reading = false,
@@ -82,7 +80,7 @@ async fn serve(
                     return;
                 }
             },
-            Some(first) = running.join_next_with_id() => {
+            Some(first) = running.join_next() => {
                 // The call that finished first woke this task next in line on its worker
                 // (tokio's LIFO slot): let the others that are ready finish first, so that
                 // a message carries many replies rather than one.
@@ -91,13 +89,15 @@ async fn serve(
                 let mut bytes = 0;
                 let mut next = Some(first);
                 while let Some(joined) = next {
-                    let reply = finished(&mut ids, joined);
-                    bytes += reply.encoded_len();
-                    message.replies.push(reply);
+                    // Tasks are never aborted, and a panic is answered inside its task.
+                    if let Ok(reply) = joined {
+                        bytes += reply.encoded_len();
+                        message.replies.push(reply);
+                    }
                     if message.replies.len() >= REPLIES_PER_MESSAGE_MAX || bytes >= REPLY_BYTES_MAX {
                         break;
                     }
-                    next = running.try_join_next_with_id();
+                    next = running.try_join_next();
                 }
                 if out.send(Ok(message)).await.is_err() {
                     return;
@@ -108,23 +108,13 @@ async fn serve(
     }
 }
 
-/// The reply of a finished task: its call's answer, or an internal error if it panicked.
-fn finished(
-    ids: &mut HashMap<tokio::task::Id, u64>,
-    joined: Result<(tokio::task::Id, PipelineReply), JoinError>,
-) -> PipelineReply {
-    match joined {
-        Ok((task, reply)) => {
-            ids.remove(&task);
-            reply
-        }
-        Err(e) => {
-            // Every task is in `ids` from its spawn until it is joined here.
-            let id = ids.remove(&e.id()).unwrap_or_default();
-            let status = Status::internal(format!("the call failed on the node: {e}"));
-            PipelineReply { id, reply: Some(Reply::Error(pipeline_error(&status))) }
-        }
-    }
+/// `answer`'s reply to call `id`, or INTERNAL if it panicked: a bug in one handler costs
+/// its caller an error rather than a call never answered.
+async fn guarded(id: u64, answer: impl Future<Output = PipelineReply>) -> PipelineReply {
+    AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
+        let status = Status::internal("the call failed on the node: its handler panicked");
+        PipelineReply { id, reply: Some(Reply::Error(pipeline_error(&status))) }
+    })
 }
 
 /// Runs one call through its unary handler.
@@ -159,16 +149,10 @@ mod tests {
     use crate::status::{CODE_METADATA, to_status};
 
     #[tokio::test]
-    async fn a_call_whose_task_panicked_is_answered_with_an_internal_error() {
-        let mut running: JoinSet<PipelineReply> = JoinSet::new();
-        let mut ids = HashMap::new();
-        let task = running.spawn(async { panic!("boom") });
-        ids.insert(task.id(), 42);
-        let joined = running.join_next_with_id().await.expect("one task");
-        let reply = finished(&mut ids, joined);
+    async fn a_call_whose_handler_panicked_is_answered_with_an_internal_error() {
+        let reply = guarded(42, async { panic!("boom") }).await;
         assert_eq!(reply.id, 42);
         assert!(matches!(&reply.reply, Some(Reply::Error(e)) if e.code == tonic::Code::Internal as i32), "{reply:?}");
-        assert!(ids.is_empty(), "the finished task is forgotten");
     }
 
     #[test]
