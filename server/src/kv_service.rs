@@ -69,6 +69,21 @@ impl KvService {
         }
     }
 
+    /// Runs one read and returns its single value.
+    async fn read_one(
+        &self,
+        read: kahuna_kernel::PointRead,
+        durability: kahuna_kernel::Durability,
+        consistency: kahuna_kernel::Consistency,
+    ) -> Result<(Option<KeyValue>, u64), Status> {
+        let p = self.kernel.partition_of(&read.key);
+        let served = self.run(p, PartitionRequest::Read { reads: vec![read], durability, consistency }).await?;
+        match served.value {
+            PartitionResponse::Read(mut values) if values.len() == 1 => Ok((values.pop().flatten(), served.served_by)),
+            other => Err(Status::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
     /// Splits writes by partition, runs each group as one entry, and returns the
     /// results in request order.
     async fn write_many(&self, items: Vec<BatchItem>) -> Result<(Vec<WriteResult>, u64), Status> {
@@ -163,16 +178,16 @@ impl KeyValueApi for KvService {
         let r = request.into_inner();
         let (dur, cons) = (durability(r.durability)?, consistency(r.consistency)?);
         let read = convert::point_read(r.key, r.at_revision, r.as_of)?;
-        let (mut values, by) = self.read_many(vec![read], dur, cons).await?;
-        Ok(Response::new(convert::get_response(values.pop().flatten(), by)))
+        let (value, by) = self.read_one(read, dur, cons).await?;
+        Ok(Response::new(convert::get_response(value, by)))
     }
 
     async fn exists(&self, request: Request<ExistsRequest>) -> Result<Response<ExistsResponse>, Status> {
         let r = request.into_inner();
         let (dur, cons) = (durability(r.durability)?, consistency(r.consistency)?);
         let read = convert::point_read(r.key, None, None)?;
-        let (values, served_by) = self.read_many(vec![read], dur, cons).await?;
-        Ok(Response::new(ExistsResponse { exists: values.iter().any(Option::is_some), served_by }))
+        let (value, served_by) = self.read_one(read, dur, cons).await?;
+        Ok(Response::new(ExistsResponse { exists: value.is_some(), served_by }))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
