@@ -8,8 +8,10 @@
 //! finishes when its caller goes away, so that its outcome never depends on a client's
 //! timeout.
 
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kahuna_proto::v1::run_script_request::Script as ScriptField;
@@ -17,6 +19,7 @@ use kahuna_proto::v1::scripts_server::Scripts as ScriptsApi;
 use kahuna_proto::v1::*;
 use kahuna_script::{Script, ScriptArgs, ScriptEngine, ScriptError, ScriptHash};
 use kahuna_txn::TxnEngine;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -112,21 +115,29 @@ impl ScriptsApi for ScriptsService {
 /// such as a backtracking pattern match even past it. On the node's runtime that would
 /// stall Raft's heartbeats; on a blocking-pool thread per run (as before) every wait of a
 /// run for its read or commit cost a thread wake-up, about a tenth of a busy node's CPU.
+///
+/// Runs are polled in the node runtime's context ([`InNodeContext`]): a task that a run
+/// starts, such as the outbox and connection of a peer that its transaction reaches
+/// first, belongs to the node's runtime, so Raft's traffic never waits behind Lua.
 struct ScriptRuntime {
-    handle: tokio::runtime::Handle,
+    handle: Handle,
+    /// The node's runtime, the one that started this one.
+    node: Handle,
     /// Taken only by `drop`.
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl ScriptRuntime {
+    /// Starts the scripts' runtime; call inside the node's runtime.
     fn start() -> std::io::Result<Self> {
+        let node = Handle::try_current().map_err(std::io::Error::other)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("kahuna-script")
             .enable_all()
             .build()?;
-        Ok(Self { handle: runtime.handle().clone(), runtime: Some(runtime) })
+        Ok(Self { handle: runtime.handle().clone(), node, runtime: Some(runtime) })
     }
 
     fn spawn<F>(&self, run: F) -> tokio::task::JoinHandle<F::Output>
@@ -134,7 +145,25 @@ impl ScriptRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle.spawn(run)
+        self.handle.spawn(InNodeContext { node: self.node.clone(), run: Box::pin(run) })
+    }
+}
+
+/// A run polled on a script thread with the node's runtime entered, as it was when runs
+/// were `block_on` the node's handle: `tokio::spawn`, timers and sockets made while it
+/// runs belong to the node's runtime.
+struct InNodeContext<F> {
+    node: Handle,
+    run: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InNodeContext<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _node = this.node.enter();
+        this.run.as_mut().poll(cx)
     }
 }
 
@@ -145,5 +174,29 @@ impl Drop for ScriptRuntime {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test's runtime is a current-thread one, the scripts' a multi-thread one: what a
+    /// run spawns must land on the former.
+    #[tokio::test]
+    async fn what_a_run_spawns_belongs_to_the_node_runtime() {
+        let scripts = ScriptRuntime::start().expect("the scripts' runtime starts");
+        let flavors = scripts
+            .spawn(async {
+                let run_on = std::thread::current().name().map(str::to_owned);
+                let spawned = tokio::spawn(async { Handle::current().runtime_flavor() }).await.expect("spawned task");
+                (run_on, Handle::current().runtime_flavor(), spawned)
+            })
+            .await
+            .expect("the run");
+        let (run_on, context, spawned) = flavors;
+        assert_eq!(run_on.as_deref(), Some("kahuna-script"), "the run itself is polled on a script thread");
+        assert_eq!(context, tokio::runtime::RuntimeFlavor::CurrentThread);
+        assert_eq!(spawned, tokio::runtime::RuntimeFlavor::CurrentThread);
     }
 }
