@@ -29,6 +29,7 @@
 mod batches;
 mod error;
 mod hlc;
+mod leadership;
 mod limits;
 mod lock_waits;
 mod locks;

@@ -35,6 +35,9 @@ pub enum MessageKind {
     Forward = 4,
     /// A request for the receiver's clock (the reply's `hlc`), when a transaction begins.
     Clock = 5,
+    /// Whether the receiver holds the votes a leader leads partitions under
+    /// (`leadership`: linearizable reads).
+    ConfirmLeader = 6,
 }
 
 impl MessageKind {
@@ -46,6 +49,7 @@ impl MessageKind {
             3 => Some(Self::InstallSnapshot),
             4 => Some(Self::Forward),
             5 => Some(Self::Clock),
+            6 => Some(Self::ConfirmLeader),
             _ => None,
         }
     }

@@ -102,14 +102,14 @@ pub struct Served<T> {
 /// A node's kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct Kernel {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: KernelConfig,
-    partitions: Vec<Arc<Partition>>,
-    transport: Arc<dyn Transport>,
-    hlc: Arc<Hlc>,
+pub(crate) struct Inner {
+    pub(crate) config: KernelConfig,
+    pub(crate) partitions: Vec<Arc<Partition>>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) hlc: Arc<Hlc>,
     /// Peers whose clock could not be read, and since when (tokio's clock, which a
     /// simulation controls).
     unreachable: std::sync::Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
@@ -145,6 +145,7 @@ impl Kernel {
         }
         let ids: Vec<NodeId> = config.peers.keys().copied().collect();
         let mut partitions = Vec::with_capacity(config.partitions as usize);
+        let (reads, read_waiters) = tokio::sync::mpsc::unbounded_channel();
         for p in 0..config.partitions {
             let settings = PartitionSettings {
                 node_id: config.node_id,
@@ -154,10 +155,13 @@ impl Kernel {
                 preferred_leader: ids[p as usize % ids.len()] == config.node_id,
                 election_timeout_ms: config.election_timeout_ms,
             };
-            partitions.push(Partition::open(p, &settings, storage.clone(), hlc.clone(), transport.clone()).await?);
+            partitions.push(
+                Partition::open(p, &settings, storage.clone(), hlc.clone(), transport.clone(), reads.clone()).await?,
+            );
         }
         let kernel =
             Self { inner: Arc::new(Inner { config, partitions, transport, hlc, unreachable: Default::default() }) };
+        tokio::spawn(crate::leadership::read_rounds(Arc::downgrade(&kernel.inner), read_waiters));
         tokio::spawn(compaction_loop(Arc::downgrade(&kernel.inner)));
         tokio::spawn(sweep_loop(Arc::downgrade(&kernel.inner)));
         Ok(kernel)
@@ -424,29 +428,35 @@ impl Kernel {
     /// returns the reply. Errors are malformed messages.
     pub async fn handle(&self, message: NodeMessage) -> Result<NodeMessage, KvError> {
         self.inner.hlc.observe(message.hlc);
-        let partition = self.partition(message.partition)?;
         let bad = |e: postcard::Error| KvError::InvalidInput(format!("undecodable {:?} message: {e}", message.kind));
-        let raft = &partition.raft;
+        let partition = || self.partition(message.partition);
         let payload = match message.kind {
             MessageKind::AppendEntries => {
-                encode_payload(&raft.append_entries(decode_payload(&message.payload).map_err(bad)?).await)
+                encode_payload(&partition()?.raft.append_entries(decode_payload(&message.payload).map_err(bad)?).await)
             }
-            MessageKind::Vote => encode_payload(&raft.vote(decode_payload(&message.payload).map_err(bad)?).await),
-            MessageKind::InstallSnapshot => {
-                encode_payload(&raft.install_snapshot(decode_payload(&message.payload).map_err(bad)?).await)
+            MessageKind::Vote => {
+                encode_payload(&partition()?.raft.vote(decode_payload(&message.payload).map_err(bad)?).await)
             }
+            MessageKind::InstallSnapshot => encode_payload(
+                &partition()?.raft.install_snapshot(decode_payload(&message.payload).map_err(bad)?).await,
+            ),
             // The reply carries this node's clock; that is all the sender wants.
             MessageKind::Clock => Vec::new(),
             MessageKind::Forward => {
                 let request: PartitionRequest = decode_payload(&message.payload).map_err(bad)?;
                 let outcome = match self.validate(message.partition, &request) {
                     Ok(()) => self
-                        .serve_here(message.partition, partition, &request)
+                        .serve_here(message.partition, partition()?, &request)
                         .await
                         .map(|value| Served { value, served_by: self.node_id() }),
                     Err(e) => Err(e),
                 };
                 encode_payload(&outcome)
+            }
+            // About many partitions at once: `message.partition` is unused.
+            MessageKind::ConfirmLeader => {
+                let request = decode_payload(&message.payload).map_err(bad)?;
+                encode_payload(&crate::leadership::answer(&self.inner.partitions, &request))
             }
         };
         Ok(NodeMessage {

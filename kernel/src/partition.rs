@@ -15,13 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use redb::ReadableDatabase;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::error::{KvError, OpenError};
 use crate::hlc::{Hlc, from_physical_ms, physical_ms};
+use crate::leadership::ReadWaiter;
 use crate::limits::BUCKET_KEYS_MAX;
 use crate::lock_waits::LockWaits;
 use crate::locks::LockRecord;
@@ -78,8 +79,6 @@ struct Ephemeral {
     lock_operations: HashMap<String, LockOperationRecord>,
 }
 
-type ReadWaiter = oneshot::Sender<Result<(), KvError>>;
-
 /// Proposal timestamps not yet answered by Raft, with their counts.
 #[derive(Default)]
 struct InFlight {
@@ -111,7 +110,8 @@ pub(crate) struct Partition {
     in_flight: Arc<InFlight>,
     /// The queue of proposals to Raft (`proposals::propose_batches`).
     proposals: mpsc::UnboundedSender<proposals::Queued>,
-    reads: mpsc::UnboundedSender<ReadWaiter>,
+    /// The node's linearizable-read rounds (`leadership::read_rounds`).
+    reads: mpsc::UnboundedSender<(PartitionId, ReadWaiter)>,
     ephemeral: Mutex<Ephemeral>,
     /// Try-lock requests waiting for a lock held by someone else.
     waits: Arc<LockWaits>,
@@ -133,18 +133,6 @@ fn write_error(p: PartitionId, e: RaftError<u64, ClientWriteError<u64, BasicNode
     }
 }
 
-fn read_error(p: PartitionId, e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> KvError {
-    match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-            KvError::NotLeader { partition: p, leader: f.leader_id }
-        }
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
-            KvError::Unavailable(format!("partition {p}: no quorum confirmed the leader ({q})"))
-        }
-        RaftError::Fatal(f) => KvError::Unavailable(format!("partition {p} is stopped: {f}")),
-    }
-}
-
 impl Partition {
     pub(crate) async fn open(
         id: PartitionId,
@@ -152,6 +140,7 @@ impl Partition {
         storage: Arc<Storage>,
         hlc: Arc<Hlc>,
         transport: Arc<dyn Transport>,
+        reads: mpsc::UnboundedSender<(PartitionId, ReadWaiter)>,
     ) -> Result<Arc<Self>, OpenError> {
         let (election_min, election_max) =
             election_timeout_range(settings.election_timeout_ms, settings.preferred_leader);
@@ -197,8 +186,6 @@ impl Partition {
                 }
             });
         }
-        let (reads, waiters) = mpsc::unbounded_channel();
-        tokio::spawn(read_rounds(raft.clone(), id, settings.request_timeout, waiters));
         let in_flight = Arc::<InFlight>::default();
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(proposals::propose_batches(id, raft.clone(), in_flight.clone(), queue));
@@ -217,6 +204,16 @@ impl Partition {
         });
         tokio::spawn(stand_aside(Arc::downgrade(&partition), outdated_rx, stand_aside_max));
         Ok(partition)
+    }
+
+    /// The vote in this node's log for the partition.
+    pub(crate) fn stored_vote(&self) -> Option<openraft::Vote<NodeId>> {
+        self.storage.log().vote(self.id)
+    }
+
+    /// How long a request may wait on this partition.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The leader this node knows of.
@@ -248,7 +245,7 @@ impl Partition {
     /// every read that arrived before the round started.
     async fn barrier(&self) -> Result<(), KvError> {
         let (tx, rx) = oneshot::channel();
-        self.reads.send(tx).map_err(|_| self.no_leader())?;
+        self.reads.send((self.id, tx)).map_err(|_| self.no_leader())?;
         rx.await.map_err(|_| self.no_leader())?
     }
 
@@ -602,28 +599,6 @@ async fn stand_aside(partition: Weak<Partition>, mut outdated: mpsc::UnboundedRe
         // Refusals that came meanwhile answered candidacies from before the pause.
         while outdated.try_recv().is_ok() {}
         raft.runtime_config().elect(true);
-    }
-}
-
-/// Serves linearizable-read rounds for one partition: every waiter queued before a
-/// round starts shares that round's quorum confirmation.
-async fn read_rounds(raft: Raft, p: PartitionId, timeout: Duration, mut waiters: mpsc::UnboundedReceiver<ReadWaiter>) {
-    while let Some(first) = waiters.recv().await {
-        let mut batch = vec![first];
-        while let Ok(waiter) = waiters.try_recv() {
-            batch.push(waiter);
-        }
-        let outcome = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(read_error(p, e)),
-            Err(_) => Err(KvError::Unavailable(format!(
-                "partition {p}: leadership not confirmed within {} ms",
-                timeout.as_millis()
-            ))),
-        };
-        for waiter in batch {
-            let _ = waiter.send(outcome.clone());
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kernel's transport seam over gRPC: one `Node` service for every partition.
 //!
-//! Append-entries messages to a peer leave through that peer's outbox: a task
-//! that sends whatever has queued up as one `RaftBatch` call, with at most
+//! Append-entries and leadership-confirmation messages to a peer leave through that
+//! peer's outbox: a task that sends whatever has queued up as one `RaftBatch` call, with at most
 //! [`BATCHES_IN_FLIGHT`] calls outstanding. Each partition is its own Raft group, so a
 //! node leading several partitions would otherwise make one call per partition per
 //! round; under load the queue fills while calls are in flight and the next call
@@ -171,7 +171,7 @@ async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Resul
         // Votes go alone: a batch is answered only when all of its messages are, and a
         // vote waiting behind other partitions' appends can arrive after the candidate's
         // election timeout (seen in t20: two survivors took nine terms, 9 s, to elect).
-        MessageKind::AppendEntries => {
+        MessageKind::AppendEntries | MessageKind::ConfirmLeader => {
             let (reply, answer) = oneshot::channel();
             let pending = Pending { envelope, deadline: Instant::now() + timeout, reply };
             peer.outbox.send(pending).map_err(|_| Failure::new("the peer's outbox stopped"))?;

@@ -73,7 +73,7 @@ mod workload;
 pub use cluster::{Checked, SimConfig, SimError, SimRun, run};
 pub use nemesis::FaultCounts;
 pub use node::SimClock;
-pub use scenario::{Failover, isolate_leader_before_stale_preferred};
+pub use scenario::{DeposedRead, Failover, isolate_leader_before_stale_preferred, read_at_deposed_leader};
 pub use workload::{CALL_TIMEOUT, Clients, Workload};
 
 /// Whether this build gives one run per seed: only with `--cfg tokio_unstable` does turmoil

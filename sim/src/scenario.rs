@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kahuna_kernel::{Durability, NodeId, PartitionRequest, SetArgs, SimDisk, WriteOp};
+use kahuna_kernel::{
+    Consistency, Durability, NodeId, PartitionRequest, PartitionResponse, PointRead, SetArgs, SimDisk, WriteOp,
+};
 use turmoil::Sim;
 
 use crate::cluster::{SimError, new_sim};
@@ -15,6 +17,8 @@ use crate::node::{self, Board, NodeSpec, SimClock};
 
 /// The simulated host of the writing client.
 const WRITER_HOST: &str = "writer";
+/// The simulated host of the client a script sends single requests from.
+const ASKER_HOST: &str = "asker";
 /// Pause of the writing client between two writes.
 const WRITE_PAUSE: Duration = Duration::from_millis(5);
 /// How long the writing client waits for one write.
@@ -47,24 +51,9 @@ pub fn isolate_leader_before_stale_preferred(
     stale_for: Duration,
 ) -> Result<Failover, SimError> {
     let ids: Vec<NodeId> = vec![1, 2, 3];
-    let peers: BTreeMap<NodeId, String> =
-        ids.iter().map(|id| (*id, format!("{}:{NODE_PORT}", host_name(*id)))).collect();
     let board = Board::default();
     let mut sim = new_sim(seed, SCENARIO_MAX);
-    for (id, election_timeout_ms) in ids.iter().zip(election_timeouts_ms) {
-        let spec = NodeSpec {
-            id: *id,
-            peers: peers.clone(),
-            partitions: 1,
-            disk: SimDisk::new(),
-            election_timeout_ms,
-            clock: SimClock::new(0),
-            snapshot_logs: 1_000,
-            request_timeout: Duration::from_secs(3),
-            board: board.clone(),
-        };
-        sim.host(host_name(*id), move || node::run(spec.clone()));
-    }
+    start_nodes(&mut sim, &ids, &board, election_timeouts_ms);
     let stop = Arc::new(AtomicBool::new(false));
     sim.client(WRITER_HOST, write_to_leader(board.clone(), stop.clone()));
     let mut script = Script { sim, board, log: Vec::new() };
@@ -93,6 +82,120 @@ pub fn isolate_leader_before_stale_preferred(
     stop.store(true, Ordering::Relaxed);
     Ok(Failover { elected_after, log: script.log })
 }
+
+/// What [`read_at_deposed_leader`] saw.
+#[derive(Debug, Clone)]
+pub struct DeposedRead {
+    /// The value of key `k` written through the new leader, acknowledged before the read.
+    pub acknowledged: String,
+    /// What the deposed leader answered to a linearizable read of `k` sent after that
+    /// acknowledgement: the value, or why it did not serve the read.
+    pub read: Result<Option<String>, String>,
+    /// What the script did and saw, one line per step, with simulated times.
+    pub log: Vec<String>,
+}
+
+/// Partition 0's leader is cut off from both other nodes, which elect a new leader and
+/// acknowledge a write through it; a linearizable read is then sent to the old leader,
+/// which still believes it leads, and while that read waits for its leadership to be
+/// confirmed the old leader's link to the new leader heals (the messages held on it,
+/// the confirmation request among them, arrive). The read must not answer the value
+/// from before the cut.
+pub fn read_at_deposed_leader(seed: u64) -> Result<DeposedRead, SimError> {
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let board = Board::default();
+    let mut sim = new_sim(seed, SCENARIO_MAX);
+    start_nodes(&mut sim, &ids, &board, [300, 400, 500]);
+    let (asks, queue) = tokio::sync::mpsc::unbounded_channel();
+    let answers = Answers::default();
+    sim.client(ASKER_HOST, answer_asks(queue, answers.clone()));
+    let mut script = Script { sim, board, log: Vec::new() };
+
+    let (old, term) = script.await_leader(|_| true)?.ok_or_else(|| script.gave_up("no first leader"))?;
+    script.note(format!("n{old} leads in term {term}"));
+    let before = script.ask(&asks, &answers, old, set_k("before"))?;
+    script.note(format!("wrote k = before through n{old}: {}", before.is_ok()));
+    for other in ids.iter().copied().filter(|n| *n != old) {
+        script.hold(old, other);
+    }
+    let new = script.await_leader(|(_, t)| t > term)?;
+    let (new, new_term) = new.ok_or_else(|| script.gave_up("no leader after the cut"))?;
+    script.note(format!("n{new} leads in term {new_term}"));
+    let after = script.ask(&asks, &answers, new, set_k("after"))?;
+    if let Err(e) = after {
+        return Err(script.gave_up(&format!("the write through n{new} failed: {e}")));
+    }
+    script.note(format!("wrote k = after through n{new}"));
+    let read = PartitionRequest::Read {
+        reads: vec![PointRead { key: "k".into(), at_revision: None, as_of: None }],
+        durability: Durability::Persistent,
+        consistency: Consistency::Linearizable,
+    };
+    let _ = asks.send((old, read));
+    script.note(format!("linearizable read of k sent to n{old}"));
+    script.run_for(Duration::from_millis(50))?;
+    script.sim.release(host_name(old), host_name(new));
+    script.sim.repair(host_name(old), host_name(new));
+    script.note(format!("n{old} and n{new} reach each other again"));
+    let read = script.await_answer(&answers)?.and_then(|served| match served {
+        PartitionResponse::Read(values) => {
+            Ok(values.into_iter().next().flatten().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+        }
+        other => Err(format!("not a read's answer: {other:?}")),
+    });
+    script.note(format!("the read answered {read:?}"));
+    Ok(DeposedRead { acknowledged: "after".into(), read, log: script.log })
+}
+
+/// Hosts the nodes `ids` (one partition each), with fixed election timeouts in that order.
+fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeouts_ms: [u64; 3]) {
+    let peers: BTreeMap<NodeId, String> =
+        ids.iter().map(|id| (*id, format!("{}:{NODE_PORT}", host_name(*id)))).collect();
+    for (id, election_timeout_ms) in ids.iter().zip(election_timeouts_ms) {
+        let spec = NodeSpec {
+            id: *id,
+            peers: peers.clone(),
+            partitions: 1,
+            disk: SimDisk::new(),
+            election_timeout_ms,
+            clock: SimClock::new(0),
+            snapshot_logs: 1_000,
+            request_timeout: Duration::from_secs(3),
+            board: board.clone(),
+        };
+        sim.host(host_name(*id), move || node::run(spec.clone()));
+    }
+}
+
+/// A write of `value` to key `k`.
+fn set_k(value: &str) -> PartitionRequest {
+    let set = SetArgs { key: "k".into(), value: value.as_bytes().to_vec(), ..SetArgs::default() };
+    PartitionRequest::Write { ops: vec![WriteOp::Set(set)], operation_id: None, durability: Durability::Persistent }
+}
+
+/// The answers of [`answer_asks`], in the order the requests were sent.
+type Answers = Arc<std::sync::Mutex<std::collections::VecDeque<Result<PartitionResponse, String>>>>;
+
+/// Sends each queued request to partition 0 of its node, one at a time, and keeps what
+/// came back.
+async fn answer_asks(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(NodeId, PartitionRequest)>,
+    answers: Answers,
+) -> turmoil::Result {
+    while let Some((id, request)) = queue.recv().await {
+        let answer = match net::execute(id, &ExecRequest::Partition(0, request), ASK_TIMEOUT).await {
+            Ok(net::ExecReply::Partition(Ok(served))) => Ok(served.value),
+            Ok(net::ExecReply::Partition(Err(e))) => Err(e.to_string()),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        answers.lock().unwrap_or_else(|p| p.into_inner()).push_back(answer);
+    }
+    Ok(())
+}
+
+/// How long the asking client waits for one answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A scenario's simulation and its log.
 struct Script<'a> {
@@ -136,6 +239,34 @@ impl Script<'_> {
             self.step()?;
         }
         Ok(None)
+    }
+
+    /// Sends `request` to partition 0 of node `id` from the asking client and steps until
+    /// it is answered.
+    fn ask(
+        &mut self,
+        asks: &tokio::sync::mpsc::UnboundedSender<(NodeId, PartitionRequest)>,
+        answers: &Answers,
+        id: NodeId,
+        request: PartitionRequest,
+    ) -> Result<Result<PartitionResponse, String>, SimError> {
+        if asks.send((id, request)).is_err() {
+            return Err(self.gave_up("the asking client stopped"));
+        }
+        self.await_answer(answers)
+    }
+
+    /// Steps until the asking client has an answer (it gives up on a request after
+    /// [`ASK_TIMEOUT`]); the oldest one.
+    fn await_answer(&mut self, answers: &Answers) -> Result<Result<PartitionResponse, String>, SimError> {
+        let until = self.sim.elapsed() + ASK_TIMEOUT + Duration::from_secs(1);
+        while self.sim.elapsed() < until {
+            if let Some(answer) = answers.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+                return Ok(answer);
+            }
+            self.step()?;
+        }
+        Err(self.gave_up("no answer from the asking client"))
     }
 
     /// Crashes `node` (silently, as the nemesis does: nothing it sends on its way down
