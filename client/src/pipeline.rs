@@ -270,14 +270,14 @@ async fn write(mut queued: mpsc::UnboundedReceiver<PipelineCall>, requests: mpsc
 /// Opens the stream and reads replies until it ends, then closes it with the status it
 /// ended with: the channel's own when it could not connect (nothing was sent), the
 /// transport's when it broke.
-async fn read(channel: Channel, outbound: mpsc::Receiver<PipelineRequest>, stream: Arc<Shared>) {
+async fn read(channel: Channel, outbound: mpsc::Receiver<PipelineRequest>, shared: Arc<Shared>) {
     let end = match kv_client(channel).pipeline(ReceiverStream::new(outbound)).await {
         Err(status) => status,
         Ok(response) => {
             let mut replies = response.into_inner();
             loop {
                 match replies.message().await {
-                    Ok(Some(message)) => stream.dispatch(message),
+                    Ok(Some(message)) => shared.dispatch(message),
                     Ok(None) => break Status::unavailable("the node ended the pipeline stream"),
                     Err(status) => break status,
                 }
@@ -285,7 +285,7 @@ async fn read(channel: Channel, outbound: mpsc::Receiver<PipelineRequest>, strea
         }
     };
     tracing::debug!("pipeline stream ended: {end}");
-    stream.close(broken(end));
+    shared.close(broken(end));
 }
 
 /// The status the calls of an ended stream get. A status the node sent stays as it is
