@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use kahuna_proto::v1::scripts_server::Scripts as ScriptsApi;
 use kahuna_proto::v1::*;
 use kahuna_script::{Script, ScriptArgs, ScriptEngine, ScriptError, ScriptHash};
 use kahuna_txn::TxnEngine;
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -42,7 +42,7 @@ impl ScriptsService {
     pub fn new(scripts: ScriptEngine, txns: TxnEngine, txn_timeout: Duration) -> std::io::Result<Self> {
         Ok(Self {
             scripts: Arc::new(scripts),
-            runtime: ScriptRuntime::start()?,
+            runtime: ScriptRuntime::new()?,
             txns,
             txn_timeout,
             runs: Arc::new(Semaphore::new(SCRIPT_RUNS_MAX)),
@@ -66,7 +66,9 @@ impl ScriptsApi for ScriptsService {
         let source = request.into_inner().source;
         let scripts = self.scripts.clone();
         // Compiling a large text is CPU work too.
-        let hash = tokio::task::spawn_blocking(move || scripts.load(&source))
+        let hash = self
+            .runtime
+            .spawn(async move { scripts.load(&source) })?
             .await
             .map_err(|e| Status::internal(format!("script load failed: {e}")))?
             .map_err(script_status)?;
@@ -96,7 +98,7 @@ impl ScriptsApi for ScriptsService {
                     Named::Hash(hash) => Script::Hash(*hash),
                 };
                 scripts.run_with_retries(script, &args, &source).await
-            })
+            })?
             .await
             .map_err(|e| Status::internal(format!("script run failed: {e}")))?
             .map_err(script_status)?;
@@ -120,32 +122,48 @@ impl ScriptsApi for ScriptsService {
 /// starts, such as the outbox and connection of a peer that its transaction reaches
 /// first, belongs to the node's runtime, so Raft's traffic never waits behind Lua.
 struct ScriptRuntime {
-    handle: Handle,
-    /// The node's runtime, the one that started this one.
+    /// The node's runtime, the one that made this one.
     node: Handle,
-    /// Taken only by `drop`.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Started by the first load or run, so that a node that never runs a script has no
+    /// script threads.
+    runtime: OnceLock<Runtime>,
 }
 
 impl ScriptRuntime {
-    /// Starts the scripts' runtime; call inside the node's runtime.
-    fn start() -> std::io::Result<Self> {
+    /// The scripts' runtime, not started yet; make it inside the node's runtime.
+    fn new() -> std::io::Result<Self> {
         let node = Handle::try_current().map_err(std::io::Error::other)?;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("kahuna-script")
-            .enable_all()
-            .build()?;
-        Ok(Self { handle: runtime.handle().clone(), node, runtime: Some(runtime) })
+        Ok(Self { node, runtime: OnceLock::new() })
     }
 
-    fn spawn<F>(&self, run: F) -> tokio::task::JoinHandle<F::Output>
+    /// Spawns `run` on the scripts' threads, polled in the node runtime's context; starts
+    /// the threads first if this is the first run.
+    fn spawn<F>(&self, run: F) -> Result<tokio::task::JoinHandle<F::Output>, Status>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle.spawn(InNodeContext { node: self.node.clone(), run: Box::pin(run) })
+        let runtime =
+            self.runtime().map_err(|e| Status::unavailable(format!("cannot start the scripts' threads: {e}")))?;
+        Ok(runtime.spawn(InNodeContext { node: self.node.clone(), run: Box::pin(run) }))
+    }
+
+    fn runtime(&self) -> std::io::Result<&Runtime> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let built = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("kahuna-script")
+            .enable_all()
+            .build()?;
+        // Two first runs may race; the runtime that lost is shut down, not dropped (a
+        // runtime must not be dropped inside another).
+        if let Err(lost) = self.runtime.set(built) {
+            lost.shutdown_background();
+        }
+        self.runtime.get().ok_or_else(|| std::io::Error::other("the scripts' runtime was not kept"))
     }
 }
 
@@ -185,13 +203,15 @@ mod tests {
     /// run spawns must land on the former.
     #[tokio::test]
     async fn what_a_run_spawns_belongs_to_the_node_runtime() {
-        let scripts = ScriptRuntime::start().expect("the scripts' runtime starts");
+        let scripts = ScriptRuntime::new().expect("made in a runtime");
+        assert!(scripts.runtime.get().is_none(), "no script threads before the first run");
         let flavors = scripts
             .spawn(async {
                 let run_on = std::thread::current().name().map(str::to_owned);
                 let spawned = tokio::spawn(async { Handle::current().runtime_flavor() }).await.expect("spawned task");
                 (run_on, Handle::current().runtime_flavor(), spawned)
             })
+            .expect("the scripts' threads start")
             .await
             .expect("the run");
         let (run_on, context, spawned) = flavors;
