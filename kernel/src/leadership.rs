@@ -60,10 +60,17 @@ struct Claim {
     voters: BTreeSet<NodeId>,
 }
 
+/// Whether this node leads `partition` as its only voter, so that a read there needs no
+/// round at all (one node: a quorum of itself, checked as a round would).
+pub(crate) fn leads_alone(partition: &Partition) -> bool {
+    claim(partition).is_some_and(|c| quorum(&c.voters, 1))
+}
+
 /// The claim this node can make for `partition`, or `None` when only openraft can tell.
-fn claim(partition: &Partition, me: NodeId) -> Option<Claim> {
+fn claim(partition: &Partition) -> Option<Claim> {
     let metrics = partition.raft.metrics();
     let m = metrics.borrow();
+    let me = m.id;
     // An entry of its own term applied (one leader per term: openraft's `single-term-leader`):
     // everything committed before the term is applied too.
     let applied_in_term = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.vote.leader_id.term);
@@ -105,9 +112,7 @@ pub(crate) async fn read_rounds(inner: Weak<Inner>, mut waiters: mpsc::Unbounded
         let me = inner.config.node_id;
         let claims: BTreeMap<PartitionId, Claim> = by_partition
             .keys()
-            .filter_map(|&p| {
-                inner.partitions.get(p as usize).and_then(|partition| claim(partition, me)).map(|c| (p, c))
-            })
+            .filter_map(|&p| inner.partitions.get(p as usize).and_then(|partition| claim(partition)).map(|c| (p, c)))
             .collect();
         let confirmed = confirm(&inner, me, &claims).await;
         for (p, waiters) in by_partition {
