@@ -102,7 +102,7 @@ pub struct Served<T> {
 /// A node's kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct Kernel {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -202,7 +202,7 @@ impl Kernel {
         self.inner.config.value_bytes_max
     }
 
-    fn partition(&self, p: PartitionId) -> Result<&Arc<Partition>, KvError> {
+    pub(crate) fn partition(&self, p: PartitionId) -> Result<&Arc<Partition>, KvError> {
         self.inner
             .partitions
             .get(p as usize)
