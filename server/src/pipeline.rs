@@ -3,17 +3,19 @@
 //! A unary call costs an HTTP/2 stream of its own (headers both ways, a task in hyper,
 //! the router); under many concurrent calls that, not the store, is most of a node's
 //! CPU. Here each call is a small message inside a batch: the stream's task spawns every
-//! call it reads (so calls run concurrently, as unary calls would), and sends replies as
+//! call it reads (so calls run concurrently, as unary calls would), except ephemeral
+//! calls that finish without waiting, which it answers in place, and sends replies as
 //! they finish, as many to a message as are ready. Each call runs through the very
 //! handler of its unary call, so answers and errors are the same.
 
 use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use kahuna_proto::v1::key_value_server::KeyValue as KeyValueApi;
 use kahuna_proto::v1::pipeline_call::Call;
 use kahuna_proto::v1::pipeline_reply::Reply;
-use kahuna_proto::v1::{PipelineCall, PipelineError, PipelineReply, PipelineRequest, PipelineResponse};
+use kahuna_proto::v1::{Durability, PipelineCall, PipelineError, PipelineReply, PipelineRequest, PipelineResponse};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -69,9 +71,33 @@ async fn serve(
                         let _ = out.send(Err(status)).await;
                         return;
                     }
+                    let mut replies = Replies::default();
                     for call in request.calls {
                         let kv = kv.clone();
-                        running.spawn(async move { guarded(call.id, answer(&kv, call)).await });
+                        if !in_memory(&call) {
+                            running.spawn(async move { guarded(call.id, answer(&kv, call)).await });
+                            continue;
+                        }
+                        // An ephemeral call touches only the leader's memory: cheaper than a
+                        // task of its own when it can finish without waiting (a node that
+                        // leads alone, or a serializable read), so it is answered here. If
+                        // it must wait (a leadership round), it is spawned, and its task's
+                        // first poll registers the waker that counts (this one is a no-op).
+                        let mut call = Box::pin(async move { guarded(call.id, answer(&kv, call)).await });
+                        let polled = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                        match polled {
+                            Poll::Ready(reply) => {
+                                if replies.push(reply) && !replies.send(&out).await {
+                                    return;
+                                }
+                            }
+                            Poll::Pending => {
+                                running.spawn(call);
+                            }
+                        }
+                    }
+                    if !replies.is_empty() && !replies.top_up(&mut running).send(&out).await {
+                        return;
                     }
                 }
                 Ok(None) => reading = false,
@@ -85,26 +111,56 @@ async fn serve(
                 // (tokio's LIFO slot): let the others that are ready finish first, so that
                 // a message carries many replies rather than one.
                 tokio::task::yield_now().await;
-                let mut message = PipelineResponse::default();
-                let mut bytes = 0;
-                let mut next = Some(first);
-                while let Some(joined) = next {
-                    // Tasks are never aborted, and a panic is answered inside its task.
-                    if let Ok(reply) = joined {
-                        bytes += reply.encoded_len();
-                        message.replies.push(reply);
-                    }
-                    if message.replies.len() >= REPLIES_PER_MESSAGE_MAX || bytes >= REPLY_BYTES_MAX {
-                        break;
-                    }
-                    next = running.try_join_next();
+                let mut replies = Replies::default();
+                // Tasks are never aborted, and a panic is answered inside its task.
+                if let Ok(reply) = first {
+                    replies.push(reply);
                 }
-                if out.send(Ok(message)).await.is_err() {
+                if !replies.top_up(&mut running).send(&out).await {
                     return;
                 }
             }
             else => return,
         }
+    }
+}
+
+/// Replies gathered for one message.
+#[derive(Default)]
+struct Replies {
+    message: PipelineResponse,
+    bytes: usize,
+}
+
+impl Replies {
+    /// Adds `reply`; true when the message is full.
+    fn push(&mut self, reply: PipelineReply) -> bool {
+        self.bytes += reply.encoded_len();
+        self.message.replies.push(reply);
+        self.message.replies.len() >= REPLIES_PER_MESSAGE_MAX || self.bytes >= REPLY_BYTES_MAX
+    }
+
+    fn is_empty(&self) -> bool {
+        self.message.replies.is_empty()
+    }
+
+    /// Adds the replies of calls in `running` that have finished, while there is room.
+    fn top_up(&mut self, running: &mut JoinSet<PipelineReply>) -> &mut Self {
+        while let Some(joined) = running.try_join_next() {
+            // Tasks are never aborted, and a panic is answered inside its task.
+            if let Ok(reply) = joined
+                && self.push(reply)
+            {
+                break;
+            }
+        }
+        self
+    }
+
+    /// Sends what was gathered and starts again empty; false when the client is gone.
+    async fn send(&mut self, out: &mpsc::Sender<Result<PipelineResponse, Status>>) -> bool {
+        self.bytes = 0;
+        out.send(Ok(std::mem::take(&mut self.message))).await.is_ok()
     }
 }
 
@@ -115,6 +171,23 @@ async fn guarded(id: u64, answer: impl Future<Output = PipelineReply>) -> Pipeli
         let status = Status::internal("the call failed on the node: its handler panicked");
         PipelineReply { id, reply: Some(Reply::Error(pipeline_error(&status))) }
     })
+}
+
+/// Whether `call` is on the ephemeral keyspace. Persistent calls always get a task: their
+/// storage reads and proposals then run on every worker at once, which measured faster
+/// than answering the ready ones in place (1 node, 64 clients: linearizable gets 88k /
+/// 108k a second in tasks, 78k / 89k in place), while ephemeral gets went from about
+/// 100k to 135k a second in place.
+fn in_memory(call: &PipelineCall) -> bool {
+    let durability = match &call.call {
+        Some(Call::Set(r)) => r.durability,
+        Some(Call::Get(r)) => r.durability,
+        Some(Call::Exists(r)) => r.durability,
+        Some(Call::Delete(r)) => r.durability,
+        Some(Call::Extend(r)) => r.durability,
+        None => return false,
+    };
+    durability == Durability::Ephemeral as i32
 }
 
 /// Runs one call through its unary handler.
