@@ -98,9 +98,8 @@ impl KeySpace for MemSpace {
     fn compact(&mut self, before_ts: u64) -> Result<u64, StoreError> {
         let mut removed = 0;
         self.keys.retain(|_, versions| {
-            let newest_first: Vec<(u64, Version)> = versions.0.iter().rev().cloned().collect();
             // The victims are the oldest versions.
-            let victims = compaction_victims(&newest_first, before_ts).len();
+            let victims = compaction_victims(versions.0.iter().rev().map(|(ts, v)| (*ts, v)), before_ts).len();
             versions.0.drain(..victims);
             removed += victims as u64;
             !versions.0.is_empty()

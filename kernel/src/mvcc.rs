@@ -205,14 +205,13 @@ pub fn scan_prefix(
 /// Which versions of one key (given newest first) compaction at `before_ts` removes:
 /// every version older than the one visible at `before_ts`, and that one too when it
 /// is a tombstone or expired (nothing at or after `before_ts` can read it).
-pub fn compaction_victims(versions: &[(u64, Version)], before_ts: u64) -> Vec<u64> {
-    let Some(visible) = versions.iter().position(|(ts, _)| *ts < before_ts) else {
+pub fn compaction_victims<'a>(newest_first: impl IntoIterator<Item = (u64, &'a Version)>, before_ts: u64) -> Vec<u64> {
+    let mut older = newest_first.into_iter().skip_while(|(ts, _)| *ts >= before_ts);
+    let Some((visible_ts, visible)) = older.next() else {
         return Vec::new();
     };
-    let (_, v) = &versions[visible];
-    let drop_visible = !v.is_live_at(physical_ms(before_ts));
-    let first_victim = if drop_visible { visible } else { visible + 1 };
-    versions[first_victim..].iter().map(|(ts, _)| *ts).collect()
+    let drop_visible = !visible.is_live_at(physical_ms(before_ts));
+    drop_visible.then_some(visible_ts).into_iter().chain(older.map(|(ts, _)| ts)).collect()
 }
 
 #[cfg(test)]

@@ -106,7 +106,8 @@ impl KeySpace for RedbSpace<&mut Table<'_, VersionKey<'static>, &'static [u8]>> 
         let mut current: Option<String> = None;
         let flush = |key: &Option<String>, versions: &mut Vec<(u64, Version)>, out: &mut Vec<(String, u64)>| {
             if let Some(key) = key {
-                out.extend(compaction_victims(versions, before_ts).into_iter().map(|ts| (key.clone(), ts)));
+                let newest_first = versions.iter().map(|(ts, v)| (*ts, v));
+                out.extend(compaction_victims(newest_first, before_ts).into_iter().map(|ts| (key.clone(), ts)));
             }
             versions.clear();
         };
