@@ -144,6 +144,40 @@ async fn scripts_routed_by_a_key_run_on_its_partition_leader() {
     }
 }
 
+/// Pipelined ephemeral calls on a cluster of three: a linearizable read waits for its
+/// leader's round (the pipeline spawns it after its first poll), a serializable read at the
+/// leader finishes at once (answered in the stream's task); both see every acknowledged set.
+#[tokio::test]
+async fn pipelined_ephemeral_calls_on_three_nodes() {
+    use kahuna_client::{GetOptions, SetOptions};
+
+    let cluster = Cluster::start(3, PARTITIONS, &[]).await;
+    let client = kahuna_client::Client::builder(cluster.endpoints()).pipeline(true).build().unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let client = client.clone();
+        writers.spawn(async move {
+            let key = format!("e{}/k{i}", i % 8);
+            let written = client.set(key.as_str(), i.to_string(), SetOptions::new().ephemeral()).await;
+            (key, i, written.map(|r| r.modified))
+        });
+    }
+    let mut readers = tokio::task::JoinSet::new();
+    while let Some(joined) = writers.join_next().await {
+        let (key, i, written) = joined.unwrap();
+        assert_eq!(written, Ok(true), "{key}");
+        for options in [GetOptions::new().ephemeral(), GetOptions::new().ephemeral().serializable()] {
+            let (client, key) = (client.clone(), key.clone());
+            readers.spawn(async move { (key.clone(), i, client.get(key, options).await) });
+        }
+    }
+    while let Some(joined) = readers.join_next().await {
+        let (key, i, read) = joined.unwrap();
+        let kv = read.unwrap_or_else(|e| panic!("{key}: {e:?}")).kv.unwrap_or_else(|| panic!("{key}: not found"));
+        assert_eq!(kv.value, i.to_string().into_bytes(), "{key}");
+    }
+}
+
 /// A follower that missed more than one node message can carry (64 MiB) catches up from
 /// the log: replication sends it about 1 MiB of entries at a time. Before the bound, the
 /// leader sent all the entries it asked for in one message, the peer refused it, and the
