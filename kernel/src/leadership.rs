@@ -32,7 +32,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::{BasicNode, ServerState, Vote};
+use openraft::{BasicNode, RaftMetrics, ServerState, Vote};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::KvError;
@@ -63,31 +63,34 @@ struct Claim {
 /// Whether this node leads `partition` as its only voter, so that a read there needs no
 /// round at all (one node: a quorum of itself, checked as a round would).
 pub(crate) fn leads_alone(partition: &Partition) -> bool {
-    // Voters first: on a cluster of several nodes every read passes here, and the full
-    // claim (the log's vote, a copy of the voters) is for the round to make.
     let metrics = partition.raft.metrics();
-    let alone = matches!(metrics.borrow().membership_config.membership().get_joint_config().as_slice(),
+    let m = metrics.borrow();
+    // Voters first: on a cluster of several nodes every read passes here, and the claim
+    // (the log's vote) is for the round to make.
+    let alone = matches!(m.membership_config.membership().get_joint_config().as_slice(),
         [voters] if voters.len() == 1);
-    alone && claim(partition).is_some()
+    alone && claimable(partition, &m).is_some()
 }
 
 /// The claim this node can make for `partition`, or `None` when only openraft can tell.
 fn claim(partition: &Partition) -> Option<Claim> {
     let metrics = partition.raft.metrics();
     let m = metrics.borrow();
-    let me = m.id;
+    let voters = claimable(partition, &m)?.clone();
+    Some(Claim { vote: m.vote, voters })
+}
+
+/// The voters to ask when `m` (this node's metrics for `partition`) lets it claim to lead
+/// the partition, else `None`.
+fn claimable<'m>(partition: &Partition, m: &'m RaftMetrics<NodeId, BasicNode>) -> Option<&'m BTreeSet<NodeId>> {
     // An entry of its own term applied (one leader per term: openraft's `single-term-leader`):
     // everything committed before the term is applied too.
     let applied_in_term = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.vote.leader_id.term);
     if m.state != ServerState::Leader || !m.vote.is_committed() || !applied_in_term {
         return None;
     }
-    let joint = m.membership_config.membership().get_joint_config();
-    let [voters] = joint.as_slice() else { return None };
-    if !voters.contains(&me) || !holds(partition, &m.vote) {
-        return None;
-    }
-    Some(Claim { vote: m.vote, voters: voters.clone() })
+    let [voters] = m.membership_config.membership().get_joint_config().as_slice() else { return None };
+    (voters.contains(&m.id) && holds(partition, &m.vote)).then_some(voters)
 }
 
 /// Whether this node's log holds `vote`'s leader (term and node) for the partition.
