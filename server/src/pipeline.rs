@@ -74,8 +74,10 @@ async fn serve(
                     let mut replies = Replies::default();
                     for call in request.calls {
                         let kv = kv.clone();
-                        if !in_memory(&call) {
-                            running.spawn(async move { guarded(call.id, answer(&kv, call)).await });
+                        let in_place = in_memory(&call);
+                        let reply = async move { guarded(call.id, answer(&kv, call)).await };
+                        if !in_place {
+                            running.spawn(reply);
                             continue;
                         }
                         // An ephemeral call touches only the leader's memory: cheaper than a
@@ -83,8 +85,8 @@ async fn serve(
                         // leads alone, or a serializable read), so it is answered here. If
                         // it must wait (a leadership round), it is spawned, and its task's
                         // first poll registers the waker that counts (this one is a no-op).
-                        let mut call = Box::pin(async move { guarded(call.id, answer(&kv, call)).await });
-                        let polled = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                        let mut reply = Box::pin(reply);
+                        let polled = reply.as_mut().poll(&mut Context::from_waker(Waker::noop()));
                         match polled {
                             Poll::Ready(reply) => {
                                 if replies.push(reply) && !replies.send(&out).await {
@@ -92,7 +94,7 @@ async fn serve(
                                 }
                             }
                             Poll::Pending => {
-                                running.spawn(call);
+                                running.spawn(reply);
                             }
                         }
                     }
