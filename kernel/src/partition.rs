@@ -188,7 +188,7 @@ impl Partition {
         }
         let in_flight = Arc::<InFlight>::default();
         let (proposals, queue) = mpsc::unbounded_channel();
-        tokio::spawn(proposals::propose_batches(id, raft.clone(), in_flight.clone(), queue));
+        tokio::spawn(proposals::propose_batches(id, raft.clone(), in_flight.clone(), queue, settings.request_timeout));
         let partition = Arc::new(Self {
             id,
             raft,

@@ -53,7 +53,7 @@ pub fn isolate_leader_before_stale_preferred(
     let ids: Vec<NodeId> = vec![1, 2, 3];
     let board = Board::default();
     let mut sim = new_sim(seed, SCENARIO_MAX);
-    start_nodes(&mut sim, &ids, &board, election_timeouts_ms);
+    start_nodes(&mut sim, &ids, &board, election_timeouts_ms, 1_000);
     let stop = Arc::new(AtomicBool::new(false));
     sim.client(WRITER_HOST, write_to_leader(board.clone(), stop.clone()));
     let mut script = Script { sim, board, log: Vec::new() };
@@ -103,18 +103,8 @@ pub struct DeposedRead {
 /// from before the cut.
 pub fn read_at_deposed_leader(seed: u64) -> Result<DeposedRead, SimError> {
     let ids: Vec<NodeId> = vec![1, 2, 3];
-    let board = Board::default();
-    let mut sim = new_sim(seed, SCENARIO_MAX);
-    start_nodes(&mut sim, &ids, &board, [300, 400, 500]);
-    let (asks, queue) = tokio::sync::mpsc::unbounded_channel();
-    let answers = Answers::default();
-    sim.client(ASKER_HOST, answer_asks(queue, answers.clone()));
-    let mut script = Script { sim, board, log: Vec::new() };
-
-    let (old, term) = script.await_leader(|_| true)?.ok_or_else(|| script.gave_up("no first leader"))?;
-    script.note(format!("n{old} leads in term {term}"));
-    let before = script.ask(&asks, &answers, old, set_k("before"))?;
-    script.note(format!("wrote k = before through n{old}: {}", before.is_ok()));
+    let (mut script, asks, answers) = asking_script(seed, &ids, [300, 400, 500], 1_000);
+    let (old, term) = script.first_leader_writes_before(&asks, &answers)?;
     for other in ids.iter().copied().filter(|n| *n != old) {
         script.hold(old, other);
     }
@@ -147,8 +137,67 @@ pub fn read_at_deposed_leader(seed: u64) -> Result<DeposedRead, SimError> {
     Ok(DeposedRead { acknowledged: "after".into(), read, log: script.log })
 }
 
-/// Hosts the nodes `ids` (one partition each), with fixed election timeouts in that order.
-fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeouts_ms: [u64; 3]) {
+/// What [`write_swallowed_by_snapshot`] saw.
+#[derive(Debug, Clone)]
+pub struct SwallowedWrite {
+    /// What the write sent to the leader while it was cut off answered.
+    pub cut_off_write: Result<PartitionResponse, String>,
+    /// What a write through the same node answered once it led again.
+    pub write_after: Result<PartitionResponse, String>,
+    /// What the script did and saw, one line per step, with simulated times.
+    pub log: Vec<String>,
+}
+
+/// Partition 0's leader n1 is cut off from both other nodes while a write sent to it is
+/// in its log, uncommitted. The others elect n2, which writes enough entries through
+/// itself to snapshot and purge its log past n1's; when the cut heals, n1 catches up by a
+/// snapshot that covers its uncommitted entry though n1's log ends before the snapshot
+/// does (so nothing truncates the entry: openraft purges it unanswered). Then n2 is cut
+/// off, n1 leads again, and a write is sent to it.
+pub fn write_swallowed_by_snapshot(seed: u64) -> Result<SwallowedWrite, SimError> {
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    // n1 first, n2 next, n3 never (while another can).
+    let (mut script, asks, answers) = asking_script(seed, &ids, [300, 400, 1_500], SWALLOW_SNAPSHOT_LOGS);
+    let (old, term) = script.first_leader_writes_before(&asks, &answers)?;
+    let others: Vec<NodeId> = ids.iter().copied().filter(|n| *n != old).collect();
+    for other in &others {
+        script.hold(old, *other);
+    }
+    let cut_off_write = script.ask(&asks, &answers, old, set_k("cut off"))?;
+    script.note(format!("the write through cut-off n{old} answered {cut_off_write:?}"));
+    let (new, new_term) =
+        script.await_leader(|(_, t)| t > term)?.ok_or_else(|| script.gave_up("no leader after the cut"))?;
+    script.note(format!("n{new} leads in term {new_term}"));
+    for n in 0..SWALLOW_SNAPSHOT_LOGS * 3 {
+        if let Err(e) = script.ask(&asks, &answers, new, set_k(&format!("new {n}")))? {
+            return Err(script.gave_up(&format!("write {n} through n{new} failed: {e}")));
+        }
+    }
+    script.note(format!("wrote through n{new}; last log indexes {:?}", script.board.last_log_indexes(0)));
+    for other in &others {
+        script.sim.release(host_name(old), host_name(*other));
+        script.sim.repair(host_name(old), host_name(*other));
+    }
+    script.note(format!("n{old} reaches the others again"));
+    script.run_for(Duration::from_secs(3))?;
+    script.note(format!("last log indexes {:?}", script.board.last_log_indexes(0)));
+    for other in ids.iter().copied().filter(|n| *n != new) {
+        script.hold(new, other);
+    }
+    let again = script.await_leader(|(id, t)| id == old && t > new_term)?;
+    let (_, again_term) = again.ok_or_else(|| script.gave_up(&format!("n{old} did not lead again")))?;
+    script.note(format!("n{old} leads again in term {again_term}"));
+    let write_after = script.ask(&asks, &answers, old, set_k("after"))?;
+    script.note(format!("the write through n{old} answered {write_after:?}"));
+    Ok(SwallowedWrite { cut_off_write, write_after, log: script.log })
+}
+
+/// Entries between two snapshots in [`write_swallowed_by_snapshot`].
+const SWALLOW_SNAPSHOT_LOGS: u64 = 20;
+
+/// Hosts the nodes `ids` (one partition each), with fixed election timeouts in that order
+/// and a snapshot every `snapshot_logs` entries.
+fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeouts_ms: [u64; 3], snapshot_logs: u64) {
     let peers: BTreeMap<NodeId, String> =
         ids.iter().map(|id| (*id, format!("{}:{NODE_PORT}", host_name(*id)))).collect();
     for (id, election_timeout_ms) in ids.iter().zip(election_timeouts_ms) {
@@ -159,7 +208,7 @@ fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeou
             disk: SimDisk::new(),
             election_timeout_ms,
             clock: SimClock::new(0),
-            snapshot_logs: 1_000,
+            snapshot_logs,
             request_timeout: Duration::from_secs(3),
             board: board.clone(),
         };
@@ -167,11 +216,31 @@ fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeou
     }
 }
 
+/// A scenario on the nodes `ids` (see [`start_nodes`]) with the asking client
+/// ([`answer_asks`]): the script, where to send its requests and where their answers come.
+fn asking_script<'a>(
+    seed: u64,
+    ids: &[NodeId],
+    election_timeouts_ms: [u64; 3],
+    snapshot_logs: u64,
+) -> (Script<'a>, Asks, Answers) {
+    let board = Board::default();
+    let mut sim = new_sim(seed, SCENARIO_MAX);
+    start_nodes(&mut sim, ids, &board, election_timeouts_ms, snapshot_logs);
+    let (asks, queue) = tokio::sync::mpsc::unbounded_channel();
+    let answers = Answers::default();
+    sim.client(ASKER_HOST, answer_asks(queue, answers.clone()));
+    (Script { sim, board, log: Vec::new() }, asks, answers)
+}
+
 /// A write of `value` to key `k`.
 fn set_k(value: &str) -> PartitionRequest {
     let set = SetArgs { key: "k".into(), value: value.as_bytes().to_vec(), ..SetArgs::default() };
     PartitionRequest::Write { ops: vec![WriteOp::Set(set)], operation_id: None, durability: Durability::Persistent }
 }
+
+/// Requests for [`answer_asks`] to send: the node, and the request to its partition 0.
+type Asks = tokio::sync::mpsc::UnboundedSender<(NodeId, PartitionRequest)>;
 
 /// The answers of [`answer_asks`], in the order the requests were sent.
 type Answers = Arc<std::sync::Mutex<std::collections::VecDeque<Result<PartitionResponse, String>>>>;
@@ -245,7 +314,7 @@ impl Script<'_> {
     /// it is answered.
     fn ask(
         &mut self,
-        asks: &tokio::sync::mpsc::UnboundedSender<(NodeId, PartitionRequest)>,
+        asks: &Asks,
         answers: &Answers,
         id: NodeId,
         request: PartitionRequest,
@@ -254,6 +323,16 @@ impl Script<'_> {
             return Err(self.gave_up("the asking client stopped"));
         }
         self.await_answer(answers)
+    }
+
+    /// Steps until some node leads partition 0, then writes `k = before` through it; the
+    /// leader and its term.
+    fn first_leader_writes_before(&mut self, asks: &Asks, answers: &Answers) -> Result<(NodeId, u64), SimError> {
+        let (leader, term) = self.await_leader(|_| true)?.ok_or_else(|| self.gave_up("no first leader"))?;
+        self.note(format!("n{leader} leads in term {term}"));
+        let before = self.ask(asks, answers, leader, set_k("before"))?;
+        self.note(format!("wrote k = before through n{leader}: {}", before.is_ok()));
+        Ok((leader, term))
     }
 
     /// Steps until the asking client has an answer (it gives up on a request after

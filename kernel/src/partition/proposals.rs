@@ -9,15 +9,26 @@
 //! [`Command::Batch`] entry, at most [`ENTRIES_IN_FLIGHT`] at once, and answers each
 //! proposal with its own outcome. A proposal that finds the queue empty and a slot free
 //! goes at once, alone and unwrapped, so one client's latency does not change.
+//!
+//! An entry that openraft never answers must not hold the partition's slot for good
+//! ([`raft_answer`]): openraft 0.9 answers a proposal when its entry is applied or
+//! truncated away, but a snapshot installed over an uncommitted entry of a deposed leader,
+//! when the leader's log ends before the snapshot does, purges the entry and answers
+//! nothing. Found by the simulation (`sim/tests/t92_write_swallowed_by_snapshot.rs`): the
+//! deposed leader, leading again, timed out every write of the partition.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{BasicNode, RaftMetrics};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{InFlight, write_error};
 use crate::batches::Batches;
 use crate::error::KvError;
-use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
+use crate::raft_types::{ApplyResult, Command, Proposal, Raft, TypeConfig};
 use crate::schema::encoded_len;
 use crate::types::PartitionId;
 
@@ -47,6 +58,7 @@ pub(super) async fn propose_batches(
     raft: Raft,
     in_flight: Arc<InFlight>,
     queue: mpsc::UnboundedReceiver<Queued>,
+    timeout: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
     let mut batches = Batches::new(queue);
@@ -56,14 +68,14 @@ pub(super) async fn propose_batches(
         let batch = batches.fill(first, BATCH_PROPOSALS_MAX, BATCH_BYTES_MAX, |q| encoded_len(&q.proposal));
         let (raft, in_flight) = (raft.clone(), in_flight.clone());
         tokio::spawn(async move {
-            write_batch(p, &raft, &in_flight, batch).await;
+            write_batch(p, &raft, &in_flight, batch, timeout).await;
             drop(slot);
         });
     }
 }
 
 /// Proposes `batch` as one entry (a lone proposal as itself) and answers each proposal.
-async fn write_batch(p: PartitionId, raft: &Raft, in_flight: &InFlight, batch: Vec<Queued>) {
+async fn write_batch(p: PartitionId, raft: &Raft, in_flight: &InFlight, batch: Vec<Queued>, timeout: Duration) {
     let stamps: Vec<u64> = batch.iter().map(|q| q.proposal.ts).collect();
     let (mut proposals, answers): (Vec<Proposal>, Vec<_>) = batch.into_iter().map(|q| (q.proposal, q.answer)).unzip();
     let entry = match proposals.len() {
@@ -74,16 +86,24 @@ async fn write_batch(p: PartitionId, raft: &Raft, in_flight: &InFlight, batch: V
         }
     };
     let Some(entry) = entry else { return };
-    let outcome = raft.client_write(entry).await;
+    let outcome = raft_answer(raft, entry, timeout).await;
     for ts in stamps {
         in_flight.settle(ts);
     }
     let results: Vec<Result<ApplyResult, KvError>> = match outcome {
-        Err(e) => {
+        None => {
+            tracing::warn!(partition = p, "a log entry was settled without Raft's answer (a snapshot covered it)");
+            let error = KvError::Timeout(format!(
+                "partition {p}: Raft did not answer the write before this node applied past its log entry; \
+                 the write may have applied"
+            ));
+            answers.iter().map(|_| Err(error.clone())).collect()
+        }
+        Some(Err(e)) => {
             let error = write_error(p, e);
             answers.iter().map(|_| Err(error.clone())).collect()
         }
-        Ok(response) => match response.data {
+        Some(Ok(response)) => match response.data {
             ApplyResult::Batch(results) if results.len() == answers.len() && answers.len() > 1 => {
                 results.into_iter().map(Ok).collect()
             }
@@ -100,5 +120,48 @@ async fn write_batch(p: PartitionId, raft: &Raft, in_flight: &InFlight, batch: V
     for (answer, result) in answers.into_iter().zip(results) {
         // A proposer that gave up (timed out, dropped) needs no answer.
         let _ = answer.send(result);
+    }
+}
+
+/// What `Raft::client_write` returns.
+type ClientWriteOutcome = Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// Raft's answer to `entry`, or `None` once the entry's fate is settled on this node
+/// without one (committed or not, this node has applied past its index): nothing can
+/// commit it later, so its stamps may leave the in-flight set and the next entry may go.
+///
+/// Past `timeout` without an answer, this finds a bound on the entry's index: a request
+/// to the core queues behind the write, and the metrics the core publishes after that
+/// request ran (it publishes at the top of every loop, changed or not) have a last log
+/// index at or above the entry's, if the entry is still in the log. Then it waits until
+/// this node has applied that far. openraft sends the answer of an entry it applies
+/// before it publishes the applied index, and the answer is polled first, so an entry
+/// applied the normal way is never taken for a swallowed one.
+async fn raft_answer(raft: &Raft, entry: Proposal, timeout: Duration) -> Option<ClientWriteOutcome> {
+    let write = raft.client_write(entry);
+    tokio::pin!(write);
+    if let Ok(outcome) = tokio::time::timeout(timeout, &mut write).await {
+        return Some(outcome);
+    }
+    let settled = async {
+        let mut metrics = raft.metrics();
+        if raft.with_raft_state(|_| ()).await.is_err() {
+            // The core stopped; the write is answered with that.
+            return std::future::pending().await;
+        }
+        metrics.borrow_and_update();
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let bound = metrics.borrow_and_update().last_log_index.unwrap_or(0);
+        let applied_past = |m: &RaftMetrics<u64, BasicNode>| m.last_applied.as_ref().map_or(0, |a| a.index) >= bound;
+        if metrics.wait_for(applied_past).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        outcome = &mut write => Some(outcome),
+        () = settled => None,
     }
 }
