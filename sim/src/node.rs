@@ -91,10 +91,18 @@ impl Board {
 
     /// Each live node's last log index of `partition`.
     pub fn last_log_indexes(&self, partition: PartitionId) -> BTreeMap<NodeId, u64> {
+        self.each_node(partition, |s| s.last_log_index)
+    }
+
+    /// How many snapshots each live node installed for `partition` since it started.
+    pub fn snapshots_installed(&self, partition: PartitionId) -> BTreeMap<NodeId, u64> {
+        self.each_node(partition, |s| s.snapshots_installed)
+    }
+
+    /// `field` of each live node's status of `partition`.
+    fn each_node(&self, partition: PartitionId, field: impl Fn(&PartitionStatus) -> u64) -> BTreeMap<NodeId, u64> {
         let board = self.lock();
-        let of = |statuses: &Vec<PartitionStatus>| {
-            statuses.iter().find(|s| s.partition == partition).map(|s| s.last_log_index)
-        };
+        let of = |statuses: &Vec<PartitionStatus>| statuses.iter().find(|s| s.partition == partition).map(&field);
         board.iter().filter_map(|(id, statuses)| of(statuses).map(|i| (*id, i))).collect()
     }
 

@@ -142,6 +142,8 @@ pub fn read_at_deposed_leader(seed: u64) -> Result<DeposedRead, SimError> {
 pub struct SwallowedWrite {
     /// What the write sent to the leader while it was cut off answered.
     pub cut_off_write: Result<PartitionResponse, String>,
+    /// Snapshots the cut-off leader installed after the cut healed: the case needs one.
+    pub snapshots_installed: u64,
     /// What a write through the same node answered once it led again.
     pub write_after: Result<PartitionResponse, String>,
     /// What the script did and saw, one line per step, with simulated times.
@@ -180,7 +182,11 @@ pub fn write_swallowed_by_snapshot(seed: u64) -> Result<SwallowedWrite, SimError
     }
     script.note(format!("n{old} reaches the others again"));
     script.run_for(Duration::from_secs(3))?;
-    script.note(format!("last log indexes {:?}", script.board.last_log_indexes(0)));
+    let snapshots_installed = script.board.snapshots_installed(0).get(&old).copied().unwrap_or(0);
+    script.note(format!(
+        "last log indexes {:?}; n{old} installed {snapshots_installed} snapshot(s)",
+        script.board.last_log_indexes(0)
+    ));
     for other in ids.iter().copied().filter(|n| *n != new) {
         script.hold(new, other);
     }
@@ -189,7 +195,7 @@ pub fn write_swallowed_by_snapshot(seed: u64) -> Result<SwallowedWrite, SimError
     script.note(format!("n{old} leads again in term {again_term}"));
     let write_after = script.ask(&asks, &answers, old, set_k("after"))?;
     script.note(format!("the write through n{old} answered {write_after:?}"));
-    Ok(SwallowedWrite { cut_off_write, write_after, log: script.log })
+    Ok(SwallowedWrite { cut_off_write, snapshots_installed, write_after, log: script.log })
 }
 
 /// Entries between two snapshots in [`write_swallowed_by_snapshot`].
