@@ -143,25 +143,22 @@ async fn raft_answer(raft: &Raft, entry: Proposal, timeout: Duration) -> Option<
     if let Ok(outcome) = tokio::time::timeout(timeout, &mut write).await {
         return Some(outcome);
     }
-    let settled = async {
-        let mut metrics = raft.metrics();
-        if raft.with_raft_state(|_| ()).await.is_err() {
-            // The core stopped; the write is answered with that.
-            return std::future::pending().await;
-        }
-        metrics.borrow_and_update();
-        if metrics.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        let bound = metrics.borrow_and_update().last_log_index.unwrap_or(0);
-        let applied_past = |m: &RaftMetrics<u64, BasicNode>| m.last_applied.as_ref().map_or(0, |a| a.index) >= bound;
-        if metrics.wait_for(applied_past).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
     tokio::select! {
         biased;
         outcome = &mut write => Some(outcome),
-        () = settled => None,
+        // `None` (the core stopped) disables this branch; the write then ends with the error.
+        Some(()) = applied_past_last_entry(raft) => None,
     }
+}
+
+/// Waits until this node has applied past the last log index the core reports after the
+/// requests already queued to it; `None` if the core stopped.
+async fn applied_past_last_entry(raft: &Raft) -> Option<()> {
+    let mut metrics = raft.metrics();
+    raft.with_raft_state(|_| ()).await.ok()?;
+    metrics.borrow_and_update();
+    metrics.changed().await.ok()?;
+    let bound = metrics.borrow_and_update().last_log_index.unwrap_or(0);
+    let applied_past = |m: &RaftMetrics<u64, BasicNode>| m.last_applied.as_ref().map_or(0, |a| a.index) >= bound;
+    metrics.wait_for(applied_past).await.ok().map(drop)
 }
