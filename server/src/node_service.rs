@@ -1,10 +1,12 @@
-//! The node-to-node gRPC service: Raft RPCs (one by one or in batches) and forwarded
-//! client requests, handed to the kernel.
+//! The node-to-node gRPC service: Raft RPCs (one by one or in batches over a stream) and
+//! forwarded client requests, handed to the kernel.
 
 use kahuna_kernel::{Kernel, MessageKind, NodeMessage};
 use kahuna_proto::node::node_server::Node;
 use kahuna_proto::node::{Batch, Envelope};
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::{invalid, to_status};
 
@@ -17,55 +19,83 @@ impl NodeService {
     pub fn new(kernel: Kernel) -> Self {
         Self { kernel }
     }
-
-    async fn handle(&self, envelope: Envelope) -> Result<Envelope, Status> {
-        let kind = MessageKind::from_u32(envelope.kind)
-            .ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
-        let message = NodeMessage {
-            partition: envelope.partition,
-            hlc: envelope.hlc,
-            kind,
-            from: envelope.from,
-            payload: envelope.payload,
-        };
-        let reply = self.kernel.handle(message).await.map_err(to_status)?;
-        Ok(Envelope {
-            partition: reply.partition,
-            hlc: reply.hlc,
-            kind: reply.kind as u32,
-            payload: reply.payload,
-            from: reply.from,
-            error: String::new(),
-        })
-    }
 }
+
+/// The answers of one `RaftStream`, as tonic sends them.
+pub type BatchStream = ReceiverStream<Result<Batch, Status>>;
 
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn raft(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        self.handle(request.into_inner()).await.map(Response::new)
+        handle(&self.kernel, request.into_inner()).await.map(Response::new)
     }
 
-    async fn raft_batch(&self, request: Request<Batch>) -> Result<Response<Batch>, Status> {
-        // Concurrently: each message may wait for its partition's log fsync, and the
-        // storage thread folds those waits into one.
-        let started = std::time::Instant::now();
-        let replies = futures::future::join_all(request.into_inner().messages.into_iter().map(|envelope| async {
-            self.handle(envelope).await.unwrap_or_else(|status| Envelope {
-                error: format!("{}: {}", status.code(), status.message()),
-                ..Envelope::default()
-            })
-        }))
-        .await;
-        tracing::trace!(
-            messages = replies.len(),
-            handled_us = started.elapsed().as_micros() as u64,
-            "raft batch handled"
-        );
-        Ok(Response::new(Batch { messages: replies }))
+    type RaftStreamStream = BatchStream;
+
+    async fn raft_stream(&self, request: Request<Streaming<Batch>>) -> Result<Response<BatchStream>, Status> {
+        // One answer waits at most: the sender has one batch in flight per stream.
+        let (answers, stream) = mpsc::channel(1);
+        tokio::spawn(answer_batches(self.kernel.clone(), request.into_inner(), answers));
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        self.handle(request.into_inner()).await.map(Response::new)
+        handle(&self.kernel, request.into_inner()).await.map(Response::new)
     }
+}
+
+/// Answers the batches arriving on `inbound` in turn until the sender closes its side or
+/// goes away (then the batch being handled still finishes: its appends are queued on the
+/// storage thread anyway).
+async fn answer_batches(kernel: Kernel, mut inbound: Streaming<Batch>, answers: mpsc::Sender<Result<Batch, Status>>) {
+    loop {
+        let batch = match inbound.message().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!("raft stream ended: {status}");
+                return;
+            }
+        };
+        if answers.send(Ok(handle_batch(&kernel, batch).await)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Handles a batch's messages concurrently and answers them together, reply i for
+/// message i. Concurrently: each message may wait for its partition's log fsync, and the
+/// storage thread folds those waits into one.
+async fn handle_batch(kernel: &Kernel, batch: Batch) -> Batch {
+    let started = std::time::Instant::now();
+    let replies = futures::future::join_all(batch.messages.into_iter().map(|envelope| async {
+        handle(kernel, envelope).await.unwrap_or_else(|status| Envelope {
+            error: format!("{}: {}", status.code(), status.message()),
+            ..Envelope::default()
+        })
+    }))
+    .await;
+    tracing::trace!(messages = replies.len(), handled_us = started.elapsed().as_micros() as u64, "raft batch handled");
+    Batch { messages: replies }
+}
+
+async fn handle(kernel: &Kernel, envelope: Envelope) -> Result<Envelope, Status> {
+    let kind = MessageKind::from_u32(envelope.kind)
+        .ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
+    let message = NodeMessage {
+        partition: envelope.partition,
+        hlc: envelope.hlc,
+        kind,
+        from: envelope.from,
+        payload: envelope.payload,
+    };
+    let reply = kernel.handle(message).await.map_err(to_status)?;
+    Ok(Envelope {
+        partition: reply.partition,
+        hlc: reply.hlc,
+        kind: reply.kind as u32,
+        payload: reply.payload,
+        from: reply.from,
+        error: String::new(),
+    })
 }

@@ -1,11 +1,14 @@
 //! The kernel's transport seam over gRPC: one `Node` service for every partition.
 //!
 //! Append-entries and leadership-confirmation messages to a peer leave through that
-//! peer's outbox: a task that sends whatever has queued up as one `RaftBatch` call, with at most
-//! [`BATCHES_IN_FLIGHT`] calls outstanding. Each partition is its own Raft group, so a
-//! node leading several partitions would otherwise make one call per partition per
-//! round; under load the queue fills while calls are in flight and the next call
-//! carries all of it. An idle peer's message leaves at once. Votes (which must not wait
+//! peer's outbox: a task that sends whatever has queued up as one batch, one batch in
+//! flight at a time. Each partition is its own Raft group, so a node leading several
+//! partitions would otherwise send one message per partition per round; under load the
+//! queue fills while a batch is in flight and the next batch carries all of it. An idle
+//! peer's message leaves at once. The batches travel on one long-lived `RaftStream` per
+//! peer rather than as a call each: a unary call's headers, stream setup and service
+//! stack cost more CPU than a small batch itself (3 nodes, one client's puts: 3.2 → 2.3
+//! ms of CPU per put over the three nodes, `bench/PERF-LOG.md`). Votes (which must not wait
 //! behind other partitions' appends), snapshots (large), forwarded client requests
 //! (which may wait on locks) and clock reads go one by one.
 //!
@@ -22,15 +25,15 @@ use kahuna_kernel::{Batches, CallFuture, MessageKind, NodeId, NodeMessage, Trans
 use kahuna_proto::MAX_MESSAGE_BYTES;
 use kahuna_proto::node::node_client::NodeClient;
 use kahuna_proto::node::{Batch, Envelope};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Batch calls to one peer outstanding at once.
-const BATCHES_IN_FLIGHT: usize = 1;
-/// Most payload bytes in one batch call (one larger message still goes, alone).
+/// Most payload bytes in one batch (one larger message still goes, alone).
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Calls to a peer timing out in a row before its connection is made anew.
 const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
@@ -188,10 +191,8 @@ async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Resul
                     _ => client.raft(envelope).await,
                 }
             };
-            let reply = tokio::time::timeout(timeout, call)
-                .await
-                .map_err(|_| Failure::timeout(timeout))?
-                .map_err(|s| Failure::new(format!("{}: {}", s.code(), s.message())))?;
+            let reply =
+                tokio::time::timeout(timeout, call).await.map_err(|_| Failure::timeout(timeout))?.map_err(failure)?;
             Ok(reply.into_inner())
         }
     }
@@ -207,25 +208,28 @@ fn forget(clients: &Peers, target: NodeId, peer: &Peer) {
     }
 }
 
-/// A peer's outbox: waits for a message and a free call slot, then sends everything
-/// queued by then as one batch. Ends when the transport is dropped.
-async fn send_batches(client: NodeClient<Channel>, queue: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+/// A peer's outbox: waits for a message, sends everything queued by then as one batch on
+/// the peer's `RaftStream`, and waits for its answer before the next batch (messages
+/// queued meanwhile join that one). Ends when the transport is dropped.
+async fn send_batches(mut client: NodeClient<Channel>, queue: mpsc::UnboundedReceiver<Pending>) {
     let mut batches = Batches::new(queue);
+    let mut stream = None;
     while let Some(first) = batches.first().await {
-        // Messages queued while waiting for a slot join this batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let batch = batches.fill(first, usize::MAX, BATCH_BYTES_MAX, |pending| pending.envelope.payload.len());
-        let client = client.clone();
-        tokio::spawn(async move {
-            send_batch(client, batch).await;
-            drop(slot);
-        });
+        send_batch(&mut client, &mut stream, batch).await;
     }
 }
 
-/// Sends one batch and hands each waiter its own reply, or the call's failure.
-async fn send_batch(mut client: NodeClient<Channel>, batch: Vec<Pending>) {
+/// A peer's open `RaftStream`: where batches go and where their answers come from.
+struct RaftStream {
+    batches: mpsc::Sender<Batch>,
+    answers: Streaming<Batch>,
+}
+
+/// Sends one batch and hands each waiter its own reply, or the batch's failure. A batch
+/// that fails or is not answered by the last of its messages' deadlines takes the stream
+/// with it: an answer that comes later could not be told from the next batch's.
+async fn send_batch(client: &mut NodeClient<Channel>, stream: &mut Option<RaftStream>, batch: Vec<Pending>) {
     // A waiter that gave up needs no answer.
     let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
     let Some(deadline) = batch.iter().map(|p| p.deadline).max() else { return };
@@ -233,18 +237,15 @@ async fn send_batch(mut client: NodeClient<Channel>, batch: Vec<Pending>) {
     let sent = messages.len();
     tracing::trace!(messages = sent, "raft batch");
     let started = Instant::now();
-    let replies = match tokio::time::timeout_at(deadline, client.raft_batch(Batch { messages })).await {
+    let replies = match tokio::time::timeout_at(deadline, exchange_on(client, stream, Batch { messages })).await {
         Err(_) => Err(Failure::timeout(deadline - started)),
-        Ok(Err(status)) => Err(Failure::new(format!("{}: {}", status.code(), status.message()))),
-        Ok(Ok(reply)) => {
-            let replies = reply.into_inner().messages;
-            if replies.len() == sent {
-                Ok(replies)
-            } else {
-                Err(Failure::new(format!("the batch of {sent} messages got {} replies", replies.len())))
-            }
-        }
+        Ok(Err(failure)) => Err(failure),
+        Ok(Ok(replies)) if replies.len() == sent => Ok(replies),
+        Ok(Ok(replies)) => Err(Failure::new(format!("the batch of {sent} messages got {} replies", replies.len()))),
     };
+    if replies.is_err() {
+        *stream = None;
+    }
     tracing::trace!(
         messages = sent,
         ok = replies.is_ok(),
@@ -263,4 +264,33 @@ async fn send_batch(mut client: NodeClient<Channel>, batch: Vec<Pending>) {
             }
         }
     }
+}
+
+/// Sends `batch` on the peer's stream, opened first if there is none, and reads its answer.
+async fn exchange_on(
+    client: &mut NodeClient<Channel>,
+    stream: &mut Option<RaftStream>,
+    batch: Batch,
+) -> Result<Vec<Envelope>, Failure> {
+    let open = match stream.take() {
+        Some(open) => open,
+        None => {
+            // One batch waits at most: the next is sent only once this one is answered.
+            let (batches, queued) = mpsc::channel(1);
+            let answers = client.raft_stream(ReceiverStream::new(queued)).await.map_err(failure)?.into_inner();
+            RaftStream { batches, answers }
+        }
+    };
+    let open = stream.insert(open);
+    open.batches.send(batch).await.map_err(|_| Failure::new("the raft stream closed"))?;
+    match open.answers.message().await {
+        Ok(Some(reply)) => Ok(reply.messages),
+        Ok(None) => Err(Failure::new("the peer closed the raft stream")),
+        Err(status) => Err(failure(status)),
+    }
+}
+
+/// A failed call's status as a failure.
+fn failure(status: Status) -> Failure {
+    Failure::new(format!("{}: {}", status.code(), status.message()))
 }
