@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::status::{invalid, to_status};
+use crate::status::{invalid, status_text, to_status};
 
 /// The node-to-node service of one node: hands every message to its kernel.
 pub struct NodeService {
@@ -69,10 +69,9 @@ async fn answer_batches(kernel: Kernel, mut inbound: Streaming<Batch>, answers: 
 async fn handle_batch(kernel: &Kernel, batch: Batch) -> Batch {
     let started = std::time::Instant::now();
     let replies = futures::future::join_all(batch.messages.into_iter().map(|envelope| async {
-        handle(kernel, envelope).await.unwrap_or_else(|status| Envelope {
-            error: format!("{}: {}", status.code(), status.message()),
-            ..Envelope::default()
-        })
+        handle(kernel, envelope)
+            .await
+            .unwrap_or_else(|status| Envelope { error: status_text(&status), ..Envelope::default() })
     }))
     .await;
     tracing::trace!(messages = replies.len(), handled_us = started.elapsed().as_micros() as u64, "raft batch handled");

@@ -89,6 +89,12 @@ pub fn invalid(message: impl Into<String>) -> Status {
     to_status(KvError::InvalidInput(message.into()))
 }
 
+/// A status as node-to-node replies carry it in text ("CODE: message"): a batch message's
+/// `error` field, and a failed call's reason.
+pub fn status_text(status: &Status) -> String {
+    format!("{}: {}", status.code(), status.message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
+use crate::status::status_text;
+
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Most payload bytes in one batch (one larger message still goes, alone).
@@ -292,5 +294,5 @@ async fn exchange_on(
 
 /// A failed call's status as a failure.
 fn failure(status: Status) -> Failure {
-    Failure::new(format!("{}: {}", status.code(), status.message()))
+    Failure::new(status_text(&status))
 }
