@@ -145,6 +145,21 @@ fn applied_state(txn: &ReadTransaction, p: PartitionId) -> Result<(Option<LogId>
     Ok((applied, membership))
 }
 
+/// Every partition's applied index as a batch's write transaction sees it. Read inside a
+/// durable batch, it is what a crash would restart each partition from (at least: later
+/// jobs of the batch only apply more).
+pub(crate) fn applied_indexes(t: &mut Tables<'_>) -> Result<Vec<(PartitionId, u64)>, StoreError> {
+    let mut found = Vec::new();
+    for row in t.meta.open()?.iter()? {
+        let (key, value) = row?;
+        let (p, name) = key.value();
+        if name == META_APPLIED {
+            found.push((p, decode::<LogId>(META_TABLE, value.value())?.index));
+        }
+    }
+    Ok(found)
+}
+
 /// Applies entries of partition `p` inside the storage thread's transaction.
 fn apply_entries(
     t: &mut Tables<'_>,

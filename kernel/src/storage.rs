@@ -14,7 +14,8 @@
 //! The log file commits before the state file, so state on disk never runs ahead of
 //! the log on disk: an entry is appended (and its append queued here) before it can be
 //! applied. Purging the log is the other direction and is ordered by the log store: it
-//! first flushes the state file in a batch of its own, then purges.
+//! purges only entries a state sync already covers ([`Storage::sync_state`] records what
+//! each one made durable), syncing first when none did.
 //!
 //! Reads never come here: they open their own redb read transaction.
 //!
@@ -22,9 +23,10 @@
 //! and without the thread ([`StorageMode::Inline`]): each job commits in the caller, since
 //! a real thread would race the simulator's clock.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use redb::{
@@ -37,6 +39,7 @@ use crate::schema::{
     SEQUENCES, TXN_RECORDS, VERSIONS,
 };
 use crate::sim_disk::SimDisk;
+use crate::types::PartitionId;
 use crate::wal::{LogBatch, LogDir, SEGMENT_BYTES, Wal};
 
 /// Most jobs folded into one write transaction.
@@ -179,6 +182,9 @@ pub(crate) struct Storage {
     log: Arc<Wal>,
     state: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,
+    /// Per partition, an applied index the state file holds durably (the latest a state
+    /// sync recorded; none since the node started: unknown).
+    durable_applied: Mutex<HashMap<PartitionId, u64>>,
 }
 
 impl Storage {
@@ -228,7 +234,7 @@ impl Storage {
                 Some(jobs)
             }
         };
-        Ok(Arc::new(Self { log, state, jobs }))
+        Ok(Arc::new(Self { log, state, jobs, durable_applied: Mutex::default() }))
     }
 
     /// The state file, for read transactions.
@@ -239,6 +245,26 @@ impl Storage {
     /// The Raft log, for reads.
     pub(crate) fn log(&self) -> &Wal {
         &self.log
+    }
+
+    /// Whether a state sync already made partition `p`'s state durable through `index`.
+    pub(crate) fn state_durable_through(&self, p: PartitionId, index: u64) -> bool {
+        self.durable_applied.lock().unwrap_or_else(|e| e.into_inner()).get(&p).is_some_and(|&at| at >= index)
+    }
+
+    /// Makes the state file durable and records what it then holds of every partition
+    /// (`applied`, read inside the synced batch).
+    pub(crate) async fn sync_state<F>(&self, applied: F) -> Result<(), StoreError>
+    where
+        F: for<'t> FnOnce(&mut Tables<'t>) -> Result<Vec<(PartitionId, u64)>, StoreError> + Send + 'static,
+    {
+        let found = self.run(Flush::State, applied).await?;
+        let mut durable = self.durable_applied.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, index) in found {
+            let at = durable.entry(p).or_insert(index);
+            *at = (*at).max(index);
+        }
+        Ok(())
     }
 
     /// Queues `work` on the log; its completion runs after the batch commits.
