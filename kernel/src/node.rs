@@ -27,6 +27,10 @@ use crate::types::{
 /// How often a node looks for prepared transactions past their deadline on the
 /// partitions it leads, and resolves them.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(1000);
+/// How long a request waits on a decided transaction's intent for the coordinator to
+/// apply the decision before applying it itself: the coordinator does so right after
+/// deciding, so sooner would mostly propose a second resolve of the same transaction.
+const RESOLVE_GRACE: Duration = Duration::from_millis(250);
 /// How long a node waits for a peer's clock when a transaction begins.
 const CLOCK_SYNC_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a peer whose clock could not be read is left out of clock reads.
@@ -323,15 +327,19 @@ impl Kernel {
     }
 
     /// Serves a request on this node's replica of partition `p`. A request that meets a
-    /// prepared transaction's intent waits for the transaction to resolve, and resolves
-    /// it from its record once its deadline passed, up to the request timeout.
+    /// prepared transaction's intent waits for the transaction to resolve, up to the
+    /// request timeout. It resolves the transaction itself once the record holds a
+    /// decision and the coordinator has had [`RESOLVE_GRACE`] to apply it (the
+    /// coordinator died, or could not reach this partition), or from the record once the
+    /// deadline passed (aborting it there unless decided).
     async fn serve_here(
         &self,
         p: PartitionId,
         partition: &Partition,
         request: &PartitionRequest,
     ) -> Result<PartitionResponse, KvError> {
-        let give_up = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let started = tokio::time::Instant::now();
+        let give_up = started + self.inner.config.request_timeout;
         let mut pause = Duration::from_millis(2);
         loop {
             let (txn_id, record_partition, deadline_ms) = match partition.execute(request).await {
@@ -343,14 +351,25 @@ impl Kernel {
                 }
                 other => return other,
             };
-            if self.inner.hlc.wall_ms() >= deadline_ms {
-                // Boxed: resolving executes requests, which may meet intents in turn.
-                if let Err(e) = Box::pin(self.resolve(p, &txn_id, record_partition)).await {
-                    tracing::debug!(partition = p, txn = %txn_id, "resolving an overdue transaction: {e}");
+            let decided = match started.elapsed() >= RESOLVE_GRACE {
+                true => self.recorded_decision(record_partition, &txn_id),
+                false => None,
+            };
+            // Boxed: resolving executes requests, which may meet intents in turn.
+            let resolved = match decided {
+                Some(decision) => Some(Box::pin(self.apply_decision(p, &txn_id, decision)).await),
+                None if self.inner.hlc.wall_ms() >= deadline_ms => {
+                    Some(Box::pin(self.resolve(p, &txn_id, record_partition)).await)
+                }
+                None => None,
+            };
+            match resolved {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(partition = p, txn = %txn_id, "resolving a blocking transaction: {e}");
                     tokio::time::sleep(pause).await;
                 }
-            } else {
-                tokio::time::sleep(pause).await;
+                None => tokio::time::sleep(pause).await,
             }
             pause = (pause * 2).min(Duration::from_millis(50));
         }
@@ -365,6 +384,22 @@ impl Kernel {
             other => return Err(KvError::Internal(format!("unexpected answer to a decision: {other:?}"))),
         };
         tracing::info!(partition = p, txn = %txn_id, ?decision, "resolved a transaction past its deadline");
+        self.apply_decision(p, txn_id, decision).await
+    }
+
+    /// The decision transaction `txn_id`'s record on this node's replica of
+    /// `record_partition` holds, if it holds one yet.
+    fn recorded_decision(&self, record_partition: PartitionId, txn_id: &str) -> Option<TxnDecision> {
+        let partition = self.partition(record_partition).ok()?;
+        partition.recorded_decision(txn_id).unwrap_or_else(|e| {
+            tracing::warn!(partition = record_partition, txn = %txn_id, "reading a transaction record: {e}");
+            None
+        })
+    }
+
+    /// Applies transaction `txn_id`'s recorded `decision` on partition `p`.
+    async fn apply_decision(&self, p: PartitionId, txn_id: &str, decision: TxnDecision) -> Result<(), KvError> {
+        tracing::debug!(partition = p, txn = %txn_id, ?decision, "applying a recorded decision");
         self.execute(p, PartitionRequest::TxnResolve { txn_id: txn_id.to_owned(), decision }).await?;
         Ok(())
     }

@@ -476,6 +476,15 @@ pub(crate) fn compact(t: &mut Tables<'_>, p: PartitionId, before_ts: u64) -> Res
     Ok(())
 }
 
+/// The decision transaction `txn_id`'s record on `p` holds, if any.
+pub(crate) fn recorded_decision<T>(table: &T, p: PartitionId, txn_id: &str) -> Result<Option<TxnDecision>, StoreError>
+where
+    T: ReadableTable<NamedKey<'static>, &'static [u8]>,
+{
+    let Some(found) = table.get((p, txn_id))? else { return Ok(None) };
+    Ok(Some(decode::<Record>(TXN_RECORDS_TABLE, found.value())?.decision))
+}
+
 /// Transactions prepared on `p` whose deadline passed at unix ms `now_ms`: (txn id,
 /// record partition).
 pub(crate) fn overdue<T>(table: &T, p: PartitionId, now_ms: u64) -> Result<Vec<(String, PartitionId)>, StoreError>

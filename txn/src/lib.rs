@@ -18,7 +18,9 @@
 //!   transaction's record on the first participant (`TxnDecide`, the first decision
 //!   wins), then `TxnResolve` everywhere. Anyone meeting an intent past its deadline
 //!   decides "abort" in the record (losing to a commit already there) and resolves it,
-//!   so a coordinator crash at any point leaves nothing held and nothing half-visible.
+//!   so a coordinator crash at any point leaves nothing held and nothing half-visible;
+//!   one meeting it before the deadline applies the decision once the record holds one
+//!   (the coordinator died after deciding, or could not reach that participant).
 //!
 //! Transactions cover persistent keys; ephemeral keys live only in a leader's memory
 //! and are outside them (`InvalidInput`).

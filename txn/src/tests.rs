@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kahuna_kernel::{
     CallFuture, Consistency, DeleteArgs, Durability, Kernel, KernelConfig, KvError, NodeMessage, PartitionRequest,
-    PartitionResponse, PointRead, SetArgs, Transport, TransportError, TxnPart, TxnReply, WriteOp,
+    PartitionResponse, PointRead, SetArgs, Transport, TransportError, TxnDecision, TxnPart, TxnReply, WriteOp,
 };
 
 use crate::{Transaction, TxnConfig, TxnEngine};
@@ -133,6 +133,23 @@ async fn scanned_range_is_validated() {
     assert_eq!(keys, ["jobs/1", "jobs/2"], "the scan shows the transaction's own write");
 }
 
+/// Prepares transaction `txn_id` (its record on partition 0) writing `value` to each of
+/// `keys`, without deciding it; returns the latest prepare timestamp.
+async fn prepare(kernel: &Kernel, txn_id: &str, keys: &[&str], value: &str, timeout_ms: u64) -> u64 {
+    let snapshot_ts = kernel.sync_clock().await.ts;
+    let mut latest = 0;
+    for key in keys {
+        let part = TxnPart { writes: vec![WriteOp::Set(set(key, value))], ..Default::default() };
+        let request =
+            PartitionRequest::TxnPrepare { txn_id: txn_id.into(), snapshot_ts, part, record_partition: 0, timeout_ms };
+        match kernel.execute(kernel.partition_of(key), request).await.expect("prepare").value {
+            PartitionResponse::Txn(TxnReply::Prepared { prepare_ts }) => latest = latest.max(prepare_ts),
+            other => panic!("prepare answered {other:?}"),
+        }
+    }
+    latest
+}
+
 /// A prepared transaction whose coordinator vanished holds its keys until its deadline,
 /// then whoever meets it aborts it from the record: all or nothing.
 #[tokio::test]
@@ -141,19 +158,7 @@ async fn abandoned_prepare_is_resolved_after_its_deadline() {
     let engine = engine(&dir).await;
     let kernel = engine.kernel().clone();
     let (a, b) = (key_in(&kernel, 0, "a"), key_in(&kernel, 1, "b"));
-    let snapshot_ts = kernel.sync_clock().await.ts;
-    for key in [&a, &b] {
-        let part = TxnPart { writes: vec![WriteOp::Set(set(key, "half"))], ..Default::default() };
-        let request = PartitionRequest::TxnPrepare {
-            txn_id: "1-dead-1".into(),
-            snapshot_ts,
-            part,
-            record_partition: 0,
-            timeout_ms: 300,
-        };
-        let answer = kernel.execute(kernel.partition_of(key), request).await.expect("prepare");
-        assert!(matches!(answer.value, PartitionResponse::Txn(TxnReply::Prepared { .. })));
-    }
+    prepare(&kernel, "1-dead-1", &[&a, &b], "half", 300).await;
     // A plain write waits for the intent and resolves it once the deadline passed.
     let write = PartitionRequest::Write {
         ops: vec![WriteOp::Set(set(&a, "after"))],
@@ -164,6 +169,24 @@ async fn abandoned_prepare_is_resolved_after_its_deadline() {
     assert_eq!(committed(&engine, &a).await.as_deref(), Some("after"));
     // The other participant is resolved too (by a reader, or by the sweep) and shows nothing.
     assert_eq!(committed(&engine, &b).await, None);
+}
+
+/// A decided transaction whose coordinator never resolved it (it died, or could not reach
+/// the participants) is resolved by the next request that meets its intents, well before
+/// its deadline: the record already holds the decision.
+#[tokio::test]
+async fn decided_but_unresolved_prepare_is_resolved_from_its_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(&dir).await;
+    let kernel = engine.kernel().clone();
+    let (a, b) = (key_in(&kernel, 0, "a"), key_in(&kernel, 1, "b"));
+    // A deadline far beyond the request timeout (3 s): waiting for it would fail.
+    let commit_ts = prepare(&kernel, "1-left-1", &[&a, &b], "decided", 60_000).await;
+    let decide = PartitionRequest::TxnDecide { txn_id: "1-left-1".into(), decision: TxnDecision::Commit { commit_ts } };
+    kernel.execute(0, decide).await.expect("decide");
+    // Readers of both participants see the committed writes, not a timeout.
+    assert_eq!(committed(&engine, &a).await.as_deref(), Some("decided"));
+    assert_eq!(committed(&engine, &b).await.as_deref(), Some("decided"));
 }
 
 /// Concurrent read-modify-write transactions on one counter: every increment that

@@ -6,9 +6,9 @@ use redb::ReadableDatabase;
 use super::Partition;
 use crate::error::KvError;
 use crate::raft_types::{ApplyResult, Command, TxnCommand};
-use crate::schema::PREPARED;
+use crate::schema::{PREPARED, TXN_RECORDS};
 use crate::txn_state;
-use crate::types::{PartitionId, PartitionRequest, TxnReply};
+use crate::types::{PartitionId, PartitionRequest, TxnDecision, TxnReply};
 
 impl Partition {
     /// Proposes a transaction step and answers its outcome.
@@ -33,6 +33,15 @@ impl Partition {
             ApplyResult::Txn(outcome) => outcome,
             other => Err(KvError::Internal(format!("unexpected apply result {other:?}"))),
         }
+    }
+
+    /// The decision transaction `txn_id`'s record holds on this replica, if any, read
+    /// without asking a quorum: the first decision written is final, so one found here is
+    /// the decision; none found may only mean this replica has not applied it yet.
+    pub(crate) fn recorded_decision(&self, txn_id: &str) -> Result<Option<TxnDecision>, KvError> {
+        let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+        let table = txn.open_table(TXN_RECORDS).map_err(|e| KvError::Internal(e.to_string()))?;
+        Ok(txn_state::recorded_decision(&table, self.id, txn_id)?)
     }
 
     /// Transactions prepared here whose deadline passed at unix ms `now_ms`, when this
