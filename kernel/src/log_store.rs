@@ -17,7 +17,6 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use crate::error::StoreError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
 use crate::schema::{decode, encode};
-use crate::state_machine::applied_indexes;
 use crate::storage::{Flush, Storage};
 use crate::types::PartitionId;
 
@@ -273,7 +272,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // changed since the last one and holds the storage thread meanwhile (0.1–0.4 s
         // under load, more than 1 s for the first in a minute).
         if !self.storage.state_durable_through(p, upto) {
-            self.storage.sync_state(applied_indexes).await.map_err(io_error)?;
+            self.storage.sync_state().await.map_err(io_error)?;
         }
         self.storage
             .run_log(Flush::Nothing, move |log| {

@@ -39,6 +39,7 @@ use crate::schema::{
     SEQUENCES, TXN_RECORDS, VERSIONS,
 };
 use crate::sim_disk::SimDisk;
+use crate::state_machine::applied_indexes;
 use crate::types::PartitionId;
 use crate::wal::{LogBatch, LogDir, SEGMENT_BYTES, Wal};
 
@@ -253,12 +254,9 @@ impl Storage {
     }
 
     /// Makes the state file durable and records what it then holds of every partition
-    /// (`applied`, read inside the synced batch).
-    pub(crate) async fn sync_state<F>(&self, applied: F) -> Result<(), StoreError>
-    where
-        F: for<'t> FnOnce(&mut Tables<'t>) -> Result<Vec<(PartitionId, u64)>, StoreError> + Send + 'static,
-    {
-        let found = self.run(Flush::State, applied).await?;
+    /// (each one's applied index, read inside the synced batch).
+    pub(crate) async fn sync_state(&self) -> Result<(), StoreError> {
+        let found = self.run(Flush::State, applied_indexes).await?;
         let mut durable = self.durable_applied.lock().unwrap_or_else(|e| e.into_inner());
         for (p, index) in found {
             let at = durable.entry(p).or_insert(index);
