@@ -144,6 +144,44 @@ async fn scripts_routed_by_a_key_run_on_its_partition_leader() {
     }
 }
 
+/// After the last write, every follower applies it without further writes: a commit
+/// index the leader's link did not send at once (`network::COMMIT_ONLY_WINDOW`) still
+/// reaches the followers with the next heartbeat, about 0.1 s later; the bound is 2 s.
+/// With the link answering every such heartbeat itself (the window's check removed), a
+/// follower learned it only after an election, 2.5 s on.
+#[tokio::test]
+async fn followers_apply_the_last_write_with_no_writes_after_it() {
+    let cluster = Cluster::start(3, 1, &[]).await;
+    let leader = cluster.leader_of(0).await;
+    let mut kv = cluster.node_ref(leader).kv().await;
+    for i in 0..20 {
+        kv.set(set_req("last/key", &i.to_string())).await.unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    let applied = |s: &StatusResponse| s.partitions.first().map_or(0, |p| p.applied_index);
+    let target = applied(&cluster.node_ref(leader).status().await.expect("leader status"));
+    let started = Instant::now();
+    for follower in (1..=3).filter(|id| *id != leader) {
+        loop {
+            let status = cluster.node_ref(follower).status().await.expect("follower status");
+            if applied(&status) >= target {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "node {follower} stayed at index {} of {target}\n{}",
+                applied(&status),
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut kv = cluster.node_ref(follower).kv().await;
+        let request = GetRequest { consistency: Consistency::Serializable as i32, ..get_req("last/key") };
+        let got = kv.get(request).await.expect("read on the follower").into_inner();
+        assert_eq!(got.kv.map(|e| e.value), Some(b"19".to_vec()), "node {follower}");
+    }
+    eprintln!("followers applied index {target} {:?} after the last write", started.elapsed());
+}
+
 /// Pipelined ephemeral calls on a cluster of three: a linearizable read waits for its
 /// leader's round (the pipeline spawns it after its first poll), a serializable read at the
 /// leader finishes at once (answered in the stream's task); both see every acknowledged set.
