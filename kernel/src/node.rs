@@ -409,7 +409,7 @@ impl Kernel {
     /// with it is no earlier than any commit a partition leader acknowledged before the
     /// call (leaders observe what they apply).
     ///
-    /// A peer that did not answer is skipped for [`CLOCK_SYNC_SKIP`], so that a dead or
+    /// A peer that did not answer is skipped for 2 s (`CLOCK_SYNC_SKIP`), so that a dead or
     /// cut-off node does not slow every transaction down. The timestamp is then not
     /// `complete`: a leader among the skipped peers may have acknowledged commits above
     /// it (its clock ahead of this node's, say, while this node was cut off), so a
