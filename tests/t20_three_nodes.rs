@@ -30,6 +30,11 @@ async fn write_acked(cluster: &Cluster, key: &str, value: &str, timeout: Duratio
     }
 }
 
+/// The applied index of a node's first partition (the tests using it have one).
+fn applied_index(status: &StatusResponse) -> u64 {
+    status.partitions.first().map_or(0, |p| p.applied_index)
+}
+
 #[tokio::test]
 async fn leader_killed_and_restarted() {
     let mut cluster = Cluster::start(3, PARTITIONS, &["--snapshot-logs", "40"]).await;
@@ -157,19 +162,18 @@ async fn followers_apply_the_last_write_with_no_writes_after_it() {
     for i in 0..20 {
         kv.set(set_req("last/key", &i.to_string())).await.unwrap_or_else(|e| panic!("write {i}: {e}"));
     }
-    let applied = |s: &StatusResponse| s.partitions.first().map_or(0, |p| p.applied_index);
-    let target = applied(&cluster.node_ref(leader).status().await.expect("leader status"));
+    let target = applied_index(&cluster.node_ref(leader).status().await.expect("leader status"));
     let started = Instant::now();
     for follower in (1..=3).filter(|id| *id != leader) {
         loop {
             let status = cluster.node_ref(follower).status().await.expect("follower status");
-            if applied(&status) >= target {
+            if applied_index(&status) >= target {
                 break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(2),
                 "node {follower} stayed at index {} of {target}\n{}",
-                applied(&status),
+                applied_index(&status),
                 cluster.logs()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -238,14 +242,13 @@ async fn a_follower_behind_by_more_than_one_message_catches_up_from_the_log() {
         let request = SetRequest { key: format!("big/{i}"), value, ..Default::default() };
         kv.set(request).await.unwrap_or_else(|e| panic!("write {i}: {e}"));
     }
-    let applied = |s: &StatusResponse| s.partitions.first().map_or(0, |p| p.applied_index);
-    let target = applied(&cluster.node_ref(leader).status().await.expect("leader status"));
+    let target = applied_index(&cluster.node_ref(leader).status().await.expect("leader status"));
 
     cluster.node(follower).start();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = cluster.node_ref(follower).status().await;
-        if let Some(status) = status.filter(|s| applied(s) >= target) {
+        if let Some(status) = status.filter(|s| applied_index(s) >= target) {
             let installed: u64 = status.partitions.iter().map(|p| p.snapshots_installed).sum();
             assert_eq!(installed, 0, "node {follower} caught up through a snapshot, not the log");
             break;
