@@ -31,7 +31,7 @@
 //! `KAHUNA_T50_SECONDS` stretches the schedule (for `scripts/torture.sh`). A failing run
 //! keeps its history (JSONL) and node logs in the temporary directory, or in
 //! `KAHUNA_T50_KEEP` when set (then every run does); its `SEED` line names the workload's
-//! seed and key prefix. `KAHUNA_T50_NODE_LOG` sets the nodes' `KAHUNA_LOG` (default
+//! seed and key prefix. `KAHUNA_TEST_NODE_LOG` sets the nodes' `KAHUNA_LOG` (default
 //! `info,openraft=warn`), for example `info,openraft=info` to see elections.
 //! `KAHUNA_T50_PIPELINE=1` makes the clients pipeline their single-key calls
 //! (`ClientBuilder::pipeline`).
@@ -444,8 +444,7 @@ async fn sigstop_leader_and_follower() {
     let kind = workload();
     let x = scale(SIGSTOP_SECS);
     let secs = |s: f64| Duration::from_secs_f64(s * x);
-    let log = netns::node_log_filter();
-    let mut cluster = Cluster::start_with_env(3, PARTITIONS, &[], |_| vec![("KAHUNA_LOG".into(), log.clone())]).await;
+    let mut cluster = Cluster::start(3, PARTITIONS, &[]).await;
     let options = options(kind, cluster.endpoints(), secs(SIGSTOP_SECS));
     let target = target_partition(kind, &options);
     let (stop_watch, stopped) = tokio::sync::oneshot::channel();

@@ -18,6 +18,12 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The nodes' log filter: `KAHUNA_TEST_NODE_LOG`, or the default of `kahuna serve`
+/// (`info,openraft=info` shows elections).
+pub fn node_log_filter() -> String {
+    std::env::var("KAHUNA_TEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".to_owned())
+}
+
 /// One node of a test cluster.
 pub struct Node {
     pub id: u64,
@@ -36,7 +42,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_kahuna"))
             .arg("serve")
             .args(&self.args)
-            .env("KAHUNA_LOG", "info,openraft=warn")
+            .env("KAHUNA_LOG", node_log_filter())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

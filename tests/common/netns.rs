@@ -135,11 +135,6 @@ impl Drop for Namespaces {
     }
 }
 
-/// The nodes' log filter: `KAHUNA_T50_NODE_LOG`, or the default of `kahuna serve`.
-pub fn node_log_filter() -> String {
-    std::env::var("KAHUNA_T50_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".to_owned())
-}
-
 /// A node running in its own namespace.
 pub struct NsNode {
     pub id: u64,
@@ -159,7 +154,7 @@ impl NsNode {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_kahuna"), "serve"])
             .args(&self.args)
-            .env("KAHUNA_LOG", node_log_filter())
+            .env("KAHUNA_LOG", crate::common::node_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
