@@ -103,10 +103,42 @@ pub(crate) struct Network {
     pub(crate) partition: PartitionId,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) hlc: Arc<Hlc>,
-    /// Told whenever a peer refuses this node's candidacy and shows a longer log than the
-    /// candidate's; the partition then keeps this node out of elections for a while
-    /// (`partition::stand_aside`).
-    pub(crate) outdated: mpsc::UnboundedSender<()>,
+    /// Told when a peer refuses this node's candidacy for a reason that another try at
+    /// once would meet again; the partition then keeps this node out of elections for a
+    /// while (`partition::stand_aside`).
+    pub(crate) refusals: mpsc::UnboundedSender<Refusal>,
+}
+
+/// Why a peer refused this node's candidacy, when waiting before the next try helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The peer's log is longer than the candidate's: the candidate cannot win until it
+    /// has caught up, and its tries only push the terms up.
+    LongerLog,
+    /// The peer had voted for another candidate (itself, say) in the same term and has the
+    /// same log: the vote is split, and a candidacy of the peer's can win this node's vote
+    /// as this node's can win the peer's. (A peer with a shorter log stands aside when
+    /// this node refuses it, so the next try here is what ends the election.)
+    SplitVote,
+}
+
+impl Refusal {
+    /// Why `response` refused a candidacy of `request`'s; `None` when it granted the vote
+    /// or refused it for another reason (a live leader's lease, a higher term).
+    fn of(request: &VoteRequest<NodeId>, response: &VoteResponse<NodeId>) -> Option<Self> {
+        if response.vote_granted {
+            None
+        } else if response.last_log_id > request.last_log_id {
+            Some(Self::LongerLog)
+        } else if response.last_log_id == request.last_log_id
+            && !response.vote.committed
+            && response.vote.leader_id.term == request.vote.leader_id.term
+        {
+            Some(Self::SplitVote)
+        } else {
+            None
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -217,11 +249,10 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
-        let candidate_log = rpc.last_log_id;
         let response: VoteResponse<NodeId> = self.call(MessageKind::Vote, &rpc, &option).await?;
-        if !response.vote_granted && response.last_log_id > candidate_log {
+        if let Some(refusal) = Refusal::of(&rpc, &response) {
             // Nobody listens once the partition is closing; then there is nothing to do.
-            let _ = self.net.outdated.send(());
+            let _ = self.net.refusals.send(refusal);
         }
         Ok(response)
     }
@@ -274,9 +305,9 @@ mod tests {
     }
 
     async fn connect(peer: &Arc<Accepting>) -> Connection {
-        let (outdated, _) = mpsc::unbounded_channel();
+        let (refusals, _) = mpsc::unbounded_channel();
         let mut net =
-            Network { node_id: 1, partition: 0, transport: peer.clone(), hlc: Arc::new(Hlc::system()), outdated };
+            Network { node_id: 1, partition: 0, transport: peer.clone(), hlc: Arc::new(Hlc::system()), refusals };
         net.new_client(2, &BasicNode::default()).await
     }
 
@@ -323,5 +354,22 @@ mod tests {
         let mut fresh = connect(&peer).await;
         fresh.append_entries(request(vote, after, 0, 2), option()).await.expect("fresh");
         assert_eq!(sent(), 9, "a fresh link sends");
+    }
+
+    /// A refused candidacy pauses the candidate only when another try at once would be
+    /// refused again: a peer with a longer log, or a split vote between equal logs.
+    #[test]
+    fn refusals_that_pause_a_candidate() {
+        let request = VoteRequest::new(Vote::new(3, 1), Some(log_id(2, 2, 10)));
+        let answer =
+            |vote: Vote<NodeId>, last: u64, granted| VoteResponse::new(vote, Some(log_id(2, 2, last)), granted);
+        let refusal = |vote, last, granted| Refusal::of(&request, &answer(vote, last, granted));
+        assert_eq!(refusal(Vote::new(3, 1), 10, true), None, "granted");
+        assert_eq!(refusal(Vote::new(2, 2), 11, false), Some(Refusal::LongerLog));
+        assert_eq!(refusal(Vote::new(3, 2), 11, false), Some(Refusal::LongerLog));
+        assert_eq!(refusal(Vote::new(3, 2), 10, false), Some(Refusal::SplitVote));
+        assert_eq!(refusal(Vote::new(3, 2), 9, false), None, "the peer stands aside: this node goes on");
+        assert_eq!(refusal(Vote::new_committed(2, 2), 10, false), None, "a live leader's lease");
+        assert_eq!(refusal(Vote::new(4, 2), 10, false), None, "a higher term: openraft takes it");
     }
 }

@@ -12,11 +12,13 @@ mod proposals;
 mod txn;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use rand::Rng;
 use redb::ReadableDatabase;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -29,7 +31,7 @@ use crate::locks::LockRecord;
 use crate::log_store::LogStore;
 use crate::memspace::MemSpace;
 use crate::mvcc::{KeyReader, KeySpace, apply_write, read_point, scan_prefix};
-use crate::network::{Network, Transport};
+use crate::network::{Network, Refusal, Transport};
 use crate::raft_types::{ApplyResult, Command, Proposal, Raft};
 use crate::redb_space::RedbSpace;
 use crate::routing::bucket_of;
@@ -147,7 +149,10 @@ impl Partition {
         // The partition's longest election timeout: that of a node other than its
         // preferred leader (with fixed timeouts, as this node would have it).
         let (_, election_max_any) = election_timeout_range(settings.election_timeout_ms, false);
-        let stand_aside_max = Duration::from_millis(STAND_ASIDE_TIMEOUTS * election_max_any);
+        let pauses = Pauses {
+            longer_log: Duration::from_millis(STAND_ASIDE_TIMEOUTS * election_max_any),
+            split_vote_ms: election_max..election_max + election_max_any,
+        };
         let config = Config {
             cluster_name: format!("kahuna-partition-{id}"),
             heartbeat_interval: 100,
@@ -161,8 +166,8 @@ impl Partition {
         .map_err(|e| OpenError::Config(e.to_string()))?;
         let state_machine = StateMachine::new(id, storage.clone(), hlc.clone());
         let snapshots_installed = state_machine.installed.clone();
-        let (outdated, outdated_rx) = mpsc::unbounded_channel();
-        let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone(), outdated };
+        let (refusals, refusals_rx) = mpsc::unbounded_channel();
+        let network = Network { node_id: settings.node_id, partition: id, transport, hlc: hlc.clone(), refusals };
         let raft =
             Raft::new(settings.node_id, Arc::new(config), network, LogStore::new(id, storage.clone()), state_machine)
                 .await
@@ -202,7 +207,7 @@ impl Partition {
             waits: Arc::default(),
             snapshots_installed,
         });
-        tokio::spawn(stand_aside(Arc::downgrade(&partition), outdated_rx, stand_aside_max));
+        tokio::spawn(stand_aside(Arc::downgrade(&partition), refusals_rx, pauses));
         Ok(partition)
     }
 
@@ -578,30 +583,62 @@ fn election_timeout_range(fixed_ms: Option<u64>, preferred_leader: bool) -> (u64
     }
 }
 
-/// Keeps this node out of the partition's elections after a peer with a longer log
-/// refused its candidacy (`Network::outdated`), until some node leads or `pause_max` has
-/// passed; ends with the partition.
+/// How long [`stand_aside`] keeps this node out of a partition's elections.
+#[derive(Debug, Clone)]
+struct Pauses {
+    /// After a refusal for a shorter log: until some node leads, at most this long.
+    longer_log: Duration,
+    /// After a split vote: a time drawn from this range (ms), or until some node leads.
+    split_vote_ms: Range<u64>,
+}
+
+/// Keeps this node out of the partition's elections after a peer refused its candidacy
+/// (`Network::refusals`) until some node leads or the pause for the refusal has passed;
+/// ends with the partition. Only this node's own candidacies wait: it votes, follows and
+/// leads as before, so Raft's safety does not depend on this.
 ///
-/// openraft 0.9 refuses such a candidate without taking its term, and delays the refused
-/// candidate's next try only by twice *its own* longest election timeout, as if every node
-/// had its timeouts. A preferred leader's are shorter (300-500 ms against 700-1200 ms): a
-/// stale preferred leader stood again every 1.35-1.5 s (150 ms ticks), each time in a new
-/// term, while the peer with the longer log stood every 0.75-1.2 s in a term the stale
-/// node already held, and was refused in turn (t50_faults saw two connected nodes go 5 s
-/// and 9 terms without a leader). Standing aside, the stale node keeps its term while
-/// that peer's lease lapses and it stands twice: the first refusal gives it the stale
-/// node's term, the next candidacy is above it and wins. `pause_max` is reached only when
-/// no leader comes (the refusing peer failed too, say). Only this node's own candidacies
-/// wait: it votes, follows and leads as before, so Raft's safety does not depend on this.
-async fn stand_aside(partition: Weak<Partition>, mut outdated: mpsc::UnboundedReceiver<()>, pause_max: Duration) {
-    while outdated.recv().await.is_some() {
+/// A longer log: openraft 0.9 refuses such a candidate without taking its term, and delays
+/// the refused candidate's next try only by twice *its own* longest election timeout, as
+/// if every node had its timeouts. A preferred leader's are shorter (300-500 ms against
+/// 700-1200 ms): a stale preferred leader stood again every 1.35-1.5 s (150 ms ticks),
+/// each time in a new term, while the peer with the longer log stood every 0.75-1.2 s in a
+/// term the stale node already held, and was refused in turn (t50_faults saw two connected
+/// nodes go 5 s and 9 terms without a leader). Standing aside, the stale node keeps its
+/// term while that peer's lease lapses and it stands twice: the first refusal gives it the
+/// stale node's term, the next candidacy is above it and wins. The pause's bound is reached
+/// only when no leader comes (the refusing peer failed too, say).
+///
+/// A split vote: openraft 0.9 draws a node's election timeout once, at start, and checks it
+/// on each 150 ms tick, so two nodes whose timeouts round to the same number of ticks and
+/// whose ticks fall within a round trip of each other (nodes started together) stand at
+/// the same moments for as long as they run, each voting for itself (t20_three_nodes saw
+/// no leader for 14.9 s). The pause is drawn past this node's longest timeout, over the
+/// partition's longest one, so the next tries of the two fall on different ticks: Raft's
+/// randomized timeout, drawn again for each election.
+async fn stand_aside(partition: Weak<Partition>, mut refusals: mpsc::UnboundedReceiver<Refusal>, pauses: Pauses) {
+    while let Some(first) = refusals.recv().await {
         let Some((p, raft)) = partition.upgrade().map(|p| (p.id, p.raft.clone())) else { return };
         raft.runtime_config().elect(false);
-        tracing::debug!(partition = p, "a peer has a longer log; standing aside until a leader is known");
-        // An error is the bound passing or the partition closing: standing again is right.
-        let _ = raft.wait(Some(pause_max)).metrics(|m| m.current_leader.is_some(), "a leader is known").await;
+        let mut refusal = first;
+        loop {
+            let pause = match refusal {
+                Refusal::LongerLog => pauses.longer_log,
+                Refusal::SplitVote => Duration::from_millis(rand::rng().random_range(pauses.split_vote_ms.clone())),
+            };
+            tracing::debug!(partition = p, ?refusal, ?pause, "standing aside until a leader is known");
+            let wait = raft.wait(Some(pause));
+            let leader_known = wait.metrics(|m| m.current_leader.is_some(), "a leader is known");
+            tokio::select! {
+                // An error is the bound passing or the partition closing: standing again is right.
+                _ = leader_known => break,
+                // Another peer refusing the same candidacy for a longer log outweighs a split.
+                Some(Refusal::LongerLog) = refusals.recv(), if refusal == Refusal::SplitVote => {
+                    refusal = Refusal::LongerLog;
+                }
+            }
+        }
         // Refusals that came meanwhile answered candidacies from before the pause.
-        while outdated.try_recv().is_ok() {}
+        while refusals.try_recv().is_ok() {}
         raft.runtime_config().elect(true);
     }
 }

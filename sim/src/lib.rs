@@ -62,6 +62,13 @@
 //!   candidate without taking its term, so the peer with the longer log stood in a term the
 //!   stale node already held. Fix: a candidate refused for a shorter log stands aside until
 //!   a leader is known (`kernel/src/partition.rs`).
+//! - Scenario `crash_leader_before_twins` (`tests/t93_split_votes_in_step.rs`), written
+//!   after `t20_three_nodes` saw no leader for 14.9 s once its leader was killed: the two
+//!   survivors stood at the same moments term after term, each voting for itself. openraft
+//!   0.9 draws a node's election timeout once and checks it every 150 ms, so nodes started
+//!   together whose timeouts round to the same tick stay in step. Two of its three cases
+//!   had no leader for the scenario's 20 s. Fix: a candidate whose vote was split waits a
+//!   random time before standing again (`kernel/src/partition.rs`, `stand_aside`).
 //! - Seed 3 in one CI run (not deterministic, not replayed since): locks, sequences and
 //!   appends not served for the 30 s after the faults while reads were. Scenario
 //!   `write_swallowed_by_snapshot` (`tests/t92_write_swallowed_by_snapshot.rs`) rebuilt
@@ -82,8 +89,8 @@ pub use cluster::{Checked, SimConfig, SimError, SimRun, run};
 pub use nemesis::FaultCounts;
 pub use node::SimClock;
 pub use scenario::{
-    DeposedRead, Failover, SwallowedWrite, isolate_leader_before_stale_preferred, read_at_deposed_leader,
-    write_swallowed_by_snapshot,
+    DeposedRead, Failover, SwallowedWrite, crash_leader_before_twins, isolate_leader_before_stale_preferred,
+    read_at_deposed_leader, write_swallowed_by_snapshot,
 };
 pub use workload::{CALL_TIMEOUT, Clients, Workload};
 

@@ -51,12 +51,7 @@ pub fn isolate_leader_before_stale_preferred(
     stale_for: Duration,
 ) -> Result<Failover, SimError> {
     let ids: Vec<NodeId> = vec![1, 2, 3];
-    let board = Board::default();
-    let mut sim = new_sim(seed, SCENARIO_MAX);
-    start_nodes(&mut sim, &ids, &board, election_timeouts_ms, 1_000);
-    let stop = Arc::new(AtomicBool::new(false));
-    sim.client(WRITER_HOST, write_to_leader(board.clone(), stop.clone()));
-    let mut script = Script { sim, board, log: Vec::new() };
+    let (mut script, stop) = writing_script(seed, &ids, election_timeouts_ms);
 
     let (first, _) = script.await_leader(|_| true)?.ok_or_else(|| script.gave_up("no first leader"))?;
     script.note(format!("n{first} leads"));
@@ -78,6 +73,29 @@ pub fn isolate_leader_before_stale_preferred(
     let elected_after = elected.map(|(id, t)| {
         script.note(format!("n{id} leads in term {t}"));
         script.sim.elapsed() - cut
+    });
+    stop.store(true, Ordering::Relaxed);
+    Ok(Failover { elected_after, log: script.log })
+}
+
+/// Partition 0's leader n1 crashes; n2 and n3 have the same election timeout
+/// (`election_timeout_ms`) and started together, so their election ticks line up.
+/// Measures how long they take to elect a leader after the crash.
+pub fn crash_leader_before_twins(seed: u64, election_timeout_ms: u64) -> Result<Failover, SimError> {
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let timeouts_ms = [election_timeout_ms / 2, election_timeout_ms, election_timeout_ms];
+    let (mut script, stop) = writing_script(seed, &ids, timeouts_ms);
+
+    let (first, term) = script.await_leader(|_| true)?.ok_or_else(|| script.gave_up("no first leader"))?;
+    script.note(format!("n{first} leads in term {term}"));
+    script.run_for(Duration::from_secs(1))?;
+    script.crash(first);
+    script.note(format!("n{first} crashed"));
+    let crashed = script.sim.elapsed();
+    let elected = script.await_leader(|(id, t)| id != first && t > term)?;
+    let elected_after = elected.map(|(id, t)| {
+        script.note(format!("n{id} leads in term {t}"));
+        script.sim.elapsed() - crashed
     });
     stop.store(true, Ordering::Relaxed);
     Ok(Failover { elected_after, log: script.log })
@@ -220,6 +238,17 @@ fn start_nodes(sim: &mut Sim<'_>, ids: &[NodeId], board: &Board, election_timeou
         };
         sim.host(host_name(*id), move || node::run(spec.clone()));
     }
+}
+
+/// A scenario on the nodes `ids` (see [`start_nodes`]) with the writing client
+/// ([`write_to_leader`]): the script, and the flag that stops the writes.
+fn writing_script<'a>(seed: u64, ids: &[NodeId], election_timeouts_ms: [u64; 3]) -> (Script<'a>, Arc<AtomicBool>) {
+    let board = Board::default();
+    let mut sim = new_sim(seed, SCENARIO_MAX);
+    start_nodes(&mut sim, ids, &board, election_timeouts_ms, 1_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    sim.client(WRITER_HOST, write_to_leader(board.clone(), stop.clone()));
+    (Script { sim, board, log: Vec::new() }, stop)
 }
 
 /// A scenario on the nodes `ids` (see [`start_nodes`]) with the asking client
