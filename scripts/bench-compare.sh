@@ -109,45 +109,8 @@ if [[ -n $free_kib && $free_kib -lt $((4 * 1024 * 1024)) ]]; then
   exit 1
 fi
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/kahuna-bench-compare.XXXXXX")
-# The processes of the current system: the only ones this script starts. Each system's
-# processes are stopped and reaped before the next starts, so a pid here is never reused.
-running=()
-
-stop_pids() {
-  local pid waited
-  for pid in "$@"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "$@"; do
-    waited=0
-    while kill -0 "$pid" 2>/dev/null && ((waited < stop_grace_s * 10)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "process $pid did not stop in ${stop_grace_s} s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-}
-
-stop_running() {
-  if ((${#running[@]} > 0)); then
-    stop_pids "${running[@]}"
-  fi
-  running=()
-}
-
-cleanup() {
-  local status=$?
-  stop_running
-  if [[ ${BENCH_KEEP:-0} == 1 || $status != 0 ]]; then
-    echo "logs and data kept in $workdir" >&2
-  else
-    rm -rf "$workdir"
-  fi
-}
+# shellcheck source=scripts/lib/processes.sh
+source "$repo/scripts/lib/processes.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -197,10 +160,6 @@ fi
 build_note="release build"
 if [[ -n ${KAHUNA_BIN:-} ]]; then build_note="the given binary $KAHUNA_BIN"; fi
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 p1=$port_base p2=$((port_base + 1)) p3=$((port_base + 2))
 etcd_port=$((port_base + 10)) etcd_peer_port=$((port_base + 11))
 # etcd 3: member i (1..3) serves clients on base+11+i and peers on base+14+i.
@@ -226,17 +185,6 @@ fsync_ms() {
 }
 
 # --- starting and waiting ---------------------------------------------------------------
-check_running() {
-  local pid
-  for pid in "${running[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "a process exited during start-up; logs in $workdir" >&2
-      tail -n 20 "$workdir"/*/log >&2 || true
-      return 1
-    fi
-  done
-}
-
 # wait_port PORT: until something accepts on 127.0.0.1:PORT.
 wait_port() {
   local deadline=$((SECONDS + ready_timeout_s))
@@ -246,36 +194,6 @@ wait_port() {
     sleep 0.2
   done
   echo "nothing listens on 127.0.0.1:$1 after ${ready_timeout_s} s" >&2
-  return 1
-}
-
-# start_kahuna NAME ID LISTEN [PEERS]
-start_kahuna() {
-  local dir="$workdir/$1"
-  mkdir -p "$dir"
-  local args=(serve --node-id "$2" --listen "$3" --data-dir "$dir/data")
-  if [[ -n ${4:-} ]]; then
-    args+=(--peers "$4")
-  fi
-  "$kahuna" "${args[@]}" >"$dir/log" 2>&1 &
-  running+=($!)
-}
-
-# wait_kahuna ENDPOINTS: until a node reports a leader for every partition.
-wait_kahuna() {
-  local deadline=$((SECONDS + ready_timeout_s)) status partitions leaders
-  while ((SECONDS < deadline)); do
-    check_running
-    if status=$("$kahuna" shell --endpoints "$1" --timeout 1000 --format json -c status 2>/dev/null); then
-      partitions=$({ grep -o '"partition":' <<<"$status" || true; } | wc -l)
-      leaders=$({ grep -o '"leader":[1-9]' <<<"$status" || true; } | wc -l)
-      if ((partitions > 0 && leaders == partitions)); then
-        return 0
-      fi
-    fi
-    sleep 0.5
-  done
-  echo "the cluster at $1 found no leader for every partition within ${ready_timeout_s} s" >&2
   return 1
 }
 
@@ -353,11 +271,6 @@ start_redis() {
 }
 
 # --- running the bench ------------------------------------------------------------------
-# json_field NAME JSON: a top-level number of the bench's JSON summary.
-json_field() {
-  sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" <<<"$2"
-}
-
 declare -A result   # "system|workload|clients" -> "ops/s p50 p99 p999 max errors"
 runs=()             # the keys in run order
 
@@ -377,6 +290,7 @@ bench() {
         if [[ -n ${BENCH_JSON_OUT:-} ]]; then
           printf '{"system":"%s",%s\n' "$system" "${out#\{}" >>"$BENCH_JSON_OUT"
         fi
+        report_errors "$system: $workload with $clients clients" "$out"
         result["$system|$workload|$clients"]="$(json_field ops_per_sec "$out") $(json_field p50_ms "$out") \
 $(json_field p99_ms "$out") $(json_field p999_ms "$out") $(json_field max_ms "$out") $(json_field errors "$out")"
       else

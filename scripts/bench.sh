@@ -45,40 +45,8 @@ stop_grace_s=10
 unset KAHUNA_NODE_ID KAHUNA_LISTEN KAHUNA_PEERS KAHUNA_DATA_DIR KAHUNA_PARTITIONS KAHUNA_ENDPOINTS
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/kahuna-bench.XXXXXX")
-# The nodes of the current topology: the only processes this script starts. A topology's
-# nodes are stopped and reaped before the next one starts, so a pid here is never reused.
-running=()
-
-stop_nodes() {
-  local pid waited
-  for pid in "$@"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "$@"; do
-    waited=0
-    while kill -0 "$pid" 2>/dev/null && ((waited < stop_grace_s * 10)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "node $pid did not stop in ${stop_grace_s} s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-}
-
-cleanup() {
-  local status=$?
-  if ((${#running[@]} > 0)); then
-    stop_nodes "${running[@]}"
-  fi
-  if [[ ${BENCH_KEEP:-0} == 1 || $status != 0 ]]; then
-    echo "node logs and data kept in $workdir" >&2
-  else
-    rm -rf "$workdir"
-  fi
-}
+# shellcheck source=scripts/lib/processes.sh
+source "$repo/scripts/lib/processes.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -101,58 +69,12 @@ if ! "${bench_cmd[@]}" --help >/dev/null 2>&1; then
   exit 1
 fi
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 for port in "$port_base" $((port_base + 1)) $((port_base + 2)); do
   if port_in_use "$port"; then
     echo "port $port is in use; set BENCH_PORT_BASE" >&2
     exit 1
   fi
 done
-
-# start_node NAME ID LISTEN [PEERS]
-start_node() {
-  local dir="$workdir/$1"
-  mkdir -p "$dir"
-  local args=(serve --node-id "$2" --listen "$3" --data-dir "$dir/data")
-  if [[ -n ${4:-} ]]; then
-    args+=(--peers "$4")
-  fi
-  env ${NODE_LOG:+KAHUNA_LOG="$NODE_LOG"} "${node_env[@]}" "$kahuna" "${args[@]}" >"$dir/log" 2>&1 &
-  running+=($!)
-}
-
-# wait_ready ENDPOINTS: until a node reports a leader for every partition.
-wait_ready() {
-  local deadline=$((SECONDS + ready_timeout_s)) status partitions leaders pid
-  while ((SECONDS < deadline)); do
-    for pid in "${running[@]}"; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        echo "a node exited during start-up; logs in $workdir" >&2
-        tail -n 20 "$workdir"/*/log >&2 || true
-        return 1
-      fi
-    done
-    if status=$("$kahuna" shell --endpoints "$1" --timeout 1000 --format json -c status 2>/dev/null); then
-      partitions=$({ grep -o '"partition":' <<<"$status" || true; } | wc -l)
-      leaders=$({ grep -o '"leader":[1-9]' <<<"$status" || true; } | wc -l)
-      if ((partitions > 0 && leaders == partitions)); then
-        return 0
-      fi
-    fi
-    sleep 0.5
-  done
-  echo "the cluster at $1 found no leader for every partition within ${ready_timeout_s} s" >&2
-  tail -n 20 "$workdir"/*/log >&2 || true
-  return 1
-}
-
-# json_field NAME JSON: a top-level number of the bench's JSON summary.
-json_field() {
-  sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" <<<"$2"
-}
 
 # cpu_ticks: clock ticks of user + system time of the running nodes.
 cpu_ticks() {
@@ -177,6 +99,7 @@ run_topology() {
       out=$("${bench_cmd[@]}" --endpoints "$2" --workload "$workload" --clients "$clients" \
         --duration "$duration" --warmup "$warmup" "${bench_extra[@]}" --json)
       after=$(cpu_ticks)
+      report_errors "$1: $workload with $clients clients" "$out"
       if [[ -n ${BENCH_JSON_OUT:-} ]]; then
         printf '{"topology":"%s",%s\n' "$1" "${out#\{}" >>"$BENCH_JSON_OUT"
       fi
@@ -194,19 +117,18 @@ p1=$port_base p2=$((port_base + 1)) p3=$((port_base + 2))
 
 for n in "${node_counts[@]}"; do
   if [[ $n == 1 ]]; then
-    start_node single 1 "127.0.0.1:$p1"
-    wait_ready "127.0.0.1:$p1"
+    start_kahuna single 1 "127.0.0.1:$p1"
+    wait_kahuna "127.0.0.1:$p1"
     run_topology "1 node" "127.0.0.1:$p1"
   else
     peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
     for id in 1 2 3; do
-      start_node "node$id" "$id" "127.0.0.1:$((port_base + id - 1))" "$peers"
+      start_kahuna "node$id" "$id" "127.0.0.1:$((port_base + id - 1))" "$peers"
     done
-    wait_ready "127.0.0.1:$p1"
+    wait_kahuna "127.0.0.1:$p1"
     run_topology "3 nodes" "127.0.0.1:$p1,127.0.0.1:$p2,127.0.0.1:$p3"
   fi
-  stop_nodes "${running[@]}"
-  running=()
+  stop_running
 done
 
 echo
