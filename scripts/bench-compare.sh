@@ -166,13 +166,8 @@ etcd_port=$((port_base + 10)) etcd_peer_port=$((port_base + 11))
 etcd3_client_ports=($((port_base + 12)) $((port_base + 13)) $((port_base + 14)))
 etcd3_peer_ports=($((port_base + 15)) $((port_base + 16)) $((port_base + 17)))
 redis_port=$((port_base + 20)) redis_always_port=$((port_base + 21))
-for port in "$p1" "$p2" "$p3" "$etcd_port" "$etcd_peer_port" "${etcd3_client_ports[@]}" "${etcd3_peer_ports[@]}" \
-  "$redis_port" "$redis_always_port"; do
-  if port_in_use "$port"; then
-    echo "port $port is in use; set BENCH_PORT_BASE" >&2
-    exit 1
-  fi
-done
+require_free_ports "$p1" "$p2" "$p3" "$etcd_port" "$etcd_peer_port" "${etcd3_client_ports[@]}" \
+  "${etcd3_peer_ports[@]}" "$redis_port" "$redis_always_port"
 
 # --- fsync time of the data disk --------------------------------------------------------
 # fsync_ms: mean time of one 4 KiB write + fdatasync (dd oflag=dsync) in the work directory.

@@ -69,12 +69,7 @@ if ! "${bench_cmd[@]}" --help >/dev/null 2>&1; then
   exit 1
 fi
 
-for port in "$port_base" $((port_base + 1)) $((port_base + 2)); do
-  if port_in_use "$port"; then
-    echo "port $port is in use; set BENCH_PORT_BASE" >&2
-    exit 1
-  fi
-done
+require_free_ports "$port_base" $((port_base + 1)) $((port_base + 2))
 
 # cpu_ticks: clock ticks of user + system time of the running nodes.
 cpu_ticks() {

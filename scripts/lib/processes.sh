@@ -18,6 +18,17 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# require_free_ports PORT...: exits when something already accepts on one of them.
+require_free_ports() {
+  local port
+  for port in "$@"; do
+    if port_in_use "$port"; then
+      echo "port $port is in use; set BENCH_PORT_BASE" >&2
+      exit 1
+    fi
+  done
+}
+
 # stop_running: SIGTERM to every running process, SIGKILL to those still there after
 # stop_grace_s; reaps them all.
 stop_running() {
