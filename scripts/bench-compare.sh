@@ -452,7 +452,7 @@ systems=(kahuna-1 kahuna-3 etcd etcd-3 redis-default redis-always)
   fi
   etcd3_setup="etcd as one member and as three members (the peer of Kahuna on 3 nodes; the driver balances over the three client URLs)"
   if ((etcd3 == 0)); then etcd3_setup="etcd as one member (three members skipped: BENCH_ETCD3=0)"; fi
-  echo "- Setups: Kahuna on 1 node and on 3 nodes (loopback, 16 partitions); $etcd3_setup; Redis with its default persistence (RDB snapshots, no AOF) and with \`appendonly yes\` + \`appendfsync always\`. One system runs at a time."
+  echo "- Setups: Kahuna on 1 node and on 3 nodes (loopback, the default partition count); $etcd3_setup; Redis with its default persistence (RDB snapshots, no AOF) and with \`appendonly yes\` + \`appendfsync always\`. One system runs at a time."
   echo "- fsync of the data disk (4 KiB write + fdatasync, \`dd oflag=dsync\`, mean of 500): ${fsync_before} ms before the runs, ${fsync_after} ms after."
   echo
   echo "## Ratios"

@@ -242,7 +242,7 @@ mod tests {
             node_id: 1,
             peers: (1..=3).map(|n| (n, format!("127.0.0.1:{}", 2069 + n))).collect(),
             data_dir: dir.path().to_owned(),
-            partitions: 1,
+            partitions: Some(1),
             // Partition 0 prefers node 1, which stands at once; the next try is a minute on.
             election_timeout_ms: Some(60_000),
             ..Default::default()

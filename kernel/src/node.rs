@@ -17,7 +17,7 @@ use crate::limits::{
 };
 use crate::network::{MessageKind, NodeMessage, Transport, decode_payload, encode_payload};
 use crate::partition::{Partition, PartitionSettings, horizon};
-use crate::routing::{PARTITIONS_MAX, partition_of, partition_of_bucket};
+use crate::routing::{DEFAULT_PARTITIONS, PARTITIONS_MAX, partition_of, partition_of_bucket};
 use crate::storage::{DataFiles, Storage, StorageMode, setting_or_init};
 use crate::types::{
     Consistency, Durability, KeyValue, LockOp, NodeId, PartitionId, PartitionRequest, PartitionResponse,
@@ -43,8 +43,10 @@ pub struct KernelConfig {
     /// Every voter of the cluster, this node included: id → `host:port`.
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
-    /// Data partitions; fixed when the data directory is first created.
-    pub partitions: u32,
+    /// Data partitions. Fixed when the data directory is first created: `None` takes the
+    /// count stored there ([`DEFAULT_PARTITIONS`](crate::DEFAULT_PARTITIONS) for a new one);
+    /// `Some` must match it.
+    pub partitions: Option<u32>,
     pub value_bytes_max: usize,
     /// How long versions stay readable `as of` / `at` a revision.
     pub retention_ms: u64,
@@ -73,7 +75,7 @@ impl Default for KernelConfig {
             node_id: 1,
             peers: BTreeMap::from([(1, "127.0.0.1:2070".to_owned())]),
             data_dir: PathBuf::from("kahuna-data"),
-            partitions: crate::routing::DEFAULT_PARTITIONS,
+            partitions: None,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             retention_ms: 3_600_000,
             operation_retention_ms: 600_000,
@@ -135,22 +137,27 @@ impl Kernel {
         if !config.peers.contains_key(&config.node_id) {
             return Err(OpenError::Config(format!("node id {} is not among the peers", config.node_id)));
         }
-        if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
+        let asked = config.partitions;
+        if asked.is_some_and(|n| n == 0 || n > PARTITIONS_MAX) {
             return Err(OpenError::Config(format!("partitions must be 1..={PARTITIONS_MAX}")));
         }
         let storage = Storage::open_with(&config.data_dir, &config.files, config.storage)?;
-        let stored = setting_or_init(storage.db(), "partitions", u64::from(config.partitions))?;
-        if stored != u64::from(config.partitions) {
+        let stored = setting_or_init(storage.db(), "partitions", u64::from(asked.unwrap_or(DEFAULT_PARTITIONS)))?;
+        if let Some(asked) = asked
+            && stored != u64::from(asked)
+        {
             return Err(OpenError::Config(format!(
                 "this data directory was created with {stored} partitions; the count is fixed at creation \
-                 (asked for {})",
-                config.partitions
+                 (asked for {asked})"
             )));
         }
+        let count = u32::try_from(stored).ok().filter(|n| (1..=PARTITIONS_MAX).contains(n)).ok_or_else(|| {
+            OpenError::Config(format!("this data directory records {stored} partitions, outside 1..={PARTITIONS_MAX}"))
+        })?;
         let ids: Vec<NodeId> = config.peers.keys().copied().collect();
-        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        let mut partitions = Vec::with_capacity(count as usize);
         let (reads, read_waiters) = tokio::sync::mpsc::unbounded_channel();
-        for p in 0..config.partitions {
+        for p in 0..count {
             let settings = PartitionSettings {
                 node_id: config.node_id,
                 peers: config.peers.clone(),
@@ -181,9 +188,9 @@ impl Kernel {
         &self.inner.config.peers
     }
 
-    /// Number of data partitions.
+    /// Number of data partitions (the count the data directory was created with).
     pub fn partitions(&self) -> u32 {
-        self.inner.config.partitions
+        self.inner.partitions.len() as u32
     }
 
     /// The partition holding `key`.
@@ -670,5 +677,52 @@ async fn compaction_loop(inner: std::sync::Weak<Inner>) {
         for p in &inner.partitions {
             p.compact(before, operations_before).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{CallFuture, TransportError};
+
+    struct Alone;
+
+    impl Transport for Alone {
+        fn call(&self, target: NodeId, _: NodeMessage, _: Duration) -> CallFuture {
+            Box::pin(async move { Err(TransportError { target, reason: "no peers in this test".into() }) })
+        }
+    }
+
+    /// Opens a kernel on `dir` in a runtime of its own and returns its partition count.
+    /// Dropping the runtime drops every task holding the storage, so its thread ends and
+    /// lets go of the state file; the next open waits for that.
+    fn open(dir: &std::path::Path, partitions: Option<u32>) -> Result<u32, OpenError> {
+        let config = KernelConfig { data_dir: dir.to_owned(), partitions, ..Default::default() };
+        for _ in 0..100 {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            match runtime.block_on(Kernel::open(config.clone(), Arc::new(Alone))) {
+                Err(OpenError::Store(crate::error::StoreError::Redb(redb::Error::DatabaseAlreadyOpen))) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => return opened.map(|kernel| kernel.partitions()),
+            }
+        }
+        panic!("the state file stayed open after its kernel's runtime was dropped");
+    }
+
+    /// The count is the data directory's: a node started without one keeps it (a directory
+    /// made with an earlier default keeps that default), and a different one is refused.
+    #[test]
+    fn a_data_directory_keeps_its_partition_count() {
+        let fresh = tempfile::tempdir().expect("temp dir");
+        assert_eq!(open(fresh.path(), None).expect("opens"), DEFAULT_PARTITIONS);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(open(dir.path(), Some(16)).expect("opens"), 16);
+        assert_eq!(open(dir.path(), None).expect("reopens"), 16);
+        let refused = open(dir.path(), Some(3)).expect_err("another count is refused");
+        assert!(refused.to_string().contains("created with 16 partitions"), "{refused}");
+        let out_of_range = open(dir.path(), Some(0)).expect_err("0 is refused");
+        assert!(out_of_range.to_string().contains("1..="), "{out_of_range}");
     }
 }

@@ -6,7 +6,7 @@
 //! are fixed forever for a cluster: changing either would move keys between partitions.
 
 /// Default number of data partitions in a new cluster.
-pub const DEFAULT_PARTITIONS: u32 = 16;
+pub const DEFAULT_PARTITIONS: u32 = 3;
 /// Largest number of partitions a cluster may be created with.
 pub const PARTITIONS_MAX: u32 = 1024;
 

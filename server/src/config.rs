@@ -32,9 +32,10 @@ pub struct ServeArgs {
     /// Directory holding this node's data file.
     #[arg(long, env = "KAHUNA_DATA_DIR", default_value = "kahuna-data")]
     pub data_dir: PathBuf,
-    /// Data partitions, fixed when the cluster is created.
-    #[arg(long, env = "KAHUNA_PARTITIONS", default_value_t = kahuna_kernel::DEFAULT_PARTITIONS)]
-    pub partitions: u32,
+    /// Data partitions, fixed when the cluster is created (default 3); a node started
+    /// without it takes the count its data directory was created with.
+    #[arg(long, env = "KAHUNA_PARTITIONS")]
+    pub partitions: Option<u32>,
     /// Largest value accepted, in bytes.
     #[arg(long, env = "KAHUNA_VALUE_BYTES_MAX", default_value_t = kahuna_kernel::VALUE_BYTES_MAX_DEFAULT)]
     pub value_bytes_max: usize,

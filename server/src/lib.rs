@@ -60,11 +60,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let transport = GrpcTransport::new(config.peers.clone());
-    let (node_id, partitions, data_dir) = (config.node_id, config.partitions, config.data_dir.clone());
-    let kernel = Kernel::open(config, transport).await.context("cannot start the node")?;
+    let (node_id, data_dir) = (config.node_id, config.data_dir.clone());
+    let kernel = Kernel::open(config, transport.clone()).await.context("cannot start the node")?;
+    transport.set_partitions(kernel.partitions());
     tracing::info!(
         node_id,
-        partitions,
+        partitions = kernel.partitions(),
         data_dir = %data_dir.display(),
         "kahuna serving on {}",
         args.listen

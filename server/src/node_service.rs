@@ -1,6 +1,8 @@
 //! The node-to-node gRPC service: Raft RPCs (one by one or in batches over a stream) and
 //! forwarded client requests, handed to the kernel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use kahuna_kernel::{Kernel, MessageKind, NodeMessage};
 use kahuna_proto::node::node_server::Node;
 use kahuna_proto::node::{Batch, Envelope};
@@ -81,6 +83,7 @@ async fn handle_batch(kernel: &Kernel, batch: Batch) -> Batch {
 async fn handle(kernel: &Kernel, envelope: Envelope) -> Result<Envelope, Status> {
     let kind = MessageKind::from_u32(envelope.kind)
         .ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
+    same_partition_count(kernel.partitions(), &envelope)?;
     let message = NodeMessage {
         partition: envelope.partition,
         hlc: envelope.hlc,
@@ -96,5 +99,43 @@ async fn handle(kernel: &Kernel, envelope: Envelope) -> Result<Envelope, Status>
         payload: reply.payload,
         from: reply.from,
         error: String::new(),
+        partitions: kernel.partitions(),
     })
+}
+
+/// Refuses a message from a node created with another partition count: the two would
+/// send a key to different partitions, so writes through one could be missed by reads
+/// through the other. (0: the sender does not know its count yet, or predates the field.)
+fn same_partition_count(ours: u32, envelope: &Envelope) -> Result<(), Status> {
+    if envelope.partitions == 0 || envelope.partitions == ours {
+        return Ok(());
+    }
+    let message = format!(
+        "node {} has {} partitions, this node has {ours}: every node of a cluster must be created with the same \
+         --partitions",
+        envelope.from, envelope.partitions
+    );
+    // Once loud, then quiet: the peer keeps sending (heartbeats of every partition).
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if !REPORTED.swap(true, Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        tracing::debug!("{message}");
+    }
+    Err(Status::failed_precondition(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_a_node_with_another_partition_count_are_refused() {
+        let from = |partitions| Envelope { from: 2, partitions, ..Envelope::default() };
+        assert!(same_partition_count(3, &from(3)).is_ok());
+        assert!(same_partition_count(3, &from(0)).is_ok(), "a sender that does not know its count yet");
+        let refused = same_partition_count(3, &from(16)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("node 2 has 16 partitions, this node has 3"), "{}", refused.message());
+    }
 }

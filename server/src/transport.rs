@@ -67,6 +67,8 @@ pub struct GrpcTransport {
     peers: BTreeMap<NodeId, String>,
     clients: Peers,
     connect: Connect,
+    /// This node's partition count, sent with every message; 0 until the kernel is open.
+    partitions: AtomicU32,
 }
 
 /// Why a call failed, and whether it was for want of an answer in time.
@@ -98,7 +100,13 @@ impl GrpcTransport {
         peers: BTreeMap<NodeId, String>,
         connect: impl Fn(&Endpoint) -> Channel + Send + Sync + 'static,
     ) -> Arc<Self> {
-        Arc::new(Self { peers, clients: Peers::default(), connect: Box::new(connect) })
+        Arc::new(Self { peers, clients: Peers::default(), connect: Box::new(connect), partitions: AtomicU32::new(0) })
+    }
+
+    /// Sets the partition count sent with every message from now on (the kernel's, known
+    /// once it opened its data directory).
+    pub fn set_partitions(&self, partitions: u32) {
+        self.partitions.store(partitions, Ordering::Relaxed);
     }
 
     /// The peer `target`, connected (lazily) and its outbox started on first use; needs
@@ -132,10 +140,11 @@ impl Transport for GrpcTransport {
     fn call(&self, target: NodeId, message: NodeMessage, timeout: Duration) -> CallFuture {
         let peer = self.peer(target);
         let clients = self.clients.clone();
+        let partitions = self.partitions.load(Ordering::Relaxed);
         Box::pin(async move {
             let peer = peer?;
             let fail = |reason: String| TransportError { target, reason };
-            let reply = match exchange(&peer, message, timeout).await {
+            let reply = match exchange(&peer, message, partitions, timeout).await {
                 Ok(reply) => {
                     peer.timeouts.store(0, Ordering::Relaxed);
                     reply
@@ -163,7 +172,7 @@ impl Transport for GrpcTransport {
 }
 
 /// Sends `message` to `peer` (through its outbox, or alone) and waits for the reply.
-async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Result<Envelope, Failure> {
+async fn exchange(peer: &Peer, message: NodeMessage, partitions: u32, timeout: Duration) -> Result<Envelope, Failure> {
     let envelope = Envelope {
         partition: message.partition,
         hlc: message.hlc,
@@ -171,6 +180,7 @@ async fn exchange(peer: &Peer, message: NodeMessage, timeout: Duration) -> Resul
         payload: message.payload,
         from: message.from,
         error: String::new(),
+        partitions,
     };
     match message.kind {
         // Votes go alone: a batch is answered only when all of its messages are, and a

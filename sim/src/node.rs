@@ -144,7 +144,7 @@ pub async fn run(spec: NodeSpec) -> turmoil::Result {
         node_id: spec.id,
         peers: spec.peers.clone(),
         data_dir: PathBuf::from(net::host_name(spec.id)),
-        partitions: spec.partitions,
+        partitions: Some(spec.partitions),
         snapshot_logs: spec.snapshot_logs,
         request_timeout: spec.request_timeout,
         compaction_interval: Duration::from_secs(5),

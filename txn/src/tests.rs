@@ -23,7 +23,7 @@ impl Transport for Alone {
 async fn engine(dir: &tempfile::TempDir) -> TxnEngine {
     let config = KernelConfig {
         data_dir: dir.path().to_owned(),
-        partitions: 4,
+        partitions: Some(4),
         request_timeout: Duration::from_secs(3),
         ..Default::default()
     };
