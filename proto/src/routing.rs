@@ -5,7 +5,10 @@
 //! mapped onto the partitions with jump consistent hash (Lamping & Veach, 2014). Both
 //! are fixed forever for a cluster: changing either would move keys between partitions.
 
-/// Default number of data partitions in a new cluster.
+/// Default number of data partitions in a new cluster. Few, because much of a write's cost
+/// is paid per Raft entry and a partition's entry carries every write that queued while
+/// its previous one was in flight; three, so that clusters of three or five nodes have no
+/// node leading two partitions while another leads one (README design notes).
 pub const DEFAULT_PARTITIONS: u32 = 3;
 /// Largest number of partitions a cluster may be created with.
 pub const PARTITIONS_MAX: u32 = 1024;

@@ -154,7 +154,9 @@ pub async fn run(spec: NodeSpec) -> turmoil::Result {
         ..KernelConfig::default()
     };
     let hlc = Arc::new(Hlc::new(Arc::new(spec.clock.clone())));
-    let kernel = Kernel::open_with_clock(config, net::transport(spec.peers.clone()), hlc).await?;
+    let transport = net::transport(spec.peers.clone());
+    let kernel = Kernel::open_with_clock(config, transport.clone(), hlc).await?;
+    transport.set_partitions(kernel.partitions());
     tokio::spawn(serve_node(kernel.clone(), node_listener));
     let txns = TxnEngine::new(kernel.clone(), TxnConfig::default());
     tokio::spawn(serve_exec(txns, exec_listener));
