@@ -85,6 +85,14 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Gives `flag` the value `value` from the next start on (adds it when absent).
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) => self.args[i + 1] = value.to_owned(),
+            None => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
     /// Whether the process ended by itself (and reaps it).
     pub fn has_exited(&mut self) -> bool {
         let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
