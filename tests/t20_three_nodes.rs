@@ -1,6 +1,7 @@
 //! Three nodes on loopback: writes through every node, a partition leader killed with
-//! SIGKILL, writes continuing through the others, and the killed node catching up
-//! (through a snapshot, since its log was compacted meanwhile).
+//! SIGKILL, writes continuing through the others, the killed node catching up (through
+//! a snapshot, since its log was compacted meanwhile), and a node made anew with another
+//! partition count refused.
 
 mod common;
 
