@@ -220,17 +220,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::network::{CallFuture, Transport, TransportError};
+    use crate::network::NoPeers;
     use crate::node::{Kernel, KernelConfig};
-
-    /// Peers that never answer.
-    struct Unreachable;
-
-    impl Transport for Unreachable {
-        fn call(&self, target: NodeId, _: NodeMessage, _: Duration) -> CallFuture {
-            Box::pin(async move { Err(TransportError { target, reason: "unreachable in this test".into() }) })
-        }
-    }
 
     /// A node of three whose peers never answer stands for election in its first term and
     /// stays a candidate: its log holds its vote for itself. As a peer asked to confirm, it
@@ -247,7 +238,7 @@ mod tests {
             election_timeout_ms: Some(60_000),
             ..Default::default()
         };
-        let kernel = Kernel::open(config, Arc::new(Unreachable)).await.expect("kernel opens");
+        let kernel = Kernel::open(config, Arc::new(NoPeers)).await.expect("kernel opens");
         let mut held = None;
         for _ in 0..250 {
             held = kernel.partition(0).expect("partition 0").stored_vote();

@@ -264,6 +264,17 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
+/// Peers that never answer: the transport of kernels opened alone in unit tests.
+#[cfg(test)]
+pub(crate) struct NoPeers;
+
+#[cfg(test)]
+impl Transport for NoPeers {
+    fn call(&self, target: NodeId, _: NodeMessage, _: Duration) -> CallFuture {
+        Box::pin(async move { Err(TransportError { target, reason: "unreachable in this test".into() }) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -683,15 +683,7 @@ async fn compaction_loop(inner: std::sync::Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{CallFuture, TransportError};
-
-    struct Alone;
-
-    impl Transport for Alone {
-        fn call(&self, target: NodeId, _: NodeMessage, _: Duration) -> CallFuture {
-            Box::pin(async move { Err(TransportError { target, reason: "no peers in this test".into() }) })
-        }
-    }
+    use crate::network::NoPeers;
 
     /// Opens a kernel on `dir` in a runtime of its own and returns its partition count.
     /// Dropping the runtime drops every task holding the storage, so its thread ends and
@@ -700,7 +692,7 @@ mod tests {
         let config = KernelConfig { data_dir: dir.to_owned(), partitions, ..Default::default() };
         for _ in 0..100 {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            match runtime.block_on(Kernel::open(config.clone(), Arc::new(Alone))) {
+            match runtime.block_on(Kernel::open(config.clone(), Arc::new(NoPeers))) {
                 Err(OpenError::Store(crate::error::StoreError::Redb(redb::Error::DatabaseAlreadyOpen))) => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
