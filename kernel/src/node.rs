@@ -359,7 +359,7 @@ impl Kernel {
                 other => return other,
             };
             let decided = match started.elapsed() >= RESOLVE_GRACE {
-                true => self.recorded_decision(record_partition, &txn_id),
+                true => self.recorded_decision(record_partition, &txn_id).await,
                 false => None,
             };
             // Boxed: resolving executes requests, which may meet intents in turn.
@@ -396,9 +396,9 @@ impl Kernel {
 
     /// The decision transaction `txn_id`'s record on this node's replica of
     /// `record_partition` holds, if it holds one yet.
-    fn recorded_decision(&self, record_partition: PartitionId, txn_id: &str) -> Option<TxnDecision> {
+    async fn recorded_decision(&self, record_partition: PartitionId, txn_id: &str) -> Option<TxnDecision> {
         let partition = self.partition(record_partition).ok()?;
-        partition.recorded_decision(txn_id).unwrap_or_else(|e| {
+        partition.recorded_decision(txn_id).await.unwrap_or_else(|e| {
             tracing::warn!(partition = record_partition, txn = %txn_id, "reading a transaction record: {e}");
             None
         })
@@ -649,7 +649,7 @@ async fn sweep_loop(kernel: std::sync::Weak<Inner>) {
         let kernel = Kernel { inner };
         let now_ms = kernel.inner.hlc.wall_ms();
         for (p, partition) in kernel.inner.partitions.iter().enumerate() {
-            let overdue = match partition.overdue_transactions(now_ms) {
+            let overdue = match partition.overdue_transactions(now_ms).await {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(partition = p, "listing prepared transactions: {e}");

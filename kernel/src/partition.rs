@@ -19,7 +19,6 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use rand::Rng;
-use redb::ReadableDatabase;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::error::{KvError, OpenError};
@@ -408,7 +407,7 @@ impl Partition {
                 if consistency == Consistency::Linearizable {
                     self.barrier().await?;
                 }
-                let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+                let txn = self.storage.read().await?;
                 let table = txn.open_table(VERSIONS).map_err(|e| KvError::Internal(e.to_string()))?;
                 let horizon = compacted_before(&txn, self.id)?;
                 let intents = txn.open_table(INTENTS).map_err(|e| KvError::Internal(e.to_string()))?;

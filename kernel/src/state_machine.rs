@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership};
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -431,8 +431,8 @@ fn read_err(e: StoreError) -> StorageError {
 }
 
 impl StateMachine {
-    fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let txn = self.storage.db().begin_read()?;
+    async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        let txn = self.storage.read().await?;
         let (snap, applied, membership) = read_snapshot(&txn, self.partition)?;
         let snapshot_id = match applied {
             Some(last) => format!("{}-{}-{}", self.partition, last.leader_id, last.index),
@@ -445,7 +445,7 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.build().map_err(read_err)
+        self.build().await.map_err(read_err)
     }
 }
 
@@ -453,7 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
-        let txn = self.storage.db().begin_read().map_err(|e| read_err(e.into()))?;
+        let txn = self.storage.read().await.map_err(read_err)?;
         applied_state(&txn, self.partition).map_err(read_err)
     }
 
@@ -501,13 +501,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         // The state machine in redb is always a complete snapshot of itself: build one
         // from it on demand instead of keeping a second copy.
-        let snapshot = self.build().map_err(read_err)?;
+        let snapshot = self.build().await.map_err(read_err)?;
         Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableDatabase;
+
     use super::*;
     use crate::log_store::LogStore;
     use crate::types::{SetArgs, WriteOp};

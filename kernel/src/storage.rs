@@ -17,7 +17,19 @@
 //! purges only entries a state sync already covers ([`Storage::sync_state`] records what
 //! each one made durable), syncing first when none did.
 //!
-//! Reads never come here: they open their own redb read transaction.
+//! While nobody reads, a batch's state transaction is not committed with it. A redb
+//! commit costs CPU for every table it touched and every page it dirtied, even without
+//! an fsync, so the transaction stays open for the next batches (at most
+//! [`STATE_BATCHES_MAX`] of them, for at most [`STATE_AGE_MAX`]) and its jobs are
+//! answered at once: what they applied is in the log, and a crash replays it. Until the
+//! commit, readers would not see it, so a reader first asks for it ([`Storage::read`]):
+//! when work waits uncommitted, a publish job makes the thread commit before the read
+//! transaction opens. That wait is what deferring costs a reader, so a batch after any
+//! read commits at once, as every batch did before. Should a commit fail, work already
+//! answered is lost from the state file, so from then on every job fails: the node must
+//! restart and replay its log.
+//!
+//! Reads never come here otherwise: they open their own redb read transaction.
 //!
 //! A deterministic simulation runs the node on a simulated disk ([`DataFiles::Simulated`])
 //! and without the thread ([`StorageMode::Inline`]): each job commits in the caller, since
@@ -25,12 +37,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use redb::{
-    Database, Durability, Key, ReadableDatabase, ReadableTable, Table, TableDefinition, Value, WriteTransaction,
+    Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, Value,
+    WriteTransaction,
 };
 
 use crate::error::StoreError;
@@ -45,6 +60,10 @@ use crate::wal::{LogBatch, LogDir, SEGMENT_BYTES, Wal};
 
 /// Most jobs folded into one write transaction.
 const BATCH_JOBS_MAX: usize = 4096;
+/// Most batches whose state work shares one state commit.
+const STATE_BATCHES_MAX: usize = 64;
+/// Longest a state transaction stays open after its first batch.
+const STATE_AGE_MAX: Duration = Duration::from_millis(10);
 
 /// What a job needs fsynced before it completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +165,8 @@ type StateWork = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Completion + Send>;
 enum Work {
     Log(LogWork),
     State(StateWork),
+    /// Nothing to write: commit the state transaction left open, so readers see it.
+    Publish(Completion),
 }
 
 struct Job {
@@ -183,6 +204,10 @@ pub(crate) struct Storage {
     log: Arc<Wal>,
     state: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,
+    /// Whether the storage thread holds state work answered but not committed.
+    unpublished: Arc<AtomicBool>,
+    /// Whether a reader came since the storage thread's last batch.
+    read_lately: Arc<AtomicBool>,
     /// Per partition, an applied index the state file holds durably (the latest a state
     /// sync recorded; none since the node started: unknown).
     durable_applied: Mutex<HashMap<PartitionId, u64>>,
@@ -198,7 +223,7 @@ impl Storage {
     /// Opens (or creates) the data files in `dir` or on a simulated disk, committed by the
     /// storage thread or inline.
     pub(crate) fn open_with(dir: &Path, files: &DataFiles, mode: StorageMode) -> Result<Arc<Self>, StoreError> {
-        Self::open_segments(dir, files, mode, SEGMENT_BYTES)
+        Self::open_segments(dir, files, mode, SEGMENT_BYTES, STATE_AGE_MAX)
     }
 
     fn open_segments(
@@ -206,6 +231,7 @@ impl Storage {
         files: &DataFiles,
         mode: StorageMode,
         segment_bytes: u64,
+        state_age_max: Duration,
     ) -> Result<Arc<Self>, StoreError> {
         let state = match files {
             DataFiles::Directory => {
@@ -224,23 +250,42 @@ impl Storage {
             segment_bytes,
         )?;
         let (log, state) = (Arc::new(log), Arc::new(state));
+        let (unpublished, read_lately) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let jobs = match mode {
             StorageMode::Inline => None,
             StorageMode::Thread => {
                 let (jobs, queue) = mpsc::channel::<Job>();
+                let carried = Carried {
+                    unpublished: unpublished.clone(),
+                    read_lately: read_lately.clone(),
+                    age_max: state_age_max,
+                    ..Carried::immediate()
+                };
                 let (thread_log, thread_state) = (log.clone(), state.clone());
                 thread::Builder::new()
                     .name("kahuna-storage".into())
-                    .spawn(move || run(&thread_log, &thread_state, &queue))?;
+                    .spawn(move || run(&thread_log, &thread_state, &queue, carried))?;
                 Some(jobs)
             }
         };
-        Ok(Arc::new(Self { log, state, jobs, durable_applied: Mutex::default() }))
+        Ok(Arc::new(Self { log, state, jobs, unpublished, read_lately, durable_applied: Mutex::default() }))
     }
 
-    /// The state file, for read transactions.
+    /// The state file, for reads that need no applied work (opening the node, tests).
     pub(crate) fn db(&self) -> &Database {
         &self.state
+    }
+
+    /// A read transaction of the state file that holds every job answered before the
+    /// call: state work left uncommitted is committed first.
+    pub(crate) async fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.read_lately.store(true, Ordering::Relaxed);
+        if self.unpublished.load(Ordering::SeqCst) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.submit(Job { flush: Flush::Nothing, work: Work::Publish(answer(Ok(()), tx)) })?;
+            rx.await.map_err(|_| StoreError::Stopped)??;
+        }
+        Ok(self.state.begin_read()?)
     }
 
     /// The Raft log, for reads.
@@ -275,7 +320,7 @@ impl Storage {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
             // Completions run before this returns; none of them submits again.
-            None => run_batch(&self.log, &self.state, vec![job]),
+            None => run_batch(&self.log, &self.state, vec![job], &mut Carried::immediate()),
         }
     }
 
@@ -353,16 +398,68 @@ pub(crate) fn setting_or_init(db: &Database, name: &str, value: u64) -> Result<u
     Ok(value)
 }
 
-fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_JOBS_MAX {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+/// What the storage thread carries from one batch to the next: the state transaction
+/// left open, how long it may stay so, and the log batch's buffer.
+struct Carried {
+    /// How long state work may stay uncommitted after its batch: zero when every batch
+    /// commits (inline), else [`STATE_AGE_MAX`].
+    age_max: Duration,
+    open: Option<OpenState>,
+    unpublished: Arc<AtomicBool>,
+    read_lately: Arc<AtomicBool>,
+    /// Set once a commit failed with answered work in it: every later job fails so.
+    failed: Option<String>,
+    log_batch: LogBatch,
+}
+
+/// A state transaction holding answered work, waiting for its commit.
+struct OpenState {
+    txn: WriteTransaction,
+    since: Instant,
+    batches: usize,
+}
+
+impl Carried {
+    fn immediate() -> Self {
+        Self {
+            age_max: Duration::ZERO,
+            open: None,
+            unpublished: Arc::default(),
+            read_lately: Arc::default(),
+            failed: None,
+            log_batch: LogBatch::default(),
         }
-        if let Err(e) = run_batch(log, state, batch) {
+    }
+
+    /// How long the open transaction may still wait for its commit, if one is open.
+    fn patience(&self) -> Option<Duration> {
+        self.open.as_ref().map(|open| self.age_max.saturating_sub(open.since.elapsed()))
+    }
+}
+
+fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>, mut carried: Carried) {
+    loop {
+        let first = match carried.patience() {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => queue.recv_timeout(wait),
+        };
+        let batch = match first {
+            Ok(first) => {
+                let mut batch = vec![first];
+                while batch.len() < BATCH_JOBS_MAX {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            }
+            // An empty batch commits the open transaction.
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) if carried.open.is_some() => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Err(e) = run_batch(log, state, batch, &mut carried) {
             // The jobs' completions were dropped: their callers see the thread stop.
             tracing::error!("storage batch failed: {e}");
         }
@@ -370,15 +467,31 @@ fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>) {
     tracing::debug!("storage thread stopped");
 }
 
-fn begin(db: &Database, durable: bool) -> Result<WriteTransaction, StoreError> {
+fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
-        .map_err(|e| StoreError::Corrupt { table: "durability", reason: e.to_string() })?;
+    txn.set_durability(Durability::None).map_err(durability_err)?;
     Ok(txn)
 }
 
-fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>) -> Result<(), StoreError> {
-    let (mut log_work, mut state_work) = (Vec::new(), Vec::new());
+fn durability_err(e: redb::SetDurabilityError) -> StoreError {
+    StoreError::Corrupt { table: "durability", reason: e.to_string() }
+}
+
+fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>, carried: &mut Carried) -> Result<(), StoreError> {
+    if let Some(failed) = &carried.failed {
+        for job in batch {
+            let complete = match job.work {
+                Work::Log(work) => work(&mut LogBatch::default()),
+                Work::State(_) => continue, // dropped: its caller sees the thread stop
+                Work::Publish(complete) => complete,
+            };
+            complete(Err(failed.clone()));
+        }
+        return Ok(());
+    }
+    // No job: the thread was idle past the open transaction's age, or is stopping.
+    let idle = batch.is_empty();
+    let (mut log_work, mut state_work, mut publish) = (Vec::new(), Vec::new(), Vec::new());
     let (mut log_durable, mut state_durable) = (false, false);
     for job in batch {
         log_durable |= job.flush == Flush::Log;
@@ -386,45 +499,77 @@ fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>) -> Result<(), StoreEr
         match job.work {
             Work::Log(work) => log_work.push(work),
             Work::State(work) => state_work.push(work),
+            Work::Publish(complete) => publish.push(complete),
         }
     }
     let (writes_log, writes_state) = (!log_work.is_empty(), !state_work.is_empty());
-    let state_txn = writes_state.then(|| begin(state, state_durable)).transpose()?;
+    let mut state_txn = match carried.open.take() {
+        Some(open) => Some(open),
+        None if writes_state => Some(OpenState { txn: begin(state)?, since: Instant::now(), batches: 0 }),
+        None => None,
+    };
+    // Answered work of earlier batches that a failed commit would lose.
+    let holds_answered = state_txn.as_ref().is_some_and(|open| open.batches > 0);
     let mut completions = Vec::with_capacity(log_work.len() + state_work.len());
-    let mut log_batch = LogBatch::default();
+    let mut log_batch = std::mem::take(&mut carried.log_batch);
     completions.extend(log_work.into_iter().map(|work| work(&mut log_batch)));
-    if let Some(txn) = &state_txn {
-        let mut tables = Tables::new(txn);
+    // A failure fails the batch below rather than returning here, which would drop the
+    // open transaction's answered work without a word.
+    let mut outcome = Ok(());
+    if let Some(open) = &mut state_txn {
+        if state_durable {
+            outcome = open.txn.set_durability(Durability::Immediate).map_err(durability_err);
+        }
+        let mut tables = Tables::new(&open.txn);
         completions.extend(state_work.into_iter().map(|work| work(&mut tables)));
+        open.batches += usize::from(writes_state);
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     // Log first: state on disk must never hold an entry the log on disk lacks.
-    let outcome = match writes_log {
-        true => log.commit(log_batch, log_durable),
+    outcome = outcome.and_then(|()| match writes_log {
+        true => log.commit(&mut log_batch, log_durable),
         false => Ok(()),
+    });
+    carried.log_batch = log_batch;
+    let readers = carried.read_lately.swap(false, Ordering::Relaxed);
+    let commit_state = state_txn.as_ref().is_some_and(|open| {
+        idle || readers
+            || state_durable
+            || !publish.is_empty()
+            || outcome.is_err()
+            || open.batches >= STATE_BATCHES_MAX
+            || open.since.elapsed() >= carried.age_max
+    });
+    match state_txn {
+        Some(open) if !commit_state => carried.open = Some(open),
+        // A failed log write aborts the state transaction with it.
+        Some(open) => outcome = outcome.and_then(|()| open.txn.commit().map_err(StoreError::from)),
+        None => {}
     }
-    .and_then(|()| commit(state_txn).map_err(StoreError::from))
-    .map_err(|e| e.to_string());
+    let outcome = outcome.map_err(|e| e.to_string());
     tracing::trace!(
         jobs = completions.len(),
         writes_log,
         writes_state,
         log_durable,
         state_durable,
+        commit_state,
         commit_us = started.elapsed().as_micros() as u64,
         "storage batch"
     );
     if let Err(e) = &outcome {
         tracing::error!("storage commit failed: {e}");
+        if holds_answered {
+            tracing::error!("state answered as applied was not committed: the node must restart to replay its log");
+            carried.failed = Some(e.clone());
+        }
     }
-    for complete in completions {
+    // Before the completions: a reader that saw one answered sees the flag set.
+    carried.unpublished.store(carried.open.is_some() || carried.failed.is_some(), Ordering::SeqCst);
+    for complete in completions.into_iter().chain(publish) {
         complete(outcome.clone());
     }
     Ok(())
-}
-
-fn commit(txn: Option<WriteTransaction>) -> Result<(), redb::CommitError> {
-    txn.map_or(Ok(()), WriteTransaction::commit)
 }
 
 #[cfg(test)]
@@ -438,7 +583,12 @@ mod tests {
 
     /// Storage on `disk` with its storage thread, and small log segments.
     fn threaded(disk: &SimDisk) -> Result<Arc<Storage>, StoreError> {
-        Storage::open_segments(Path::new("sim"), &DataFiles::Simulated(disk.clone()), StorageMode::Thread, 4096)
+        deferring(disk, STATE_AGE_MAX)
+    }
+
+    /// As [`threaded`], state work left uncommitted for up to `age`.
+    fn deferring(disk: &SimDisk, age: Duration) -> Result<Arc<Storage>, StoreError> {
+        Storage::open_segments(Path::new("sim"), &DataFiles::Simulated(disk.clone()), StorageMode::Thread, 4096, age)
     }
 
     fn entry(index: u64) -> Vec<u8> {
@@ -535,6 +685,61 @@ mod tests {
         let log = Wal::open_with(LogDir::Simulated(disk.clone()), 4096)?;
         assert_eq!(log.purged(1), Some(log_id(1, 1, 250)));
         assert_eq!(log.read(1, 251, 321, usize::MAX)?, (251..=320).map(entry).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    /// Writes `value` under `(7, name)` in the meta table, in a state job.
+    async fn write_meta(storage: &Storage, name: &'static str, value: &'static [u8]) -> Result<(), StoreError> {
+        storage
+            .run(Flush::Nothing, move |t| {
+                t.meta.open()?.insert((7, name), value)?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn meta_in(txn: &ReadTransaction, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(txn.open_table(META)?.get((7, name))?.map(|v| v.value().to_vec()))
+    }
+
+    /// A state job is answered before its transaction commits; a reader through
+    /// `Storage::read` still sees it, one opening the file directly does not yet.
+    #[tokio::test]
+    async fn answered_state_work_is_published_before_a_read() -> Result<(), StoreError> {
+        let storage = deferring(&SimDisk::new(), Duration::from_secs(3600))?;
+        write_meta(&storage, "a", b"1").await?;
+        assert_eq!(meta_in(&storage.db().begin_read()?, "a")?, None, "committed already");
+        assert_eq!(meta_in(&storage.read().await?, "a")?, Some(b"1".to_vec()));
+        assert_eq!(meta_in(&storage.db().begin_read()?, "a")?, Some(b"1".to_vec()));
+        Ok(())
+    }
+
+    /// With nothing more to do, the thread commits the open transaction once it is
+    /// [`STATE_AGE_MAX`] old.
+    #[tokio::test]
+    async fn an_idle_thread_commits_its_open_transaction() -> Result<(), StoreError> {
+        let storage = threaded(&SimDisk::new())?;
+        write_meta(&storage, "a", b"1").await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while meta_in(&storage.db().begin_read()?, "a")?.is_none() {
+            assert!(Instant::now() < deadline, "the open transaction was never committed");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(!storage.unpublished.load(Ordering::SeqCst));
+        Ok(())
+    }
+
+    /// A commit that fails with answered work in it leaves the state file without that
+    /// work, so every later job and read fails instead of running on.
+    #[tokio::test]
+    async fn a_failed_commit_of_answered_work_fails_everything_after() -> Result<(), StoreError> {
+        let disk = SimDisk::new();
+        let storage = deferring(&disk, Duration::from_secs(3600))?;
+        write_meta(&storage, "a", b"1").await?;
+        disk.crash(); // fences the open files off: every write to them fails from now on
+        assert!(storage.sync_state().await.is_err(), "a durable commit on a crashed disk");
+        assert!(write_meta(&storage, "b", b"2").await.is_err(), "state work after the failure");
+        assert!(storage.read().await.is_err(), "a read after the failure");
         Ok(())
     }
 }

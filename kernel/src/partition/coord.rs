@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use redb::ReadableDatabase;
 // tokio's clock, not std's: the same in production, and the one a simulation drives.
 use tokio::time::Instant;
 
@@ -137,7 +136,7 @@ impl Partition {
                 if consistency == Consistency::Linearizable {
                     self.barrier().await?;
                 }
-                let record: Option<LockRecord> = self.read_named(LOCKS, LOCKS_TABLE, name)?;
+                let record: Option<LockRecord> = self.read_named(LOCKS, LOCKS_TABLE, name).await?;
                 Ok(record.unwrap_or_default().reply(false, self.hlc.now()))
             }
             Durability::Ephemeral => {
@@ -162,19 +161,19 @@ impl Partition {
         if consistency == Consistency::Linearizable {
             self.barrier().await?;
         }
-        let info: Option<SequenceInfo> = self.read_named(SEQUENCES, SEQUENCES_TABLE, name)?;
+        let info: Option<SequenceInfo> = self.read_named(SEQUENCES, SEQUENCES_TABLE, name).await?;
         Ok(SequenceReply::Info(info))
     }
 
     /// Reads this replica's record `name` of a `(partition, name)` table.
-    fn read_named<T: serde::de::DeserializeOwned>(
+    async fn read_named<T: serde::de::DeserializeOwned>(
         &self,
         definition: redb::TableDefinition<'static, (u32, &'static str), &'static [u8]>,
         table: &'static str,
         name: &str,
     ) -> Result<Option<T>, KvError> {
         let internal = |e: redb::Error| KvError::Internal(e.to_string());
-        let txn = self.storage.db().begin_read().map_err(|e| internal(e.into()))?;
+        let txn = self.storage.read().await?;
         let rows = txn.open_table(definition).map_err(|e| internal(e.into()))?;
         let found = rows.get((self.id, name)).map_err(|e| internal(e.into()))?;
         Ok(found.map(|v| decode(table, v.value())).transpose()?)

@@ -1,8 +1,6 @@
 //! Transaction steps on a partition (one-partition commit, prepare, decide, resolve):
 //! each is one Raft entry, judged by `txn_state` at apply.
 
-use redb::ReadableDatabase;
-
 use super::Partition;
 use crate::error::KvError;
 use crate::raft_types::{ApplyResult, Command, TxnCommand};
@@ -38,19 +36,19 @@ impl Partition {
     /// The decision transaction `txn_id`'s record holds on this replica, if any, read
     /// without asking a quorum: the first decision written is final, so one found here is
     /// the decision; none found may only mean this replica has not applied it yet.
-    pub(crate) fn recorded_decision(&self, txn_id: &str) -> Result<Option<TxnDecision>, KvError> {
-        let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+    pub(crate) async fn recorded_decision(&self, txn_id: &str) -> Result<Option<TxnDecision>, KvError> {
+        let txn = self.storage.read().await?;
         let table = txn.open_table(TXN_RECORDS).map_err(|e| KvError::Internal(e.to_string()))?;
         Ok(txn_state::recorded_decision(&table, self.id, txn_id)?)
     }
 
     /// Transactions prepared here whose deadline passed at unix ms `now_ms`, when this
     /// node leads the partition: (txn id, record partition).
-    pub(crate) fn overdue_transactions(&self, now_ms: u64) -> Result<Vec<(String, PartitionId)>, KvError> {
+    pub(crate) async fn overdue_transactions(&self, now_ms: u64) -> Result<Vec<(String, PartitionId)>, KvError> {
         if self.leader_term().is_none() {
             return Ok(Vec::new());
         }
-        let txn = self.storage.db().begin_read().map_err(|e| KvError::Internal(e.to_string()))?;
+        let txn = self.storage.read().await?;
         let table = txn.open_table(PREPARED).map_err(|e| KvError::Internal(e.to_string()))?;
         Ok(txn_state::overdue(&table, self.id, now_ms)?)
     }

@@ -89,6 +89,7 @@ struct Index {
 }
 
 /// A change to a partition's log; an entry's `at` is its offset in the batch.
+#[derive(Clone, Copy)]
 enum Op {
     Entry { partition: u32, index: u64, at: u64, len: u32 },
     Truncate { partition: u32, from: u64 },
@@ -197,7 +198,18 @@ pub(crate) struct LogBatch {
     ops: Vec<Op>,
 }
 
+/// Most bytes a batch's buffer keeps for the next batch once written.
+const BATCH_BUFFER_KEPT: usize = 4 << 20;
+
 impl LogBatch {
+    /// Empties the batch for the next one, keeping its buffer: a buffer grown anew for
+    /// every batch had the allocator fault fresh pages in, about 2 % of a node's CPU.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.bytes.shrink_to(BATCH_BUFFER_KEPT);
+        self.ops.clear();
+    }
+
     pub(crate) fn entry(&mut self, partition: u32, index: u64, entry: Vec<u8>) {
         let at = self.bytes.len() as u64;
         let len = frame(&Record::Entry { partition, index, entry }, &mut self.bytes);
@@ -326,7 +338,13 @@ impl Wal {
 
     /// Writes `batch` at the end of the log, synced when `durable`; then frees the
     /// segments nothing needs any more. After a failed write every commit fails.
-    pub(crate) fn commit(&self, batch: LogBatch, durable: bool) -> Result<(), StoreError> {
+    pub(crate) fn commit(&self, batch: &mut LogBatch, durable: bool) -> Result<(), StoreError> {
+        let written = self.commit_helper(batch, durable);
+        batch.clear();
+        written
+    }
+
+    fn commit_helper(&self, batch: &LogBatch, durable: bool) -> Result<(), StoreError> {
         let mut head = self.lock_head();
         if let Some(failed) = &head.failed {
             return Err(StoreError::Commit(format!("an earlier write to the raft log failed: {failed}")));
@@ -347,7 +365,7 @@ impl Wal {
         Ok(segment.file.clone())
     }
 
-    fn write(&self, head: &mut Head, batch: LogBatch, durable: bool) -> Result<(), StoreError> {
+    fn write(&self, head: &mut Head, batch: &LogBatch, durable: bool) -> Result<(), StoreError> {
         if !batch.bytes.is_empty() {
             if head.len + batch.bytes.len() as u64 > self.segment_bytes {
                 self.seal_head(head)?;
@@ -364,8 +382,8 @@ impl Wal {
             if let Some(segment) = index.segments.get_mut(&head.segment) {
                 segment.len = head.len;
             }
-            for op in batch.ops {
-                index.apply(head.segment, base, op);
+            for op in &batch.ops {
+                index.apply(head.segment, base, *op);
             }
         } else if durable && head.dirty {
             self.sync_head(head)?;
@@ -422,7 +440,7 @@ impl Wal {
                     return Ok(());
                 }
                 let batch = self.live_entries(oldest)?;
-                self.write(head, batch, true)?;
+                self.write(head, &batch, true)?;
                 let left = self.read_index().segments.get(&oldest).map_or(0, |s| s.live);
                 if left > 0 {
                     return Err(corrupt(format!("segment {oldest} still holds {left} live bytes after its copy")));

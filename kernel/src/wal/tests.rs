@@ -11,13 +11,13 @@ fn append(wal: &Wal, partition: u32, indexes: std::ops::Range<u64>, durable: boo
     for i in indexes {
         batch.entry(partition, i, entry(i));
     }
-    wal.commit(batch, durable)
+    wal.commit(&mut batch, durable)
 }
 
 fn one(wal: &Wal, f: impl FnOnce(&mut LogBatch), durable: bool) -> Result<(), StoreError> {
     let mut batch = LogBatch::default();
     f(&mut batch);
-    wal.commit(batch, durable)
+    wal.commit(&mut batch, durable)
 }
 
 fn indexes(wal: &Wal, partition: u32) -> Result<Vec<u64>, StoreError> {
