@@ -1,6 +1,7 @@
 //! openraft's type configuration and what a Raft entry of ours carries.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,8 +65,10 @@ pub enum Command {
     /// Proposals that queued while the partition's previous entry was in flight, applied
     /// one by one in order, each at its own stamp, as if each were an entry of its own
     /// (openraft 0.9 puts one entry of a partition on disk per fsync: one entry carrying
-    /// many proposals is group commit within the partition). Never nested.
-    Batch(Vec<Proposal>),
+    /// many proposals is group commit within the partition). Never nested. Shared, not
+    /// copied, when openraft clones the entry to apply or replicate it (serde's `rc`
+    /// encodes it as the vector itself).
+    Batch(Arc<Vec<Proposal>>),
 }
 
 /// The steps of a transaction's commit, as Raft entries (see `PartitionRequest`'s
@@ -109,4 +112,24 @@ pub enum ApplyResult {
     Blocked(KvError),
     /// The outcomes of a [`Command::Batch`]'s proposals, in order.
     Batch(Vec<ApplyResult>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch's proposals behind an `Arc` encode as the vector itself, so entries
+    /// written before it was shared read the same, and the other way round.
+    #[test]
+    fn a_shared_batch_encodes_as_its_vector() {
+        let proposals = vec![Proposal {
+            ts: 5,
+            command: Command::Sequence { op: crate::types::SequenceOp::Delete { name: "s".into() } },
+        }];
+        let shared = postcard::to_stdvec(&Command::Batch(Arc::new(proposals.clone()))).expect("encodes");
+        let mut plain = vec![5u8]; // the variant index of `Batch`
+        plain.extend(postcard::to_stdvec(&proposals).expect("encodes"));
+        assert_eq!(shared, plain);
+        assert_eq!(postcard::from_bytes::<Command>(&plain).expect("decodes"), Command::Batch(Arc::new(proposals)));
+    }
 }

@@ -172,7 +172,7 @@ fn apply_entries(
     for entry in entries {
         let result = match entry.payload {
             EntryPayload::Blank => ApplyResult::None,
-            EntryPayload::Normal(proposal) => apply_proposal(t, p, proposal, &mut last_commit_ts)?,
+            EntryPayload::Normal(proposal) => apply_proposal(t, p, &proposal, &mut last_commit_ts)?,
             EntryPayload::Membership(m) => {
                 let stored = Membership::new(Some(entry.log_id), m);
                 t.meta.open()?.insert((p, META_MEMBERSHIP), encode(&stored).as_slice())?;
@@ -193,12 +193,12 @@ fn apply_entries(
 fn apply_proposal(
     t: &mut Tables<'_>,
     p: PartitionId,
-    proposal: Proposal,
+    proposal: &Proposal,
     last_commit_ts: &mut u64,
 ) -> Result<ApplyResult, StoreError> {
-    if let Command::Batch(proposals) = proposal.command {
+    if let Command::Batch(proposals) = &proposal.command {
         let mut results = Vec::with_capacity(proposals.len());
-        for inner in proposals {
+        for inner in proposals.iter() {
             results.push(apply_proposal(t, p, inner, last_commit_ts)?);
         }
         return Ok(ApplyResult::Batch(results));
@@ -207,10 +207,10 @@ fn apply_proposal(
     // clock said.
     let ts = proposal.ts.max(*last_commit_ts + 1);
     *last_commit_ts = ts;
-    apply_command(t, p, proposal.command, ts)
+    apply_command(t, p, &proposal.command, ts)
 }
 
-fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) -> Result<ApplyResult, StoreError> {
+fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: &Command, ts: u64) -> Result<ApplyResult, StoreError> {
     match command {
         // `apply_proposal` opens batches before they get here.
         Command::Batch(_) => Err(StoreError::Corrupt { table: "raft log", reason: "a batch as a command".into() }),
@@ -236,40 +236,41 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: Command, ts: u64) 
             if let Err(e) = txn_state::check_record(t, p, &lock_intent_key(op.name()))? {
                 return Ok(ApplyResult::Blocked(e));
             }
-            apply_lock_command(t, p, &op, operation_id.as_deref(), ts)
+            apply_lock_command(t, p, op, operation_id.as_deref(), ts)
         }
         Command::Sequence { op } => {
             if let Err(e) = txn_state::check_record(t, p, &sequence_intent_key(op.name()))? {
                 return Ok(ApplyResult::Blocked(e));
             }
-            Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op, ts)?))
+            Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op.clone(), ts)?))
         }
         Command::Txn(step) => Ok(ApplyResult::Txn(match step {
             TxnCommand::Commit { txn_id, snapshot_ts, part } => {
-                txn_state::apply_commit(t, p, &txn_id, snapshot_ts, &part, ts)?
+                txn_state::apply_commit(t, p, txn_id, *snapshot_ts, part, ts)?
             }
             TxnCommand::Prepare { txn_id, snapshot_ts, part, record_partition, timeout_ms } => {
-                let deadline_ms = crate::hlc::physical_ms(ts).saturating_add(timeout_ms);
-                let prepared = Prepared { prepare_ts: ts, deadline_ms, record_partition, part };
-                txn_state::apply_prepare(t, p, &txn_id, snapshot_ts, prepared)?
+                let deadline_ms = crate::hlc::physical_ms(ts).saturating_add(*timeout_ms);
+                let prepared =
+                    Prepared { prepare_ts: ts, deadline_ms, record_partition: *record_partition, part: part.clone() };
+                txn_state::apply_prepare(t, p, txn_id, *snapshot_ts, prepared)?
             }
-            TxnCommand::Decide { txn_id, decision } => txn_state::apply_decide(t, p, &txn_id, decision, ts)?,
-            TxnCommand::Resolve { txn_id, decision } => txn_state::apply_resolve(t, p, &txn_id, decision, ts)?,
+            TxnCommand::Decide { txn_id, decision } => txn_state::apply_decide(t, p, txn_id, *decision, ts)?,
+            TxnCommand::Resolve { txn_id, decision } => txn_state::apply_resolve(t, p, txn_id, *decision, ts)?,
         })),
         Command::Compact { before_ts, operations_before_ts } => {
             let mut space = RedbSpace { table: t.versions.open()?, partition: p };
-            let versions_removed = space.compact(before_ts)?;
+            let versions_removed = space.compact(*before_ts)?;
             t.operations.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
-                decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
+                decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= *operations_before_ts)
             })?;
             t.lock_operations.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
-                decode::<LockOperationRecord>(LOCK_OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
+                decode::<LockOperationRecord>(LOCK_OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= *operations_before_ts)
             })?;
             t.sequence_keys.open()?.retain_in((p, "", "")..(p + 1, "", ""), |_, v| {
-                decode::<KeyRecord>(SEQUENCE_KEYS_TABLE, v).is_ok_and(|r| r.ts >= operations_before_ts)
+                decode::<KeyRecord>(SEQUENCE_KEYS_TABLE, v).is_ok_and(|r| r.ts >= *operations_before_ts)
             })?;
-            txn_state::compact(t, p, operations_before_ts)?;
-            let horizon = meta_get::<u64>(t.meta.open()?, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(before_ts);
+            txn_state::compact(t, p, *operations_before_ts)?;
+            let horizon = meta_get::<u64>(t.meta.open()?, p, META_COMPACTED_BEFORE)?.unwrap_or(0).max(*before_ts);
             t.meta.open()?.insert((p, META_COMPACTED_BEFORE), encode(&horizon).as_slice())?;
             Ok(ApplyResult::Compacted { versions_removed })
         }
@@ -545,15 +546,15 @@ mod tests {
             ops: vec![WriteOp::Set(SetArgs { key: key.into(), value: b"v".to_vec(), nx, ..SetArgs::default() })],
             operation_id: None,
         };
-        let batch = Command::Batch(vec![
+        let batch = Command::Batch(Arc::new(vec![
             Proposal { ts: 50, command: set("a", false) },
             Proposal { ts: 30, command: set("a", true) },
             Proposal { ts: 90, command: set("b", false) },
-        ]);
+        ]));
         let (results, last) = storage
             .run(Flush::Nothing, move |t| {
                 let mut last = 10;
-                let result = apply_proposal(t, 3, Proposal { ts: 99, command: batch }, &mut last)?;
+                let result = apply_proposal(t, 3, &Proposal { ts: 99, command: batch }, &mut last)?;
                 Ok((result, last))
             })
             .await?;
@@ -583,7 +584,7 @@ mod tests {
             .run(Flush::State, move |t| {
                 let create = SequenceOp::Create { name: "s".into(), start: 1, increment: 1, max: None };
                 let commands = [Command::Sequence { op: create }, lock("a"), reserve("k"), reserve("k")];
-                commands.into_iter().enumerate().map(|(i, c)| apply_command(t, 3, c, ts + i as u64)).collect()
+                commands.into_iter().enumerate().map(|(i, c)| apply_command(t, 3, &c, ts + i as u64)).collect()
             })
             .await?;
         let results: Vec<ApplyResult> = results;
@@ -608,7 +609,7 @@ mod tests {
         let results = other
             .run(Flush::State, move |t| {
                 let compact = Command::Compact { before_ts: 0, operations_before_ts: later };
-                [compact, lock("b"), reserve("k")].into_iter().map(|c| apply_command(t, 3, c, later)).collect()
+                [compact, lock("b"), reserve("k")].into_iter().map(|c| apply_command(t, 3, &c, later)).collect()
             })
             .await?;
         let results: Vec<ApplyResult> = results;
@@ -634,7 +635,7 @@ mod tests {
             record_partition: 3,
             timeout_ms: 5,
         });
-        let result = storage.run(Flush::State, move |t| apply_command(t, 3, prepare, ts + 1)).await?;
+        let result = storage.run(Flush::State, move |t| apply_command(t, 3, &prepare, ts + 1)).await?;
         assert!(matches!(result, ApplyResult::Txn(Ok(crate::types::TxnReply::Prepared { .. }))), "{result:?}");
 
         let (snap, _, _) = read_snapshot(&storage.db().begin_read()?, 3)?;
@@ -651,7 +652,7 @@ mod tests {
             .run(Flush::State, move |t| {
                 let decision = TxnDecision::Commit { commit_ts: ts + 2 };
                 let resolve_cmd = Command::Txn(TxnCommand::Resolve { txn_id: "t1".into(), decision });
-                [blocked, resolve_cmd, resolve].into_iter().map(|c| apply_command(t, 3, c, after)).collect()
+                [blocked, resolve_cmd, resolve].into_iter().map(|c| apply_command(t, 3, &c, after)).collect()
             })
             .await?;
         assert!(matches!(&results[0], ApplyResult::Blocked(KvError::Locked { .. })), "{:?}", results[0]);

@@ -82,7 +82,7 @@ async fn write_batch(p: PartitionId, raft: &Raft, in_flight: &InFlight, batch: V
         1 => proposals.pop(),
         _ => {
             let ts = stamps.iter().copied().max().unwrap_or_default();
-            Some(Proposal { ts, command: Command::Batch(proposals) })
+            Some(Proposal { ts, command: Command::Batch(proposals.into()) })
         }
     };
     let Some(entry) = entry else { return };
