@@ -242,7 +242,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: &Command, ts: u64)
             if let Err(e) = txn_state::check_record(t, p, &sequence_intent_key(op.name()))? {
                 return Ok(ApplyResult::Blocked(e));
             }
-            Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op.clone(), ts)?))
+            Ok(ApplyResult::Sequence(apply_sequence_command(t, p, op, ts)?))
         }
         Command::Txn(step) => Ok(ApplyResult::Txn(match step {
             TxnCommand::Commit { txn_id, snapshot_ts, part } => {
@@ -306,13 +306,13 @@ fn apply_lock_command(
 fn apply_sequence_command(
     t: &mut Tables<'_>,
     p: PartitionId,
-    op: SequenceOp,
+    op: &SequenceOp,
     ts: u64,
 ) -> Result<Result<SequenceReply, KvError>, StoreError> {
     let existing: Option<SequenceInfo> = get_named(t.sequences.open()?, SEQUENCES_TABLE, p, op.name())?;
     match op {
         SequenceOp::Create { name, start, increment, max } => {
-            let (info, created) = match sequences::create(existing.as_ref(), start, increment, max) {
+            let (info, created) = match sequences::create(existing.as_ref(), *start, *increment, *max) {
                 Ok(made) => made,
                 Err(e) => return Ok(Err(e)),
             };
@@ -330,10 +330,10 @@ fn apply_sequence_command(
                 && let Some(prior) = t.sequence_keys.open()?.get((p, name.as_str(), key))?
             {
                 let prior: KeyRecord = decode(SEQUENCE_KEYS_TABLE, prior.value())?;
-                let replayed = sequences::replay(&name, key, &prior, count);
+                let replayed = sequences::replay(name, key, &prior, *count);
                 return Ok(replayed.map(|allocation| SequenceReply::Allocated { allocation, replayed: true }));
             }
-            let (next, allocation) = match sequences::reserve(&name, &info, count) {
+            let (next, allocation) = match sequences::reserve(name, &info, *count) {
                 Ok(reserved) => reserved,
                 Err(e) => return Ok(Err(e)),
             };

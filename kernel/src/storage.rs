@@ -405,6 +405,7 @@ struct Carried {
     /// commits (inline), else [`STATE_AGE_MAX`].
     age_max: Duration,
     open: Option<OpenState>,
+    /// [`Storage::unpublished`] and [`Storage::read_lately`], shared with the readers.
     unpublished: Arc<AtomicBool>,
     read_lately: Arc<AtomicBool>,
     /// Set once a commit failed with answered work in it: every later job fails so.
