@@ -338,6 +338,7 @@ impl Wal {
 
     /// Writes `batch` at the end of the log, synced when `durable`; then frees the
     /// segments nothing needs any more. After a failed write every commit fails.
+    /// `batch` comes back empty, its buffer kept for the next one.
     pub(crate) fn commit(&self, batch: &mut LogBatch, durable: bool) -> Result<(), StoreError> {
         let written = self.commit_helper(batch, durable);
         batch.clear();
