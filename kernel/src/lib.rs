@@ -11,7 +11,8 @@
 //!   read in bounded batches (the proposal queue, the server's peer outboxes).
 //! - `mvcc` (key semantics over the `KeyReader`/`KeySpace` traits), `memspace` (the
 //!   in-memory keyspace: ephemeral keys, and the model tests compare against),
-//!   `redb_space` (the persistent keyspace): pure or storage-only, time passed in.
+//!   `redb_space` (the persistent keyspace) with `version_index` (its keys' version
+//!   timestamps, in memory): pure or storage-only, time passed in.
 //! - `locks`, `sequences`: lock and sequence semantics, pure; `lock_waits`: the FIFO
 //!   queue of waiting try-locks on a leader.
 //! - `schema`: every redb table of the state file and its key layout; `wal`: the Raft
@@ -49,6 +50,7 @@ mod state_machine;
 mod storage;
 mod txn_state;
 mod types;
+mod version_index;
 mod wal;
 
 pub use batches::Batches;

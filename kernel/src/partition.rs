@@ -412,7 +412,7 @@ impl Partition {
                 let horizon = compacted_before(&txn, self.id)?;
                 let intents = txn.open_table(INTENTS).map_err(|e| KvError::Internal(e.to_string()))?;
                 check_intents(&intents, self.id, request)?;
-                let space = RedbSpace { table: &table, partition: self.id };
+                let space = RedbSpace { table: &table, index: self.storage.index(), partition: self.id };
                 answer_read(&space, request, self.hlc.now(), horizon)
             }
             Durability::Ephemeral => {

@@ -1,6 +1,12 @@
 //! The persistent keyspace: a [`KeySpace`] over one partition's rows of the redb
-//! `versions` table, used for reads (any readable table) and for applying entries
-//! (the storage thread's open table).
+//! `versions` table and its entries in the [`VersionIndex`], used for reads (any
+//! readable table) and for applying entries (the storage thread's open table).
+//!
+//! Rows are keyed by commit timestamp, so the index says which timestamps a key has;
+//! a timestamp the table does not hold (applied after this table's transaction began,
+//! or removed) is skipped.
+
+use std::ops::Bound;
 
 use redb::{ReadableTable, Table};
 
@@ -8,126 +14,162 @@ use crate::error::StoreError;
 use crate::mvcc::{KeyReader, KeySpace, ScanVisitor, compaction_victims};
 use crate::schema::{VERSIONS_TABLE, decode, encode};
 use crate::types::{PartitionId, Version};
+use crate::version_index::VersionIndex;
 
-type VersionKey<'a> = (u32, &'a str, u64);
+type VersionKey<'a> = (u32, u64, &'a str);
+
+/// Keys a scan takes from the index at a time.
+const SCAN_CHUNK_KEYS: usize = 64;
 
 /// One partition's versions in a redb table `T`.
-pub(crate) struct RedbSpace<T> {
+pub(crate) struct RedbSpace<'i, T> {
     pub(crate) table: T,
+    pub(crate) index: &'i VersionIndex,
     pub(crate) partition: PartitionId,
 }
 
-fn row(key_guard: VersionKey<'_>, bytes: &[u8]) -> Result<(u64, Version), StoreError> {
-    Ok((!key_guard.2, decode(VERSIONS_TABLE, bytes)?))
+impl<T> RedbSpace<'_, T>
+where
+    T: std::ops::Deref,
+    T::Target: ReadableTable<VersionKey<'static>, &'static [u8]>,
+{
+    /// The version of `key` at `ts`, if the table holds one.
+    fn row(&self, key: &str, ts: u64) -> Result<Option<Version>, StoreError> {
+        match self.table.get((self.partition, ts, key))? {
+            Some(bytes) => Ok(Some(decode(VERSIONS_TABLE, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest version of `key` at or before `ts` (any when `None`).
+    fn newest(&self, key: &str, ts: Option<u64>) -> Result<Option<(u64, Version)>, StoreError> {
+        self.index.find_newest(self.partition, key, |t| {
+            if ts.is_some_and(|ts| t > ts) {
+                return Ok(None);
+            }
+            Ok(self.row(key, t)?.map(|v| (t, v)))
+        })
+    }
 }
 
-impl<T> KeyReader for RedbSpace<T>
+impl<T> KeyReader for RedbSpace<'_, T>
 where
     T: std::ops::Deref,
     T::Target: ReadableTable<VersionKey<'static>, &'static [u8]>,
 {
     fn latest(&self, key: &str) -> Result<Option<(u64, Version)>, StoreError> {
-        let p = self.partition;
-        let mut range = self.table.range((p, key, 0u64)..=(p, key, u64::MAX))?;
-        match range.next() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                Ok(Some(row(k.value(), v.value())?))
-            }
-            None => Ok(None),
-        }
+        self.newest(key, None)
     }
 
     fn at_or_before(&self, key: &str, ts: u64) -> Result<Option<(u64, Version)>, StoreError> {
-        let p = self.partition;
-        let mut range = self.table.range((p, key, !ts)..=(p, key, u64::MAX))?;
-        match range.next() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                Ok(Some(row(k.value(), v.value())?))
-            }
-            None => Ok(None),
-        }
+        self.newest(key, Some(ts))
     }
 
     fn versions(&self, key: &str) -> Result<Vec<(u64, Version)>, StoreError> {
-        let p = self.partition;
         let mut out = Vec::new();
-        for entry in self.table.range((p, key, 0u64)..=(p, key, u64::MAX))? {
-            let (k, v) = entry?;
-            out.push(row(k.value(), v.value())?);
+        for ts in self.index.times(self.partition, key) {
+            if let Some(v) = self.row(key, ts)? {
+                out.push((ts, v));
+            }
         }
         Ok(out)
     }
 
     fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError> {
-        let p = self.partition;
-        let lower = (p, start, 0u64);
-        let mut current: Option<String> = None;
-        let mut found: Option<(u64, Version)> = None;
-        for entry in self.table.range(lower..)? {
-            let (k, v) = entry?;
-            let (partition, key, inverted) = k.value();
-            if partition != p {
-                break;
-            }
-            if current.as_deref() != Some(key) {
-                if let Some(done) = current.take()
-                    && !visit(&done, found.as_ref().map(|(t, v)| (*t, v)))
-                {
+        let mut from = Bound::Included(start.to_owned());
+        loop {
+            let chunk = self.index.keys_from(self.partition, from.as_ref().map(String::as_str), SCAN_CHUNK_KEYS);
+            let Some((last, _)) = chunk.last() else { return Ok(()) };
+            let next = Bound::Excluded(last.clone());
+            for (key, times) in &chunk {
+                let mut found = None;
+                let mut held = false;
+                for &ts in times.iter().rev() {
+                    let Some(version) = self.row(key, ts)? else { continue };
+                    held = true;
+                    if as_of.is_none_or(|at| ts <= at) {
+                        found = Some((ts, version));
+                        break;
+                    }
+                }
+                // A key none of whose rows this table holds is not there at all.
+                if held && !visit(key, found.as_ref().map(|(t, v)| (*t, v))) {
                     return Ok(());
                 }
-                current = Some(key.to_owned());
-                found = None;
             }
-            let ts = !inverted;
-            if found.is_none() && as_of.is_none_or(|at| ts <= at) {
-                found = Some((ts, decode(VERSIONS_TABLE, v.value())?));
-            }
+            from = next;
         }
-        if let Some(done) = current {
-            visit(&done, found.as_ref().map(|(t, v)| (*t, v)));
-        }
-        Ok(())
     }
 }
 
-impl KeySpace for RedbSpace<&mut Table<'_, VersionKey<'static>, &'static [u8]>> {
+impl KeySpace for RedbSpace<'_, &mut Table<'_, VersionKey<'static>, &'static [u8]>> {
     fn put(&mut self, key: &str, ts: u64, version: &Version) -> Result<(), StoreError> {
-        self.table.insert((self.partition, key, !ts), encode(version).as_slice())?;
+        self.table.insert((self.partition, ts, key), encode(version).as_slice())?;
+        self.index.add(self.partition, key, ts);
         Ok(())
     }
 
     fn compact(&mut self, before_ts: u64) -> Result<u64, StoreError> {
-        // Collect first: redb tables cannot be changed while iterated.
         let p = self.partition;
         let mut victims: Vec<(String, u64)> = Vec::new();
-        let mut key_versions: Vec<(u64, Version)> = Vec::new();
-        let mut current: Option<String> = None;
-        let flush = |key: &Option<String>, versions: &mut Vec<(u64, Version)>, out: &mut Vec<(String, u64)>| {
-            if let Some(key) = key {
-                let newest_first = versions.iter().map(|(ts, v)| (*ts, v));
-                out.extend(compaction_victims(newest_first, before_ts).into_iter().map(|ts| (key.clone(), ts)));
+        let mut from = Bound::Unbounded;
+        loop {
+            let chunk = self.index.keys_from(p, from.as_ref().map(String::as_str), SCAN_CHUNK_KEYS);
+            let Some((last, _)) = chunk.last() else { break };
+            let next = Bound::Excluded(last.clone());
+            for (key, times) in &chunk {
+                // The rows older than `before_ts`, newest first: the newest is the version
+                // visible at `before_ts`, the only one whose fate depends on what it holds.
+                let mut older = Vec::new();
+                for &ts in times.iter().rev().filter(|&&ts| ts < before_ts) {
+                    if self.table.get((p, ts, key.as_str()))?.is_some() {
+                        older.push(ts);
+                    }
+                }
+                let Some((&visible_ts, rest)) = older.split_first() else { continue };
+                let visible = self.row(key, visible_ts)?;
+                let visible = visible.iter().map(|v| (visible_ts, v));
+                let doomed = compaction_victims(visible, before_ts).into_iter().chain(rest.iter().copied());
+                victims.extend(doomed.map(|ts| (key.clone(), ts)));
             }
-            versions.clear();
-        };
-        for entry in self.table.range((p, "", 0u64)..)? {
-            let (k, v) = entry?;
-            let (partition, key, inverted) = k.value();
-            if partition != p {
-                break;
-            }
-            if current.as_deref() != Some(key) {
-                flush(&current, &mut key_versions, &mut victims);
-                current = Some(key.to_owned());
-            }
-            key_versions.push((!inverted, decode(VERSIONS_TABLE, v.value())?));
+            from = next;
         }
-        flush(&current, &mut key_versions, &mut victims);
         for (key, ts) in &victims {
-            self.table.remove((p, key.as_str(), !ts))?;
+            self.table.remove((p, *ts, key.as_str()))?;
         }
-        Ok(victims.len() as u64)
+        let removed = victims.len() as u64;
+        let due = self.index.retire(p, victims);
+        self.forget_gone(due)?;
+        Ok(removed)
+    }
+}
+
+impl RedbSpace<'_, &mut Table<'_, VersionKey<'static>, &'static [u8]>> {
+    /// Replaces partition `p`'s rows with `rows` (a snapshot being installed).
+    pub(crate) fn install<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a str, u64, &'a Version)> + Clone,
+    ) -> Result<(), StoreError> {
+        let p = self.partition;
+        self.table.retain_in((p, 0u64, "")..(p + 1, 0u64, ""), |_, _| false)?;
+        for (key, ts, version) in rows.clone() {
+            self.table.insert((p, ts, key), encode(version).as_slice())?;
+        }
+        let due = self.index.install(p, rows.into_iter().map(|(key, ts, _)| (key, ts)));
+        self.forget_gone(due)
+    }
+
+    /// Forgets the retired index entries whose rows are still gone. (One that a row
+    /// holds again stays: forgetting it would hide the row.)
+    fn forget_gone(&mut self, due: Vec<(String, u64)>) -> Result<(), StoreError> {
+        let mut gone = Vec::with_capacity(due.len());
+        for (key, ts) in due {
+            if self.table.get((self.partition, ts, key.as_str()))?.is_none() {
+                gone.push((key, ts));
+            }
+        }
+        self.index.forget(self.partition, &gone);
+        Ok(())
     }
 }
 
@@ -143,7 +185,7 @@ mod tests {
     use crate::schema::VERSIONS;
     use crate::types::{DeleteArgs, PointRead, SetArgs, WriteOp};
     use proptest::prelude::*;
-    use redb::Database;
+    use redb::{Database, ReadableDatabase};
 
     fn op(kind: u8, key: u8, value: u8, ttl: u8) -> WriteOp {
         let key = format!("b{}/k{}", key % 2, key);
@@ -170,9 +212,10 @@ mod tests {
             let db = Database::create(dir.path().join("t.redb")).unwrap();
             let txn = db.begin_write().unwrap();
             let mut mem = MemSpace::default();
+            let index = VersionIndex::default();
             {
                 let mut table = txn.open_table(VERSIONS).unwrap();
-                let mut disk = RedbSpace { table: &mut table, partition: 7 };
+                let mut disk = RedbSpace { table: &mut table, index: &index, partition: 7 };
                 for (i, (kind, key, value, ttl)) in ops.iter().enumerate() {
                     let ts = from_physical_ms(i as u64 + 1);
                     let w = op(*kind, *key, *value, *ttl);
@@ -197,8 +240,47 @@ mod tests {
             }
             // Another partition's rows are never touched.
             let table = txn.open_table(VERSIONS).unwrap();
-            let other = RedbSpace { table: &table, partition: 8 };
+            let other = RedbSpace { table: &table, index: &index, partition: 8 };
             prop_assert!(other.latest("b0/k0").unwrap().is_none());
         }
+    }
+
+    fn version(value: &str, revision: i64) -> Version {
+        Version { revision, value: Some(value.as_bytes().to_vec()), expires_at_ms: 0 }
+    }
+
+    /// A read transaction older than the index sees its own snapshot: rows applied after
+    /// it are skipped, and rows compacted after it are still found.
+    #[test]
+    fn a_reader_older_than_the_index_sees_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let index = VersionIndex::default();
+        let (t1, t2, t3) = (from_physical_ms(1), from_physical_ms(2), from_physical_ms(3));
+        let txn = db.begin_write().unwrap();
+        RedbSpace { table: &mut txn.open_table(VERSIONS).unwrap(), index: &index, partition: 1 }
+            .put("k", t1, &version("a", 0))
+            .unwrap();
+        txn.commit().unwrap();
+        let old = db.begin_read().unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut space = RedbSpace { table: &mut txn.open_table(VERSIONS).unwrap(), index: &index, partition: 1 };
+            space.put("k", t2, &version("b", 1)).unwrap();
+            assert_eq!(space.compact(t3).unwrap(), 1);
+            assert_eq!(space.latest("k").unwrap().map(|(ts, _)| ts), Some(t2));
+        }
+        txn.commit().unwrap();
+        let reader = |txn: &redb::ReadTransaction| {
+            let table = txn.open_table(VERSIONS).unwrap();
+            RedbSpace { table: &table, index: &index, partition: 1 }.latest("k").unwrap().map(|(ts, _)| ts)
+        };
+        assert_eq!(reader(&old), Some(t1));
+        assert_eq!(reader(&db.begin_read().unwrap()), Some(t2));
+        // The next compaction forgets the entry whose row is gone.
+        let txn = db.begin_write().unwrap();
+        RedbSpace { table: &mut txn.open_table(VERSIONS).unwrap(), index: &index, partition: 1 }.compact(t3).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(index.times(1, "k"), [t2]);
     }
 }

@@ -13,7 +13,9 @@ use crate::error::StoreError;
 
 /// The layout this build reads and writes. A file with another version is refused.
 /// Version 3: the Raft log moved from a redb file into segment files (`wal`).
-pub(crate) const FORMAT_VERSION: u64 = 3;
+/// Version 4: `versions` keyed by commit timestamp before key (appends, with an
+/// in-memory key index: `version_index`).
+pub(crate) const FORMAT_VERSION: u64 = 4;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub(crate) const FORMAT_TABLE: &str = "format";
@@ -29,10 +31,10 @@ pub(crate) const META_MEMBERSHIP: &str = "membership";
 pub(crate) const META_LAST_COMMIT_TS: &str = "last_commit_ts";
 pub(crate) const META_COMPACTED_BEFORE: &str = "compacted_before";
 
-/// `(partition, key, !commit_ts)` → postcard of a `Version`. The commit timestamp is
-/// stored inverted so a key's newest version sorts first.
+/// `(partition, commit_ts, key)` → postcard of a `Version`. In commit order, so a write
+/// appends; which timestamps a key has is in memory (`version_index`).
 pub(crate) const VERSIONS_TABLE: &str = "versions";
-pub(crate) const VERSIONS: TableDefinition<(u32, &str, u64), &[u8]> = TableDefinition::new(VERSIONS_TABLE);
+pub(crate) const VERSIONS: TableDefinition<(u32, u64, &str), &[u8]> = TableDefinition::new(VERSIONS_TABLE);
 
 /// `(partition, operation id)` → postcard of an `OperationRecord`: the first outcome
 /// of a write that carried an operation id, answered again to retries.

@@ -224,7 +224,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: &Command, ts: u64)
             if let Err(e) = txn_state::check_plain_writes(t, p, ops.iter().map(|op| op.key()))? {
                 return Ok(ApplyResult::Blocked(e));
             }
-            let mut space = RedbSpace { table: t.versions.open()?, partition: p };
+            let mut space = RedbSpace { table: t.versions.open()?, index: t.index, partition: p };
             let results = ops.iter().map(|op| apply_write(&mut space, op, ts)).collect::<Result<Vec<_>, _>>()?;
             if let Some(id) = &operation_id {
                 let record = OperationRecord { ts, results: results.clone() };
@@ -258,7 +258,7 @@ fn apply_command(t: &mut Tables<'_>, p: PartitionId, command: &Command, ts: u64)
             TxnCommand::Resolve { txn_id, decision } => txn_state::apply_resolve(t, p, txn_id, *decision, ts)?,
         })),
         Command::Compact { before_ts, operations_before_ts } => {
-            let mut space = RedbSpace { table: t.versions.open()?, partition: p };
+            let mut space = RedbSpace { table: t.versions.open()?, index: t.index, partition: p };
             let versions_removed = space.compact(*before_ts)?;
             t.operations.open()?.retain_in((p, "")..(p + 1, ""), |_, v| {
                 decode::<OperationRecord>(OPERATIONS_TABLE, v).is_ok_and(|r| r.ts >= *operations_before_ts)
@@ -365,10 +365,10 @@ fn read_snapshot(
         compacted_before: meta_get(&meta, p, META_COMPACTED_BEFORE)?.unwrap_or(0),
         ..Default::default()
     };
-    for row in txn.open_table(VERSIONS)?.range((p, "", 0u64)..(p + 1, "", 0u64))? {
+    for row in txn.open_table(VERSIONS)?.range((p, 0u64, "")..(p + 1, 0u64, ""))? {
         let (k, v) = row?;
-        let (_, key, inverted) = k.value();
-        snap.versions.push((key.to_owned(), !inverted, decode(VERSIONS_TABLE, v.value())?));
+        let (_, ts, key) = k.value();
+        snap.versions.push((key.to_owned(), ts, decode(VERSIONS_TABLE, v.value())?));
     }
     snap.operations = read_named(txn, OPERATIONS, OPERATIONS_TABLE, p)?;
     snap.locks = read_named(txn, LOCKS, LOCKS_TABLE, p)?;
@@ -397,10 +397,8 @@ fn install(
     applied: Option<LogId>,
     membership: &Membership,
 ) -> Result<(), StoreError> {
-    t.versions.open()?.retain_in((p, "", 0u64)..(p + 1, "", 0u64), |_, _| false)?;
-    for (key, ts, version) in &snap.versions {
-        t.versions.open()?.insert((p, key.as_str(), !ts), encode(version).as_slice())?;
-    }
+    let rows = snap.versions.iter().map(|(key, ts, version)| (key.as_str(), *ts, version));
+    RedbSpace { table: t.versions.open()?, index: t.index, partition: p }.install(rows)?;
     install_named(t.operations.open()?, p, &snap.operations)?;
     install_named(t.locks.open()?, p, &snap.locks)?;
     install_named(t.lock_operations.open()?, p, &snap.lock_operations)?;

@@ -56,6 +56,7 @@ use crate::schema::{
 use crate::sim_disk::SimDisk;
 use crate::state_machine::applied_indexes;
 use crate::types::PartitionId;
+use crate::version_index::VersionIndex;
 use crate::wal::{LogBatch, LogDir, SEGMENT_BYTES, Wal};
 
 /// Most jobs folded into one write transaction.
@@ -104,10 +105,12 @@ impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
 /// A table keyed by partition and name (locks, sequences, operations, ...).
 pub(crate) type NamedTable<'t> = LazyTable<'t, (u32, &'static str), &'static [u8]>;
 
-/// The state file's tables in one batch's write transaction.
+/// The state file's tables in one batch's write transaction, and the index of the
+/// `versions` table's keys.
 pub(crate) struct Tables<'t> {
+    pub(crate) index: &'t VersionIndex,
     pub(crate) meta: NamedTable<'t>,
-    pub(crate) versions: LazyTable<'t, (u32, &'static str, u64), &'static [u8]>,
+    pub(crate) versions: LazyTable<'t, (u32, u64, &'static str), &'static [u8]>,
     pub(crate) operations: NamedTable<'t>,
     pub(crate) locks: NamedTable<'t>,
     pub(crate) lock_operations: NamedTable<'t>,
@@ -120,8 +123,9 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    fn new(txn: &'t WriteTransaction) -> Self {
+    fn new(txn: &'t WriteTransaction, index: &'t VersionIndex) -> Self {
         Self {
+            index,
             meta: LazyTable::new(txn, META),
             versions: LazyTable::new(txn, VERSIONS),
             operations: LazyTable::new(txn, OPERATIONS),
@@ -138,7 +142,8 @@ impl<'t> Tables<'t> {
 
     /// Opens every table, creating those the file lacks.
     fn create_all(txn: &'t WriteTransaction) -> Result<(), StoreError> {
-        let mut t = Self::new(txn);
+        let index = VersionIndex::default();
+        let mut t = Tables::new(txn, &index);
         t.meta.open()?;
         t.versions.open()?;
         t.operations.open()?;
@@ -203,6 +208,8 @@ pub enum StorageMode {
 pub(crate) struct Storage {
     log: Arc<Wal>,
     state: Arc<Database>,
+    /// Which timestamps each key of the `versions` table has.
+    index: Arc<VersionIndex>,
     jobs: Option<mpsc::Sender<Job>>,
     /// Whether the storage thread holds state work answered but not committed.
     unpublished: Arc<AtomicBool>,
@@ -242,6 +249,7 @@ impl Storage {
         };
         // The state file first: its format check refuses a directory of an older build.
         check_format(&state)?;
+        let index = Arc::new(VersionIndex::load(&state)?);
         let log = Wal::open_with(
             match files {
                 DataFiles::Directory => LogDir::Directory(dir.to_path_buf()),
@@ -261,14 +269,14 @@ impl Storage {
                     age_max: state_age_max,
                     ..Carried::immediate()
                 };
-                let (thread_log, thread_state) = (log.clone(), state.clone());
+                let (thread_log, thread_state, thread_index) = (log.clone(), state.clone(), index.clone());
                 thread::Builder::new()
                     .name("kahuna-storage".into())
-                    .spawn(move || run(&thread_log, &thread_state, &queue, carried))?;
+                    .spawn(move || run(&thread_log, &thread_state, &thread_index, &queue, carried))?;
                 Some(jobs)
             }
         };
-        Ok(Arc::new(Self { log, state, jobs, unpublished, read_lately, durable_applied: Mutex::default() }))
+        Ok(Arc::new(Self { log, state, index, jobs, unpublished, read_lately, durable_applied: Mutex::default() }))
     }
 
     /// The state file, for reads that need no applied work (opening the node, tests).
@@ -286,6 +294,11 @@ impl Storage {
             rx.await.map_err(|_| StoreError::Stopped)??;
         }
         Ok(self.state.begin_read()?)
+    }
+
+    /// The index of the `versions` table's keys, for reads (with [`Storage::read`]).
+    pub(crate) fn index(&self) -> &VersionIndex {
+        &self.index
     }
 
     /// The Raft log, for reads.
@@ -320,7 +333,7 @@ impl Storage {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|_| StoreError::Stopped),
             // Completions run before this returns; none of them submits again.
-            None => run_batch(&self.log, &self.state, vec![job], &mut Carried::immediate()),
+            None => run_batch(&self.log, &self.state, &self.index, vec![job], &mut Carried::immediate()),
         }
     }
 
@@ -438,7 +451,7 @@ impl Carried {
     }
 }
 
-fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>, mut carried: Carried) {
+fn run(log: &Wal, state: &Database, index: &VersionIndex, queue: &mpsc::Receiver<Job>, mut carried: Carried) {
     loop {
         let first = match carried.patience() {
             None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -460,7 +473,7 @@ fn run(log: &Wal, state: &Database, queue: &mpsc::Receiver<Job>, mut carried: Ca
             Err(RecvTimeoutError::Disconnected) if carried.open.is_some() => Vec::new(),
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if let Err(e) = run_batch(log, state, batch, &mut carried) {
+        if let Err(e) = run_batch(log, state, index, batch, &mut carried) {
             // The jobs' completions were dropped: their callers see the thread stop.
             tracing::error!("storage batch failed: {e}");
         }
@@ -478,7 +491,13 @@ fn durability_err(e: redb::SetDurabilityError) -> StoreError {
     StoreError::Corrupt { table: "durability", reason: e.to_string() }
 }
 
-fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>, carried: &mut Carried) -> Result<(), StoreError> {
+fn run_batch(
+    log: &Wal,
+    state: &Database,
+    index: &VersionIndex,
+    batch: Vec<Job>,
+    carried: &mut Carried,
+) -> Result<(), StoreError> {
     if let Some(failed) = &carried.failed {
         for job in batch {
             let complete = match job.work {
@@ -521,7 +540,7 @@ fn run_batch(log: &Wal, state: &Database, batch: Vec<Job>, carried: &mut Carried
         if state_durable {
             outcome = open.txn.set_durability(Durability::Immediate).map_err(durability_err);
         }
-        let mut tables = Tables::new(&open.txn);
+        let mut tables = Tables::new(&open.txn, index);
         completions.extend(state_work.into_iter().map(|work| work(&mut tables)));
         open.batches += usize::from(writes_state);
     }

@@ -213,7 +213,7 @@ fn validate(
     snapshot_ts: u64,
     part: &TxnPart,
 ) -> Result<Result<(), KvError>, StoreError> {
-    let versions = RedbSpace { table: t.versions.open()?, partition: p };
+    let versions = RedbSpace { table: t.versions.open()?, index: t.index, partition: p };
     let writes: Vec<&str> = part.writes.iter().map(WriteOp::key).collect();
     for key in part.keys() {
         if let Some((ts, _)) = versions.latest(key)?
@@ -326,7 +326,7 @@ fn writes_at(t: &mut Tables<'_>, p: PartitionId, part: &TxnPart, ts: u64) -> Res
             TxnRecord::Lock { write: None, .. } | TxnRecord::Sequence { write: None, .. } => {}
         }
     }
-    let mut space = RedbSpace { table: t.versions.open()?, partition: p };
+    let mut space = RedbSpace { table: t.versions.open()?, index: t.index, partition: p };
     part.writes.iter().map(|op| apply_write(&mut space, op, ts)).collect()
 }
 
