@@ -18,9 +18,6 @@ use crate::version_index::VersionIndex;
 
 type VersionKey<'a> = (u32, u64, &'a str);
 
-/// Keys a scan takes from the index at a time.
-const SCAN_CHUNK_KEYS: usize = 64;
-
 /// One partition's versions in a redb table `T`.
 pub(crate) struct RedbSpace<'i, T> {
     pub(crate) table: T,
@@ -76,29 +73,20 @@ where
     }
 
     fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError> {
-        let mut from = Bound::Included(start.to_owned());
-        loop {
-            let chunk = self.index.keys_from(self.partition, from.as_ref().map(String::as_str), SCAN_CHUNK_KEYS);
-            let Some((last, _)) = chunk.last() else { return Ok(()) };
-            let next = Bound::Excluded(last.clone());
-            for (key, times) in &chunk {
-                let mut found = None;
-                let mut held = false;
-                for &ts in times.iter().rev() {
-                    let Some(version) = self.row(key, ts)? else { continue };
-                    held = true;
-                    if as_of.is_none_or(|at| ts <= at) {
-                        found = Some((ts, version));
-                        break;
-                    }
-                }
-                // A key none of whose rows this table holds is not there at all.
-                if held && !visit(key, found.as_ref().map(|(t, v)| (*t, v))) {
-                    return Ok(());
+        self.index.each_key(self.partition, Bound::Included(start), |key, times| {
+            let mut found = None;
+            let mut held = false;
+            for &ts in times.iter().rev() {
+                let Some(version) = self.row(key, ts)? else { continue };
+                held = true;
+                if as_of.is_none_or(|at| ts <= at) {
+                    found = Some((ts, version));
+                    break;
                 }
             }
-            from = next;
-        }
+            // A key none of whose rows this table holds is not there at all.
+            Ok(!held || visit(key, found.as_ref().map(|(t, v)| (*t, v))))
+        })
     }
 }
 
@@ -112,28 +100,22 @@ impl KeySpace for RedbSpace<'_, &mut Table<'_, VersionKey<'static>, &'static [u8
     fn compact(&mut self, before_ts: u64) -> Result<u64, StoreError> {
         let p = self.partition;
         let mut victims: Vec<(String, u64)> = Vec::new();
-        let mut from = Bound::Unbounded;
-        loop {
-            let chunk = self.index.keys_from(p, from.as_ref().map(String::as_str), SCAN_CHUNK_KEYS);
-            let Some((last, _)) = chunk.last() else { break };
-            let next = Bound::Excluded(last.clone());
-            for (key, times) in &chunk {
-                // The rows older than `before_ts`, newest first: the newest is the version
-                // visible at `before_ts`, the only one whose fate depends on what it holds.
-                let mut older = Vec::new();
-                for &ts in times.iter().rev().filter(|&&ts| ts < before_ts) {
-                    if self.table.get((p, ts, key.as_str()))?.is_some() {
-                        older.push(ts);
-                    }
+        self.index.each_key(p, Bound::Unbounded, |key, times| {
+            // Of the rows older than `before_ts`, the newest is the version visible at
+            // `before_ts`, the only one whose fate depends on what it holds.
+            let (mut visible, mut older) = (None, Vec::new());
+            for &ts in times.iter().rev().filter(|&&ts| ts < before_ts) {
+                if visible.is_none() {
+                    visible = self.row(key, ts)?.map(|v| (ts, v));
+                } else if self.table.get((p, ts, key))?.is_some() {
+                    older.push(ts);
                 }
-                let Some((&visible_ts, rest)) = older.split_first() else { continue };
-                let visible = self.row(key, visible_ts)?;
-                let visible = visible.iter().map(|v| (visible_ts, v));
-                let doomed = compaction_victims(visible, before_ts).into_iter().chain(rest.iter().copied());
-                victims.extend(doomed.map(|ts| (key.clone(), ts)));
             }
-            from = next;
-        }
+            let visible = visible.iter().map(|(ts, v)| (*ts, v));
+            let doomed = compaction_victims(visible, before_ts).into_iter().chain(older);
+            victims.extend(doomed.map(|ts| (key.to_owned(), ts)));
+            Ok(true)
+        })?;
         for (key, ts) in &victims {
             self.table.remove((p, *ts, key.as_str()))?;
         }

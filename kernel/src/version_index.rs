@@ -26,7 +26,10 @@ use crate::schema::VERSIONS;
 use crate::types::PartitionId;
 
 /// A key and its version timestamps, oldest first.
-pub(crate) type KeyTimes = (String, Vec<u64>);
+type KeyTimes = (String, Vec<u64>);
+
+/// Keys [`VersionIndex::each_key`] copies out under the lock at a time.
+const SCAN_CHUNK_KEYS: usize = 64;
 
 /// Every partition's keys and their version timestamps.
 #[derive(Debug, Default)]
@@ -103,10 +106,33 @@ impl VersionIndex {
         times.map(|times| times.iter().rev().copied().collect()).unwrap_or_default()
     }
 
-    /// At most `max` keys of partition `p` from `start` (included or not), in key order,
-    /// with their timestamps. Scans go a chunk at a time, so the storage thread never
-    /// waits long for a reader.
-    pub(crate) fn keys_from(&self, p: PartitionId, start: Bound<&str>, max: usize) -> Vec<KeyTimes> {
+    /// Calls `f` with each key of partition `p` from `start` (included or not), in key
+    /// order, and its timestamps, oldest first, until `f` returns false. The keys are
+    /// copied out [`SCAN_CHUNK_KEYS`] at a time, so the storage thread never waits long
+    /// for a scan.
+    pub(crate) fn each_key(
+        &self,
+        p: PartitionId,
+        start: Bound<&str>,
+        mut f: impl FnMut(&str, &[u64]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut from = start.map(str::to_owned);
+        loop {
+            let chunk = self.keys_from(p, from.as_ref().map(String::as_str), SCAN_CHUNK_KEYS);
+            let Some((last, _)) = chunk.last() else { return Ok(()) };
+            let next = Bound::Excluded(last.clone());
+            for (key, times) in &chunk {
+                if !f(key, times)? {
+                    return Ok(());
+                }
+            }
+            from = next;
+        }
+    }
+
+    /// At most `max` keys of partition `p` from `start`, in key order, with their
+    /// timestamps.
+    fn keys_from(&self, p: PartitionId, start: Bound<&str>, max: usize) -> Vec<KeyTimes> {
         let partitions = self.read();
         let Some(index) = partitions.get(&p) else { return Vec::new() };
         let range = index.keys.range::<str, _>((start, Bound::Unbounded));
@@ -201,6 +227,23 @@ mod tests {
         assert_eq!(first.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b", "c"]);
         let next = index.keys_from(1, Bound::Excluded("c"), 2);
         assert_eq!(next.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["d"]);
+    }
+
+    #[test]
+    fn each_key_goes_through_every_chunk_and_stops_when_told() {
+        let index = VersionIndex::default();
+        let keys: Vec<String> = (0..150).map(|i| format!("k{i:03}")).collect();
+        for key in &keys {
+            index.add(1, key, 1);
+        }
+        let mut seen = Vec::new();
+        index
+            .each_key(1, Bound::Excluded("k000"), |key, _| {
+                seen.push(key.to_owned());
+                Ok(key < "k140")
+            })
+            .unwrap();
+        assert_eq!(seen, keys[1..=140]);
     }
 
     #[test]
