@@ -101,6 +101,8 @@ pub enum StoreError {
     Commit(String),
     #[error("storage thread stopped")]
     Stopped,
+    #[error("storage task failed: {0}")]
+    Task(String),
     #[error("data format version {found} is not supported (this build reads {supported})")]
     Format { found: u64, supported: u64 },
 }

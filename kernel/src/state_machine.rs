@@ -432,13 +432,21 @@ fn read_err(e: StoreError) -> StorageError {
 impl StateMachine {
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let txn = self.storage.read().await?;
-        let (snap, applied, membership) = read_snapshot(&txn, self.partition)?;
+        let p = self.partition;
+        // Reading and encoding every retained version of the partition takes long.
+        let (bytes, applied, membership) = self
+            .storage
+            .off_runtime(move || {
+                let (snap, applied, membership) = read_snapshot(&txn, p)?;
+                Ok((encode(&snap), applied, membership))
+            })
+            .await?;
         let snapshot_id = match applied {
             Some(last) => format!("{}-{}-{}", self.partition, last.leader_id, last.index),
             None => format!("{}-empty", self.partition),
         };
         let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(encode(&snap))) })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
@@ -487,7 +495,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let snap: PartitionSnapshot = decode("snapshot", snapshot.get_ref())
+        let bytes = snapshot.into_inner();
+        let snap: PartitionSnapshot = (self.storage.off_runtime(move || decode("snapshot", &bytes)).await)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let (p, applied, membership) = (self.partition, meta.last_log_id, meta.last_membership.clone());
         self.hlc.observe(snap.last_commit_ts);
