@@ -74,13 +74,15 @@ where
 
     fn scan(&self, start: &str, as_of: Option<u64>, visit: &mut ScanVisitor<'_>) -> Result<(), StoreError> {
         self.index.each_key(self.partition, Bound::Included(start), |key, times| {
-            let mut found = None;
-            let mut held = false;
+            let (mut found, mut held) = (None, false);
             for &ts in times.iter().rev() {
-                let Some(version) = self.row(key, ts)? else { continue };
-                held = true;
-                if as_of.is_none_or(|at| ts <= at) {
-                    found = Some((ts, version));
+                if as_of.is_some_and(|at| ts > at) {
+                    // Too new to read: only whether the table holds it matters.
+                    held = held || self.table.get((self.partition, ts, key))?.is_some();
+                    continue;
+                }
+                if let Some(version) = self.row(key, ts)? {
+                    (found, held) = (Some((ts, version)), true);
                     break;
                 }
             }

@@ -142,6 +142,7 @@ impl<'t> Tables<'t> {
 
     /// Opens every table, creating those the file lacks.
     fn create_all(txn: &'t WriteTransaction) -> Result<(), StoreError> {
+        // Opening tables reads no index: an empty one serves.
         let index = VersionIndex::default();
         let mut t = Tables::new(txn, &index);
         t.meta.open()?;
