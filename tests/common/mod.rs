@@ -2,10 +2,11 @@
 //! directory, and raw gRPC clients to them.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kahuna_proto::v1::cluster_client::ClusterClient;
@@ -13,9 +14,18 @@ use kahuna_proto::v1::key_value_client::KeyValueClient;
 use kahuna_proto::v1::{GetRequest, SetRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
 
-/// A free loopback port (bound then released; good enough for tests).
+/// A free loopback port (bound then released), never one handed out before in this
+/// process: the tests of one binary run at once, and the kernel may hand a released port
+/// to the next bind before its first taker's node listens on it (seen in CI: two clusters
+/// shared a port, and one's nodes sent Raft messages to the other's).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        if HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The nodes' log filter: `KAHUNA_TEST_NODE_LOG`, or the default of `kahuna serve`
