@@ -320,3 +320,40 @@ async fn a_node_with_another_partition_count_is_refused() {
     let acked = write_acked(&cluster, "after/refusal", "v", Duration::from_secs(10)).await;
     eprintln!("both sides refused within {:?}; a write took {:?}", started.elapsed(), acked.took);
 }
+
+/// A node whose peer list points at another cluster's node is refused there, and the
+/// other cluster goes on serving. (In CI two test clusters once shared a port: a one-node
+/// cluster took the other's Raft messages for its own, and a partition panicked.)
+#[tokio::test]
+async fn messages_from_another_cluster_are_refused() {
+    let lone = Cluster::start(1, 2, &[]).await;
+    let lone_address = &lone.node_ref(1).address;
+    // A two-voter cluster whose "node 2" is the lone cluster's node 1: its node 1
+    // campaigns there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let address = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("stranger.log")).expect("log file");
+    let mut stranger = std::process::Command::new(env!("CARGO_BIN_EXE_kahuna"))
+        .args(["serve", "--node-id", "1", "--listen", &address, "--partitions", "2"])
+        .args(["--peers", &format!("1={address},2={lone_address}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("KAHUNA_LOG", node_log_filter())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn kahuna");
+    let started = Instant::now();
+    let refusal = "a message from node 1, which is not a peer of node 1 (its peers: [])";
+    while !lone.node_ref(1).log().contains(refusal) {
+        assert!(started.elapsed() < Duration::from_secs(15), "no refusal logged\n{}", lone.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = write_acked(&lone, "after/stranger", "v", Duration::from_secs(10)).await;
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let status = lone.node_ref(1).status().await.expect("status");
+    assert!(status.partitions.iter().all(|p| p.leader == 1), "{status:?}");
+    eprintln!("refused within {:?}; a write took {:?}", started.elapsed(), acked.took);
+}

@@ -1,9 +1,10 @@
 //! The node-to-node gRPC service: Raft RPCs (one by one or in batches over a stream) and
 //! forwarded client requests, handed to the kernel.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kahuna_kernel::{Kernel, MessageKind, NodeMessage};
+use kahuna_kernel::{Kernel, MessageKind, NodeId, NodeMessage};
 use kahuna_proto::node::node_server::Node;
 use kahuna_proto::node::{Batch, Envelope};
 use tokio::sync::mpsc;
@@ -84,6 +85,7 @@ async fn handle(kernel: &Kernel, envelope: Envelope) -> Result<Envelope, Status>
     let kind = MessageKind::from_u32(envelope.kind)
         .ok_or_else(|| invalid(format!("unknown message kind {}", envelope.kind)))?;
     same_partition_count(kernel.partitions(), &envelope)?;
+    from_a_peer(kernel.node_id(), kernel.peers(), &envelope)?;
     let message = NodeMessage {
         partition: envelope.partition,
         hlc: envelope.hlc,
@@ -117,12 +119,36 @@ fn same_partition_count(ours: u32, envelope: &Envelope) -> Result<(), Status> {
     );
     // Once loud, then quiet: the peer keeps sending (heartbeats of every partition).
     static REPORTED: AtomicBool = AtomicBool::new(false);
-    if !REPORTED.swap(true, Ordering::Relaxed) {
+    Err(refuse_loudly_once(&REPORTED, message))
+}
+
+/// Refuses a message from a node that is not one of this node's peers, or that claims
+/// this node's own id: a peer list pointing at another cluster's node must not feed it
+/// Raft messages. (Seen in CI through two test clusters sharing a port: a one-node
+/// cluster took another cluster's append-entries for its own and a partition panicked.)
+fn from_a_peer(me: NodeId, peers: &BTreeMap<NodeId, String>, envelope: &Envelope) -> Result<(), Status> {
+    let from = envelope.from;
+    if from != me && peers.contains_key(&from) {
+        return Ok(());
+    }
+    let peers: Vec<&NodeId> = peers.keys().filter(|&&id| id != me).collect();
+    let message = format!(
+        "a message from node {from}, which is not a peer of node {me} (its peers: {peers:?}): every node of a \
+         cluster must be started with the same --peers and its own --node-id"
+    );
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    Err(refuse_loudly_once(&REPORTED, message))
+}
+
+/// A `FailedPrecondition` refusal, logged as an error the first time `reported` sees one
+/// and at debug level after that (a misconfigured peer keeps sending).
+fn refuse_loudly_once(reported: &AtomicBool, message: String) -> Status {
+    if !reported.swap(true, Ordering::Relaxed) {
         tracing::error!("{message}");
     } else {
         tracing::debug!("{message}");
     }
-    Err(Status::failed_precondition(message))
+    Status::failed_precondition(message)
 }
 
 #[cfg(test)]
@@ -137,5 +163,22 @@ mod tests {
         let refused = same_partition_count(3, &from(16)).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(refused.message().contains("node 2 has 16 partitions, this node has 3"), "{}", refused.message());
+    }
+
+    #[test]
+    fn messages_from_a_node_that_is_not_a_peer_are_refused() {
+        let peers: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 2070 + id))).collect();
+        let from = |from| Envelope { from, ..Envelope::default() };
+        assert!(from_a_peer(1, &peers, &from(2)).is_ok());
+        let stranger = from_a_peer(1, &peers, &from(4)).unwrap_err();
+        assert_eq!(stranger.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            stranger.message().contains("node 4, which is not a peer of node 1 (its peers: [2, 3])"),
+            "{}",
+            stranger.message()
+        );
+        assert!(from_a_peer(1, &peers, &from(1)).is_err(), "a sender claiming this node's own id");
+        let alone = BTreeMap::from([(1, "127.0.0.1:2071".to_owned())]);
+        assert!(from_a_peer(1, &alone, &from(1)).is_err(), "a one-node cluster has no peers");
     }
 }
