@@ -40,12 +40,7 @@ where
 
     /// The newest version of `key` at or before `ts` (any when `None`).
     fn newest(&self, key: &str, ts: Option<u64>) -> Result<Option<(u64, Version)>, StoreError> {
-        self.index.find_newest(self.partition, key, |t| {
-            if ts.is_some_and(|ts| t > ts) {
-                return Ok(None);
-            }
-            Ok(self.row(key, t)?.map(|v| (t, v)))
-        })
+        self.index.find_newest(self.partition, key, ts, |t| Ok(self.row(key, t)?.map(|v| (t, v))))
     }
 }
 

@@ -80,18 +80,21 @@ impl VersionIndex {
         self.write().entry(p).or_default().add(key, ts);
     }
 
-    /// Calls `f` with `key`'s timestamps, newest first, until it returns something.
+    /// Calls `f` with `key`'s timestamps at or before `at_most` (all when `None`), newest
+    /// first, until it returns something.
     pub(crate) fn find_newest<R>(
         &self,
         p: PartitionId,
         key: &str,
+        at_most: Option<u64>,
         mut f: impl FnMut(u64) -> Result<Option<R>, StoreError>,
     ) -> Result<Option<R>, StoreError> {
         let partitions = self.read();
         let Some(times) = partitions.get(&p).and_then(|index| index.keys.get(key)) else {
             return Ok(None);
         };
-        for &ts in times.iter().rev() {
+        let end = at_most.map_or(times.len(), |at| times.partition_point(|&t| t <= at));
+        for &ts in times[..end].iter().rev() {
             if let Some(found) = f(ts)? {
                 return Ok(Some(found));
             }
@@ -145,13 +148,19 @@ impl VersionIndex {
         std::mem::replace(&mut self.write().entry(p).or_default().retired, removed)
     }
 
-    /// Drops `gone` from partition `p`'s keys.
+    /// Drops `gone` from partition `p`'s keys: one pass over each key's timestamps (a
+    /// hot key can hold millions, and compaction retire a minute of them at once).
     pub(crate) fn forget(&self, p: PartitionId, gone: &[(String, u64)]) {
+        let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (key, ts) in gone {
+            by_key.entry(key.as_str()).or_default().push(*ts);
+        }
         let mut partitions = self.write();
         let Some(index) = partitions.get_mut(&p) else { return };
-        for (key, ts) in gone {
+        for (key, mut drop) in by_key {
             let Some(times) = index.keys.get_mut(key) else { continue };
-            times.retain(|t| t != ts);
+            drop.sort_unstable();
+            times.retain(|t| drop.binary_search(t).is_err());
             if times.is_empty() {
                 index.keys.remove(key);
             }
@@ -178,8 +187,13 @@ impl VersionIndex {
                 times.iter().filter(|t| kept.is_none_or(|k| k.binary_search(t).is_err())).map(|&t| (key.clone(), t)),
             );
         }
+        // Merged a key at a time: adding them one by one would shift each key's times.
         for (key, ts) in &retired {
-            installed.add(key, *ts);
+            installed.keys.entry(key.clone()).or_default().push(*ts);
+        }
+        for times in installed.keys.values_mut() {
+            times.sort_unstable();
+            times.dedup();
         }
         let before = std::mem::take(&mut index.retired);
         installed.retired = retired;
@@ -213,7 +227,9 @@ mod tests {
             index.add(1, "k", ts);
         }
         assert_eq!(newest(&index, "k"), [9, 7, 5, 1]);
-        assert_eq!(index.find_newest(1, "k", |ts| Ok((ts < 8).then_some(ts))).unwrap(), Some(7));
+        assert_eq!(index.find_newest(1, "k", None, |ts| Ok((ts < 8).then_some(ts))).unwrap(), Some(7));
+        assert_eq!(index.find_newest(1, "k", Some(6), |ts| Ok(Some(ts))).unwrap(), Some(5));
+        assert_eq!(index.find_newest(1, "k", Some(0), |ts| Ok(Some(ts))).unwrap(), None);
         assert!(index.times(2, "k").is_empty());
     }
 
@@ -257,6 +273,17 @@ mod tests {
         let due = index.retire(1, Vec::new());
         index.forget(1, &due);
         assert_eq!(newest(&index, "k"), [2]);
+    }
+
+    #[test]
+    fn a_hot_key_forgets_many_entries_at_once() {
+        let index = VersionIndex::default();
+        for ts in 1..=100_000 {
+            index.add(1, "hot", ts);
+        }
+        let gone: Vec<(String, u64)> = (1..=99_990).rev().map(|ts| ("hot".to_owned(), ts)).collect();
+        index.forget(1, &gone);
+        assert_eq!(newest(&index, "hot"), (99_991..=100_000).rev().collect::<Vec<u64>>());
     }
 
     #[test]
