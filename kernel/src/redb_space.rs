@@ -38,6 +38,11 @@ where
         }
     }
 
+    /// Whether the table holds a version of `key` at `ts` (without decoding it).
+    fn holds(&self, key: &str, ts: u64) -> Result<bool, StoreError> {
+        Ok(self.table.get((self.partition, ts, key))?.is_some())
+    }
+
     /// The newest version of `key` at or before `ts` (any when `None`).
     fn newest(&self, key: &str, ts: Option<u64>) -> Result<Option<(u64, Version)>, StoreError> {
         self.index.find_newest(self.partition, key, ts, |t| Ok(self.row(key, t)?.map(|v| (t, v))))
@@ -73,7 +78,7 @@ where
             for &ts in times.iter().rev() {
                 if as_of.is_some_and(|at| ts > at) {
                     // Too new to read: only whether the table holds it matters.
-                    held = held || self.table.get((self.partition, ts, key))?.is_some();
+                    held = held || self.holds(key, ts)?;
                     continue;
                 }
                 if let Some(version) = self.row(key, ts)? {
@@ -104,7 +109,7 @@ impl KeySpace for RedbSpace<'_, &mut Table<'_, VersionKey<'static>, &'static [u8
             for &ts in times.iter().rev().filter(|&&ts| ts < before_ts) {
                 if visible.is_none() {
                     visible = self.row(key, ts)?.map(|v| (ts, v));
-                } else if self.table.get((p, ts, key))?.is_some() {
+                } else if self.holds(key, ts)? {
                     older.push(ts);
                 }
             }
@@ -143,7 +148,7 @@ impl RedbSpace<'_, &mut Table<'_, VersionKey<'static>, &'static [u8]>> {
     fn forget_gone(&mut self, due: Vec<(String, u64)>) -> Result<(), StoreError> {
         let mut gone = Vec::with_capacity(due.len());
         for (key, ts) in due {
-            if self.table.get((self.partition, ts, key.as_str()))?.is_none() {
+            if !self.holds(&key, ts)? {
                 gone.push((key, ts));
             }
         }
